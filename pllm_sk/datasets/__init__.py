@@ -1,0 +1,15 @@
+"""The PersonalLLM corpus, real and synthetic, as a :class:`Corpus`."""
+
+from ._constants import REWARD_MODEL_STATS, REWARD_MODELS, RESPONSE_MODELS
+from ._corpus import Corpus
+from ._personalllm import load_personalllm
+from ._synthetic import make_personalllm
+
+__all__ = [
+    "REWARD_MODELS",
+    "REWARD_MODEL_STATS",
+    "RESPONSE_MODELS",
+    "Corpus",
+    "load_personalllm",
+    "make_personalllm",
+]
