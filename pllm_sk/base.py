@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .utils._validation import check_feedback, split_ids_features
+from .utils._validation import check_feedback, check_id_input, split_ids_features
 
 __all__ = ["BaseRanker"]
 
@@ -85,14 +85,14 @@ class BaseRanker(BaseEstimator):
         return np.asarray(self._predict(ids, features), dtype=np.float64)
 
     def _validate_fit_data(self, X, y):
-        X = _as_frame_or_array(X)
+        X = check_id_input(X)
         ids, features, _ = split_ids_features(X)
         validate_data(self, X, skip_check_array=True, reset=True)
         y = check_feedback(y, ids.shape[0])
         return ids, features, y
 
     def _validate_predict_data(self, X):
-        X = _as_frame_or_array(X)
+        X = check_id_input(X)
         ids, features, _ = split_ids_features(X)
         validate_data(self, X, skip_check_array=True, reset=False)
         return ids, features
@@ -109,12 +109,3 @@ class BaseRanker(BaseEstimator):
         tags.target_tags.single_output = True
         return tags
 
-
-def _as_frame_or_array(X):
-    if hasattr(X, "columns") and hasattr(X, "iloc"):
-        return X
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
-        raise TypeError(
-            f"X must be a pandas DataFrame or a 2-d array; got {type(X).__name__}."
-        )
-    return np.asarray(X)

@@ -83,7 +83,9 @@ class Corpus:
         n_prompts = self.prompts.shape[0] if self.prompts.ndim else 0
         n_responses = self.responses.shape[1] if self.responses.ndim == 2 else 0
         if response_models is None:
-            slots = np.array([f"response_{k + 1}" for k in range(n_responses)], dtype=object)
+            slots = np.array(
+                [f"response_{k + 1}" for k in range(n_responses)], dtype=object
+            )
             response_models = np.tile(slots, (n_prompts, 1))
         self.response_models = np.asarray(response_models, dtype=object)
         self.split = np.asarray(
@@ -119,6 +121,12 @@ class Corpus:
 
     def __len__(self):
         return self.n_prompts
+
+    def __deepcopy__(self, memo):
+        # A corpus is treated as immutable: scikit-learn's clone deep-copies
+        # non-estimator parameters in every CV fold, and copying ~100k texts per
+        # fold would cost more than the fit. Copies share the arrays.
+        return self
 
     def validate(self):
         """Check shapes, names and values; raise ``ValueError`` naming the problem.

@@ -41,6 +41,10 @@ class PreferenceOracle:
         self.corpus = corpus
         self._weights = check_weights(weights, corpus.n_reward_models)
 
+    def __deepcopy__(self, memo):
+        # Immutable like the corpus it wraps: clone() shares it instead of copying.
+        return self
+
     @property
     def weights(self):
         """True user weights, shape (n_users, n_reward_models); a read-only view."""

@@ -4,7 +4,13 @@ import numbers
 
 import numpy as np
 
-__all__ = ["ID_COLUMNS", "check_feedback", "split_ids_features"]
+__all__ = [
+    "ID_COLUMNS",
+    "check_feedback",
+    "check_id_input",
+    "id_column",
+    "split_ids_features",
+]
 
 ID_COLUMNS = ("user_id", "prompt_id", "response_id")
 
@@ -70,7 +76,9 @@ def split_ids_features(X):
                 f"X is missing the id column(s) {missing}; a DataFrame X needs the "
                 f"columns {list(ID_COLUMNS)} plus any numeric feature columns."
             )
-        ids = np.column_stack([_check_id_values(X[c].to_numpy(), c) for c in ID_COLUMNS])
+        ids = np.column_stack(
+            [_check_id_values(X[c].to_numpy(), c) for c in ID_COLUMNS]
+        )
         feature_names = [c for c in X.columns if c not in ID_COLUMNS]
         features = np.empty((len(X), len(feature_names)), dtype=np.float64)
         for j, column in enumerate(feature_names):
@@ -144,3 +152,32 @@ def check_feedback(y, n_rows):
     if np.isinf(y).any():
         raise ValueError("y contains inf; use NaN for unlabeled rows.")
     return y
+
+
+def check_id_input(X):
+    """``X`` as given if a DataFrame, else as a 2-d array with room for the ids."""
+    if _is_dataframe(X):
+        return X
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+        raise TypeError(
+            f"X must be a pandas DataFrame or a 2-d array; got {type(X).__name__}."
+        )
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] < len(ID_COLUMNS):
+        raise ValueError(
+            f"X must be a DataFrame or a 2-d array whose first columns are "
+            f"{list(ID_COLUMNS)}; got an array of shape {X.shape}."
+        )
+    return X
+
+
+def id_column(X, name):
+    """One id column as int64: by name in a DataFrame, by position in an array."""
+    if _is_dataframe(X):
+        if name not in X.columns:
+            raise ValueError(
+                f"X is missing the id column {name!r}; a DataFrame X needs the columns "
+                f"{list(ID_COLUMNS)}."
+            )
+        return _check_id_values(X[name].to_numpy(), name)
+    return _check_id_values(X[:, ID_COLUMNS.index(name)], name)

@@ -1,0 +1,187 @@
+"""The rewards track: each row's normalised reward-model scores as feature columns."""
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+# One id extraction for the whole library: the splitter's, which reads only the
+# id columns (no copy of the feature columns of a multi-million-row X).
+from ..utils._validation import ID_COLUMNS, _is_dataframe, check_id_input, id_column
+
+__all__ = ["RewardFeatures"]
+
+
+class RewardFeatures(TransformerMixin, BaseEstimator):
+    """Append the reward-model scores of each row's (prompt, response) as columns.
+
+    The scores are the corpus's normalised rewards, looked up by ``prompt_id`` and
+    ``response_id``. The id columns and any feature columns already in ``X`` are kept
+    in place; one column per reward model, named ``reward_<name>``, is appended.
+
+    A DataFrame ``X`` gives a DataFrame, with the reward columns in float32 (the
+    precision the corpus stores; half the memory of float64 on millions of rows). An
+    array ``X`` gives a float64 array with the ids in its first three columns, unless
+    ``set_output(transform="pandas")`` asks for a DataFrame.
+
+    Parameters
+    ----------
+    corpus : Corpus
+        The corpus whose ``rewards`` are looked up.
+    reward_models : sequence of str, default=None
+        Names of the reward models to append, in this order; ``None`` appends all of
+        ``corpus.reward_models`` in the corpus order.
+
+    Attributes
+    ----------
+    reward_models_ : tuple of str
+        The reward models appended, in column order.
+    n_features_in_ : int
+        Number of columns of ``X`` in ``fit``, the three id columns included.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` in ``fit``, when it was a DataFrame.
+
+    See Also
+    --------
+    pllm_sk.datasets.Corpus.lookup_rewards : The lookup behind the transform.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from pllm_sk.datasets import Corpus
+    >>> from pllm_sk.features import RewardFeatures
+    >>> corpus = Corpus(["Hi?"], [["Hello.", "Hey!"]],
+    ...                 rewards=[[[0.5, -1.0], [2.0, 0.0]]], reward_models=["a", "b"])
+    >>> X = pd.DataFrame({"user_id": [7, 7], "prompt_id": [0, 0], "response_id": [1, 0]})
+    >>> RewardFeatures(corpus).fit_transform(X)
+       user_id  prompt_id  response_id  reward_a  reward_b
+    0        7          0            1       2.0       0.0
+    1        7          0            0       0.5      -1.0
+    """
+
+    def __init__(self, corpus, reward_models=None):
+        self.corpus = corpus
+        self.reward_models = reward_models
+
+    def fit(self, X, y=None):
+        """Check the reward models and record the input columns.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        X = check_id_input(X)
+        for name in ID_COLUMNS:
+            id_column(X, name)
+        if not (
+            hasattr(self.corpus, "rewards") and hasattr(self.corpus, "reward_models")
+        ):
+            raise TypeError(
+                f"corpus must be a pllm_sk Corpus; got {type(self.corpus).__name__}."
+            )
+        self.reward_models_, self._reward_columns = self._resolve_reward_models()
+        validate_data(self, X, skip_check_array=True, reset=True)
+        clashes = set(self._new_names()) & set(getattr(self, "feature_names_in_", ()))
+        if clashes:
+            raise ValueError(
+                f"X already has the column(s) {sorted(clashes)} that RewardFeatures "
+                "appends; were the rewards appended twice?"
+            )
+        return self
+
+    def transform(self, X):
+        """Append the reward columns.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            The same columns as in ``fit``.
+
+        Returns
+        -------
+        X_out : DataFrame or ndarray of shape (n_rows, 3 + n_features + n_rewards)
+            ``X`` with ``len(reward_models_)`` columns appended.
+        """
+        check_is_fitted(self)
+        X = check_id_input(X)
+        validate_data(self, X, skip_check_array=True, reset=False)
+        # check_ids raises naming prompt_id / response_id and the value outside.
+        prompt_ids, response_ids = self.corpus.check_ids(
+            id_column(X, "prompt_id"), id_column(X, "response_id")
+        )
+        # One gather straight into (n_chosen_models, n_rows): each output column is a
+        # contiguous row, and unchosen reward models are never copied.
+        rewards = self.corpus.rewards[
+            prompt_ids[None, :], response_ids[None, :], self._reward_columns[:, None]
+        ]
+        if _is_dataframe(X):
+            return X.assign(**dict(zip(self._new_names(), rewards)))
+        return np.hstack(
+            [X.astype(np.float64, copy=False), rewards.T.astype(np.float64)]
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns: the input columns, then ``reward_<name>``.
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            Input column names; ``None`` uses ``feature_names_in_``, or, after a fit
+            on an array, ``user_id``, ``prompt_id``, ``response_id``, ``x3``, ...
+
+        Returns
+        -------
+        feature_names_out : ndarray of str
+        """
+        check_is_fitted(self)
+        if input_features is None:
+            input_features = getattr(self, "feature_names_in_", None)
+        if input_features is None:
+            input_features = list(ID_COLUMNS) + [
+                f"x{j}" for j in range(len(ID_COLUMNS), self.n_features_in_)
+            ]
+        input_features = [str(name) for name in input_features]
+        if len(input_features) != self.n_features_in_:
+            raise ValueError(
+                f"input_features has {len(input_features)} names; X had "
+                f"{self.n_features_in_} columns in fit."
+            )
+        if hasattr(self, "feature_names_in_") and not np.array_equal(
+            input_features, self.feature_names_in_
+        ):
+            raise ValueError(
+                "input_features is not equal to feature_names_in_: "
+                f"{input_features} != {list(self.feature_names_in_)}."
+            )
+        return np.asarray(input_features + self._new_names(), dtype=object)
+
+    def _resolve_reward_models(self):
+        available = tuple(self.corpus.reward_models)
+        if self.reward_models is None:
+            return available, np.arange(len(available))
+        if isinstance(self.reward_models, str):
+            raise TypeError(
+                "reward_models must be a sequence of names, such as "
+                f"[{self.reward_models!r}]; got a string."
+            )
+        names = tuple(self.reward_models)
+        if not names:
+            raise ValueError("reward_models must name at least one reward model.")
+        unknown = [name for name in names if name not in available]
+        if unknown:
+            raise ValueError(
+                f"Unknown reward model(s) {unknown}; the corpus has {list(available)}."
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward_models has duplicates: {list(names)}.")
+        return names, np.array([available.index(name) for name in names])
+
+    def _new_names(self):
+        return [f"reward_{name}" for name in self.reward_models_]

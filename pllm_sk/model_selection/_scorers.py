@@ -1,0 +1,309 @@
+"""Personal scorers: pick each (user, prompt)'s top candidate, score it with the oracle."""
+
+import numpy as np
+
+from ..utils._validation import ID_COLUMNS, check_id_input, id_column
+
+__all__ = ["METRICS", "make_personal_scorer", "personal_scorers"]
+
+METRICS = ("reward", "gap_closed", "top1", "win_rate", "pairwise_accuracy")
+
+
+def make_personal_scorer(oracle, metric="reward", *, reference_model="GPT-4o"):
+    """Make a scorer that ranks each (user, prompt)'s candidates and asks the oracle.
+
+    The scorer is called as ``scorer(estimator, X, y)``, the signature of
+    ``scoring=`` in :func:`~sklearn.model_selection.cross_validate` and
+    :class:`~sklearn.model_selection.GridSearchCV`. It predicts once on ``X`` (the
+    test fold: query candidates), groups the rows by (user_id, prompt_id), chooses
+    each group's top predicted candidate and scores the choice with the users' true
+    rewards. ``y`` is ignored: the oracle is the ground truth. Only the candidates
+    present in ``X`` compete; the test fold of :class:`ColdStartSplit` holds all K
+    candidates of each query prompt.
+
+    Ties in the predictions are broken toward the lowest ``response_id``, as
+    :meth:`PreferenceOracle.best_response` breaks ties in the true rewards.
+
+    Metrics (all greater is better):
+
+    - ``"reward"``: the mean over groups of the chosen response's true reward.
+    - ``"gap_closed"``: the share of the way from zero-shot to the oracle closed,
+      ``(R - R_zero) / (R_best - R_zero)``, where ``R`` is the ``"reward"``,
+      ``R_zero`` the mean true reward of the response chosen by the population
+      weights (:attr:`PreferenceOracle.population_weights`, the zero-shot choice of
+      :meth:`PreferenceOracle.zero_shot_response`) and ``R_best`` the mean true
+      reward of each group's best candidate. It is a ratio of means over the fold,
+      not a mean of per-group ratios (many groups' own gap is 0). When
+      ``R_best == R_zero`` (zero-shot already chose every group's best) the gap is
+      undefined and the metric is ``nan``. It is 0 for zero-shot, 1 for the oracle
+      and negative for a method worse than zero-shot.
+    - ``"top1"``: the share of groups whose chosen response is the user's best
+      candidate (ties in the true reward go to the lowest ``response_id``).
+    - ``"win_rate"``: the share of groups whose chosen response has a true reward
+      strictly greater than the ``reference_model`` response of that prompt (looked
+      up in ``corpus.response_models``, whether or not it is in ``X``; the first
+      such slot should several carry the name). A tie, including choosing the
+      reference response itself, is not a win.
+    - ``"pairwise_accuracy"``: in each group, the share of candidate pairs with
+      different true rewards that the predictions order the same way, a predicted
+      tie counting 0.5; averaged over the groups that have such a pair.
+
+    Parameters
+    ----------
+    oracle : PreferenceOracle
+        The true user rewards (from :func:`~pllm_sk.simulation.simulate_feedback`).
+    metric : str or list of str, default="reward"
+        One of :data:`METRICS`, or several: the scorer then returns a dict
+        ``{name: value}`` computed from a single ``predict`` call, which
+        ``cross_validate`` and ``GridSearchCV`` accept.
+    reference_model : str, default="GPT-4o"
+        The response model that ``"win_rate"`` compares against.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None)`` returning a float, or a dict of floats.
+
+    See Also
+    --------
+    personal_scorers : A dict of single-metric scorers, for ``scoring=``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from pllm_sk.datasets import Corpus
+    >>> from pllm_sk.model_selection import make_personal_scorer
+    >>> from pllm_sk.simulation import PreferenceOracle
+    >>> corpus = Corpus(["Hi?"], [["Hello.", "Hey!"]], rewards=[[[1.0], [2.0]]],
+    ...                 reward_models=["rm"], response_models=[["GPT-4o", "Other"]])
+    >>> oracle = PreferenceOracle(corpus, [[1.0]])
+    >>> class Fixed:  # an "estimator" that prefers the first candidate
+    ...     def predict(self, X):
+    ...         return -X["response_id"].to_numpy()
+    >>> X = pd.DataFrame({"user_id": [0, 0], "prompt_id": [0, 0], "response_id": [0, 1]})
+    >>> scorer = make_personal_scorer(oracle, ["reward", "top1", "win_rate"])
+    >>> scorer(Fixed(), X, None)
+    {'reward': 1.0, 'top1': 0.0, 'win_rate': 0.0}
+    """
+    names = [metric] if isinstance(metric, str) else list(metric)
+    if not names:
+        raise ValueError(f"metric must name at least one of {METRICS}; got {metric!r}.")
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metric(s) {unknown}; choose from {METRICS}.")
+    if "win_rate" in names:
+        _check_reference_model(oracle, reference_model)
+    return _PersonalScorer(
+        oracle, names if not isinstance(metric, str) else metric, reference_model
+    )
+
+
+def personal_scorers(oracle, metrics=METRICS, *, reference_model="GPT-4o"):
+    """A dict of single-metric personal scorers, for ``scoring=``.
+
+    Each scorer predicts on its own; when speed matters, prefer one
+    :func:`make_personal_scorer` with a list of metrics, which predicts once.
+
+    Parameters
+    ----------
+    oracle : PreferenceOracle
+    metrics : sequence of str, default=METRICS
+        Names from :data:`METRICS`.
+    reference_model : str, default="GPT-4o"
+        The response model that ``"win_rate"`` compares against.
+
+    Returns
+    -------
+    scorers : dict
+        ``{name: scorer}``, see :func:`make_personal_scorer`.
+
+    Examples
+    --------
+    >>> from pllm_sk.datasets import Corpus
+    >>> from pllm_sk.model_selection import personal_scorers
+    >>> from pllm_sk.simulation import PreferenceOracle
+    >>> corpus = Corpus(["Hi?"], [["Hello.", "Hey!"]], rewards=[[[1.0], [2.0]]],
+    ...                 reward_models=["rm"], response_models=[["GPT-4o", "Other"]])
+    >>> sorted(personal_scorers(PreferenceOracle(corpus, [[1.0]])))
+    ['gap_closed', 'pairwise_accuracy', 'reward', 'top1', 'win_rate']
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    return {
+        name: make_personal_scorer(oracle, name, reference_model=reference_model)
+        for name in metrics
+    }
+
+
+def _check_reference_model(oracle, reference_model):
+    if not np.any(oracle.corpus.response_models == reference_model):
+        raise ValueError(
+            f"reference_model={reference_model!r} wrote no response of the corpus; "
+            f"its response models are {sorted(set(oracle.corpus.response_models.flat))}."
+        )
+
+
+class _PersonalScorer:
+    """Callable ``(estimator, X, y) -> float or dict``; a class so that it pickles."""
+
+    def __init__(self, oracle, metric, reference_model):
+        self.oracle = oracle
+        self.metric = metric
+        self.reference_model = reference_model
+
+    def __repr__(self):
+        return (
+            f"make_personal_scorer({self.oracle!r}, metric={self.metric!r}, "
+            f"reference_model={self.reference_model!r})"
+        )
+
+    def __call__(self, estimator, X, y=None):
+        user_ids, prompt_ids, response_ids = _candidate_ids(X)
+        predicted = np.asarray(estimator.predict(X), dtype=np.float64).reshape(-1)
+        if predicted.shape[0] != user_ids.shape[0]:
+            raise ValueError(
+                f"predict returned {predicted.shape[0]} values for {user_ids.shape[0]} "
+                "rows of X."
+            )
+        if np.isnan(predicted).any():
+            raise ValueError("predict returned NaN; every candidate needs a utility.")
+        groups = _CandidateGroups(self.oracle, user_ids, prompt_ids, response_ids)
+        scores = groups.grid(predicted[groups.order])
+        chosen = groups.pick(scores)
+        names = [self.metric] if isinstance(self.metric, str) else self.metric
+        values = {
+            name: float(
+                _METRIC_FUNCTIONS[name](groups, scores, chosen, self.reference_model)
+            )
+            for name in names
+        }
+        return values[self.metric] if isinstance(self.metric, str) else values
+
+
+def _candidate_ids(X):
+    X = check_id_input(X)
+    ids = tuple(id_column(X, name) for name in ID_COLUMNS)
+    if ids[0].size == 0:
+        raise ValueError("X has no rows to score.")
+    return ids
+
+
+class _CandidateGroups:
+    """The candidates of each (user, prompt) of X, padded to a (n_groups, width) grid.
+
+    Rows are ordered by response_id within a group, so the first of equal values in a
+    grid row is the lowest response_id: argmax then breaks ties the documented way.
+    """
+
+    def __init__(self, oracle, user_ids, prompt_ids, response_ids):
+        self.oracle = oracle
+        order = np.lexsort((response_ids, prompt_ids, user_ids))
+        users, prompts, responses = (
+            user_ids[order],
+            prompt_ids[order],
+            response_ids[order],
+        )
+        new_group = np.ones(order.size, dtype=bool)
+        new_group[1:] = (users[1:] != users[:-1]) | (prompts[1:] != prompts[:-1])
+        duplicated = ~new_group[1:] & (responses[1:] == responses[:-1])
+        if duplicated.any():
+            row = order[1:][duplicated][0]
+            raise ValueError(
+                f"X holds the candidate (user_id={user_ids[row]}, prompt_id="
+                f"{prompt_ids[row]}, response_id={response_ids[row]}) more than once."
+            )
+        starts = np.flatnonzero(new_group)
+        group = np.cumsum(new_group) - 1
+        column = np.arange(order.size) - starts[group]
+        self.order = order
+        self.cell = (group, column)
+        self.user_ids, self.prompt_ids = users[starts], prompts[starts]
+        self.present = self.grid(np.ones(order.size, dtype=bool), fill=False)
+        self.true_reward = self.grid(oracle.reward(users, prompts, responses))
+        zero_shot_utility = (
+            oracle.corpus.rewards[prompts, responses].astype(np.float64)
+            @ oracle.population_weights
+        )
+        self.zero_shot = self.pick(self.grid(zero_shot_utility))
+        self.best = self.pick(self.true_reward)
+
+    def grid(self, sorted_values, fill=np.nan):
+        """Values given in sorted row order, laid out as (n_groups, width)."""
+        n_groups, width = self.cell[0][-1] + 1, self.cell[1].max() + 1
+        values = np.full((n_groups, width), fill, dtype=np.asarray(sorted_values).dtype)
+        values[self.cell] = sorted_values
+        return values
+
+    def pick(self, values):
+        """Column of each group's largest value among its candidates; first on ties."""
+        return np.where(self.present, values, -np.inf).argmax(axis=1)
+
+    def reward_at(self, columns):
+        """True reward of one candidate per group, given by its grid column."""
+        return self.true_reward[np.arange(columns.size), columns]
+
+
+# Metric functions: ``scores`` is the (n_groups, width) grid of predictions and
+# ``chosen`` the grid column of each group's top predicted candidate.
+
+
+def _reward(groups, scores, chosen, reference_model):
+    return groups.reward_at(chosen).mean()
+
+
+def _gap_closed(groups, scores, chosen, reference_model):
+    reward = groups.reward_at(chosen).mean()
+    zero_shot = groups.reward_at(groups.zero_shot).mean()
+    best = groups.reward_at(groups.best).mean()
+    # Zero-shot already optimal everywhere: no gap to close, the share is undefined.
+    if best - zero_shot <= 0:
+        return np.nan
+    return (reward - zero_shot) / (best - zero_shot)
+
+
+def _top1(groups, scores, chosen, reference_model):
+    return (chosen == groups.best).mean()
+
+
+def _win_rate(groups, scores, chosen, reference_model):
+    is_reference = groups.oracle.corpus.response_models[groups.prompt_ids] == (
+        reference_model
+    )
+    missing = ~is_reference.any(axis=1)
+    if missing.any():
+        raise ValueError(
+            f"Prompt prompt_id={groups.prompt_ids[missing][0]} has no response by "
+            f"reference_model={reference_model!r}; win_rate needs one on every prompt."
+        )
+    reference_reward = groups.oracle.reward(
+        groups.user_ids, groups.prompt_ids, is_reference.argmax(axis=1)
+    )
+    return (groups.reward_at(chosen) > reference_reward).mean()
+
+
+def _pairwise_accuracy(groups, scores, chosen, reference_model):
+    true_diff = groups.true_reward[:, :, None] - groups.true_reward[:, None, :]
+    predicted_diff = scores[:, :, None] - scores[:, None, :]
+    width = scores.shape[1]
+    upper = np.triu(np.ones((width, width), dtype=bool), k=1)
+    # Padding is NaN, so its differences are NaN and never count as informative.
+    informative = upper & (true_diff != 0) & ~np.isnan(true_diff)
+    credit = np.where(
+        predicted_diff == 0, 0.5, np.sign(predicted_diff) == np.sign(true_diff)
+    )
+    n_pairs = informative.sum(axis=(1, 2))
+    has_pairs = n_pairs > 0
+    if not has_pairs.any():
+        return np.nan
+    agreed = np.where(informative, credit, 0.0).sum(axis=(1, 2))
+    return (agreed[has_pairs] / n_pairs[has_pairs]).mean()
+
+
+_METRIC_FUNCTIONS = {
+    "reward": _reward,
+    "gap_closed": _gap_closed,
+    "top1": _top1,
+    "win_rate": _win_rate,
+    "pairwise_accuracy": _pairwise_accuracy,
+}

@@ -1,0 +1,165 @@
+"""The Corpus type and the PersonalLLM loader."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pllm_sk.datasets import (
+    RESPONSE_MODELS,
+    REWARD_MODEL_STATS,
+    REWARD_MODELS,
+    Corpus,
+    load_personalllm,
+)
+
+
+def test_corpus_shapes_and_lookup(corpus):
+    assert corpus.rewards.dtype == np.float32
+    assert corpus.rewards.shape == (60, 8, 10)
+    assert corpus.prompt_ids("test").tolist() == list(range(40, 60))
+    looked_up = corpus.lookup_rewards([3, 59], [7, 0])
+    np.testing.assert_array_equal(looked_up[0], corpus.rewards[3, 7])
+    np.testing.assert_array_equal(looked_up[1], corpus.rewards[59, 0])
+
+
+def test_select_split_renumbers_prompts(corpus):
+    test = corpus.select_split("test")
+    assert test.n_prompts == 20 and set(test.split) == {"test"}
+    np.testing.assert_array_equal(test.rewards[0], corpus.rewards[40])
+    assert test.prompts[0] == corpus.prompts[40]
+
+
+def _arrays(n_prompts=3, n_responses=2, n_reward_models=2):
+    return dict(
+        prompts=[f"p{i}" for i in range(n_prompts)],
+        responses=[[f"r{i}{k}" for k in range(n_responses)] for i in range(n_prompts)],
+        rewards=np.zeros((n_prompts, n_responses, n_reward_models)),
+        reward_models=[f"rm{b}" for b in range(n_reward_models)],
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(rewards=np.zeros((3, 2, 3))), "rewards must have shape"),
+        (dict(responses=[["a", "b"]] * 2), "responses must have shape"),
+        (dict(reward_models=["rm0", "rm0"]), "duplicated: \\['rm0'\\]"),
+        (dict(split=["train", "dev", "test"]), "'dev'"),
+        (dict(response_models=[["m"]] * 3), "response_models must have shape"),
+    ],
+)
+def test_corpus_rejects_bad_arrays(change, message):
+    with pytest.raises(ValueError, match=message):
+        Corpus(**{**_arrays(), **change})
+
+
+def test_corpus_rejects_nan_rewards_naming_the_place():
+    arrays = _arrays()
+    arrays["rewards"][2, 1, 0] = np.nan
+    with pytest.raises(
+        ValueError, match="prompt_id=2, response_id=1, reward model 'rm0'"
+    ):
+        Corpus(**arrays)
+
+
+def test_lookup_rejects_ids_outside_corpus(corpus):
+    with pytest.raises(ValueError, match="prompt_id=60 is outside the corpus"):
+        corpus.lookup_rewards([60], [0])
+    with pytest.raises(ValueError, match="response_id=-1"):
+        corpus.lookup_rewards([0], [-1])
+    with pytest.raises(TypeError, match="prompt_id must hold integers"):
+        corpus.lookup_rewards([0.5], [0])
+
+
+def _write_hub_parquet(tmp_path, z, splits, *, with_model_columns=True):
+    """Parquet files in the hub schema, with raw (un-normalised) scores.
+
+    Reward columns are written in a non-alphabetical order and the response slots
+    are given models in a shuffled order, so the loader must align by name.
+    """
+    rng = np.random.RandomState(1)
+    slot_models = list(RESPONSE_MODELS)[::-1]
+    paths = {}
+    for split in ("train", "test"):
+        rows = np.flatnonzero(np.asarray(splits) == split)
+        table = {
+            "prompt": [f"{split} prompt {p}" for p in rows],
+            "subset": ["HelpSteer"] * rows.size,
+        }
+        for k in range(1, 9):
+            table[f"response_{k}"] = [f"answer {k} to {p}" for p in rows]
+            if with_model_columns:
+                table[f"response_{k}_model"] = [slot_models[k - 1]] * rows.size
+        for rm in rng.permutation(REWARD_MODELS):
+            _, mean, sd = REWARD_MODEL_STATS[rm]
+            b = REWARD_MODELS.index(rm)
+            for k in range(1, 9):
+                table[f"response_{k}_{rm}"] = z[rows, k - 1, b] * sd + mean
+        paths[split] = tmp_path / f"{split}-00000-of-00001.parquet"
+        pd.DataFrame(table).to_parquet(paths[split])
+    return paths
+
+
+@pytest.fixture
+def hub_files(tmp_path):
+    z = np.random.RandomState(0).normal(size=(6, 8, 10))
+    splits = ["train"] * 4 + ["test"] * 2
+    return z, _write_hub_parquet(tmp_path, z, splits)
+
+
+def test_loader_normalises_and_orders_reward_models(hub_files):
+    z, paths = hub_files
+    corpus = load_personalllm(
+        data_files={"train": paths["train"], "test": paths["test"]}
+    )
+    assert corpus.reward_models == REWARD_MODELS
+    assert list(corpus.reward_models) == sorted(corpus.reward_models)
+    np.testing.assert_allclose(corpus.rewards, z, atol=1e-5)
+    assert corpus.split.tolist() == ["train"] * 4 + ["test"] * 2
+    # All 8 slots are read, each with the model named by its response_k_model column.
+    assert corpus.response_models[0].tolist() == list(RESPONSE_MODELS)[::-1]
+    assert corpus.responses[5, 7] == "answer 8 to 5"
+
+
+def test_loader_reads_a_folder_and_splits_by_file_name(hub_files, tmp_path):
+    z, _ = hub_files
+    corpus = load_personalllm(path=tmp_path)
+    assert (corpus.split == "test").sum() == 2
+    np.testing.assert_allclose(corpus.rewards, z, atol=1e-5)
+
+
+def test_loader_without_model_columns_uses_generation_order(tmp_path):
+    z = np.zeros((2, 8, 10))
+    paths = _write_hub_parquet(tmp_path, z, ["train", "test"], with_model_columns=False)
+    corpus = load_personalllm(data_files=[paths["train"], paths["test"]])
+    assert corpus.response_models[1].tolist() == list(RESPONSE_MODELS)
+    assert corpus.split.tolist() == ["train", "test"]
+
+
+def test_loader_names_missing_columns(tmp_path):
+    pd.DataFrame({"prompt": ["x"], "response_1": ["y"]}).to_parquet(
+        tmp_path / "t.parquet"
+    )
+    with pytest.raises(ValueError, match="lacks .* column"):
+        load_personalllm(data_files=str(tmp_path / "t.parquet"))
+
+
+def test_loader_offline_fails_before_trying_the_hub(monkeypatch):
+    # Unreachable hub: the probe must answer without handing over to `datasets`,
+    # whose retries take tens of seconds.
+    import datasets
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("load_dataset was called although the hub is unreachable")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(datasets, "load_dataset", must_not_be_called)
+    with pytest.raises(ConnectionError) as error:
+        load_personalllm(connect_timeout=2.0)
+    assert "data_files" in str(error.value) and "make_personalllm" in str(error.value)
+
+
+def test_loader_in_hub_offline_mode_says_how_to_load_locally(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="make_personalllm"):
+        load_personalllm()
