@@ -9,7 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from pllm_sk.datasets import REWARD_MODELS, RESPONSE_MODELS, Corpus  # noqa: E402
+from pllm_sk.datasets import RESPONSE_MODELS, REWARD_MODELS, Corpus  # noqa: E402
 from pllm_sk.simulation import sample_users, simulate_feedback  # noqa: E402
 
 
@@ -27,10 +27,15 @@ def random_corpus(n_prompts=60, n_test=20, *, random_state=0):
     rewards = quality + rng.normal(size=(n_prompts, n_responses, n_reward_models))
     return Corpus(
         [f"Prompt number {p}?" for p in range(n_prompts)],
-        [[f"Response {k} to prompt {p}." for k in range(n_responses)] for p in range(n_prompts)],
+        [
+            [f"Response {k} to prompt {p}." for k in range(n_responses)]
+            for p in range(n_prompts)
+        ],
         rewards,
         reward_models=REWARD_MODELS,
-        response_models=np.tile(np.array(RESPONSE_MODELS, dtype=object), (n_prompts, 1)),
+        response_models=np.tile(
+            np.array(RESPONSE_MODELS, dtype=object), (n_prompts, 1)
+        ),
         split=["train"] * (n_prompts - n_test) + ["test"] * n_test,
         name="random",
     )

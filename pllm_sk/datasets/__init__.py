@@ -1,6 +1,6 @@
 """The PersonalLLM corpus, real and synthetic, as a :class:`Corpus`."""
 
-from ._constants import REWARD_MODEL_STATS, REWARD_MODELS, RESPONSE_MODELS
+from ._constants import RESPONSE_MODELS, REWARD_MODEL_STATS, REWARD_MODELS
 from ._corpus import Corpus
 from ._personalllm import load_personalllm
 from ._synthetic import make_personalllm

@@ -4,7 +4,11 @@
 # User weight vectors index reward models in alphabetical order of the short name,
 # which is the order of this mapping and of ``REWARD_MODELS``.
 REWARD_MODEL_STATS = {
-    "beaver_7b": ("PKU-Alignment/beaver-7b-v1.0-cost", 6.233516894340515, 3.012641148973965),
+    "beaver_7b": (
+        "PKU-Alignment/beaver-7b-v1.0-cost",
+        6.233516894340515,
+        3.012641148973965,
+    ),
     "gemma_2b": ("weqweasdas/RM-Gemma-2B", 4.3304170169830325, 2.038611338958803),
     "gemma_7b": ("weqweasdas/RM-Gemma-7B", 1.6259730467796325, 2.6096741570264976),
     "llama3_sfairx": (
@@ -22,7 +26,11 @@ REWARD_MODEL_STATS = {
         3.0136284782886507,
         1.6902981149232585,
     ),
-    "mistral_weqweasdas": ("weqweasdas/RM-Mistral-7B", 7.071075622558594, 2.578636650248985),
+    "mistral_weqweasdas": (
+        "weqweasdas/RM-Mistral-7B",
+        7.071075622558594,
+        2.578636650248985,
+    ),
     "oasst_deberta_v3": (
         "OpenAssistant/reward-model-deberta-v3-large-v2",
         2.8976835689097644,

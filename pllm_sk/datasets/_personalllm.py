@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from ._constants import REWARD_MODEL_STATS, REWARD_MODELS, RESPONSE_MODELS
+from ._constants import RESPONSE_MODELS, REWARD_MODEL_STATS, REWARD_MODELS
 from ._corpus import Corpus
 
 __all__ = ["load_personalllm"]
@@ -113,7 +113,9 @@ def _read_parquet_files(files_by_split):
         missing = [str(f) for f in files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"data_files not found: {missing}.")
-        frames[split] = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        frames[split] = pd.concat(
+            [pd.read_parquet(f) for f in files], ignore_index=True
+        )
     return frames
 
 
@@ -140,7 +142,9 @@ def _load_from_hub(hub_name, cache_dir, connect_timeout):
     try:
         loaded = datasets.load_dataset(hub_name, cache_dir=cache_dir)
     except Exception as exc:
-        raise ConnectionError(f"Could not load {hub_name!r}: {exc}. {_WAYS_OUT}") from exc
+        raise ConnectionError(
+            f"Could not load {hub_name!r}: {exc}. {_WAYS_OUT}"
+        ) from exc
     return {split: loaded[split].to_pandas() for split in loaded}
 
 
@@ -175,7 +179,9 @@ def corpus_from_frames(frames):
     if all(c in table.columns for c in model_columns):
         response_models = table[model_columns].astype(str).to_numpy(dtype=object)
     else:
-        response_models = np.tile(np.array(RESPONSE_MODELS, dtype=object), (len(table), 1))
+        response_models = np.tile(
+            np.array(RESPONSE_MODELS, dtype=object), (len(table), 1)
+        )
     subset = table["subset"].astype(str) if "subset" in table.columns else None
     return Corpus(
         table["prompt"].astype(str).to_numpy(dtype=object),

@@ -147,7 +147,9 @@ def population_statistics(corpus, weights, *, split="test"):
         "5": n_winners == 5,
         ">=6": n_winners >= 6,
     }
-    n_winners_hist = {key: 100.0 * float(np.mean(hit)) for key, hit in n_winners_hist.items()}
+    n_winners_hist = {
+        key: 100.0 * float(np.mean(hit)) for key, hit in n_winners_hist.items()
+    }
 
     models = corpus.response_models[prompt_ids]
     names, first_seen = np.unique(models.ravel(), return_index=True)
@@ -210,7 +212,9 @@ def compare_with_paper(statistics, alpha):
             abs(statistics.share_top_at_most[t] - paper["share_top_at_most"][t])
             for t in TOP_SHARE_THRESHOLDS
         ),
-        "n_winners_hist": _total_gap(statistics.n_winners_hist, paper["n_winners_hist"]),
+        "n_winners_hist": _total_gap(
+            statistics.n_winners_hist, paper["n_winners_hist"]
+        ),
     }
     if "win_share_by_model" in paper:
         gaps["win_share_by_model"] = _total_gap(

@@ -138,7 +138,9 @@ def simulate_feedback(
         users = np.repeat(np.arange(n_users), n_history)
         prompts = history.reshape(-1)
         utility = oracle.candidate_rewards(users, prompts)
-        frames.append(_label(feedback, users, prompts, utility, rng, temperature, noise))
+        frames.append(
+            _label(feedback, users, prompts, utility, rng, temperature, noise)
+        )
     if n_query:
         users = np.repeat(np.arange(n_users), n_query)
         prompts = query.reshape(-1)
@@ -177,7 +179,9 @@ def simulate_feedback(
     return Bunch(X=X, y=y, is_query=np.isnan(y), oracle=oracle, settings=settings)
 
 
-def _draw_prompts(rng, n_users, history_pool, n_history, query_pool, n_query, same_pool):
+def _draw_prompts(
+    rng, n_users, history_pool, n_history, query_pool, n_query, same_pool
+):
     """Distinct prompts per user: (n_users, n_history) and (n_users, n_query) ids."""
     if same_pool:
         both = _choose_distinct(rng, n_users, history_pool, n_history + n_query)
@@ -244,7 +248,9 @@ def _label(feedback, users, prompts, utility, rng, temperature, noise):
         first = rng.randint(n_responses, size=n_pairs)
         # An offset in [1, K) makes the second candidate distinct and uniform.
         second = (first + rng.randint(1, n_responses, size=n_pairs)) % n_responses
-        margin = utility[np.arange(n_pairs), first] - utility[np.arange(n_pairs), second]
+        margin = (
+            utility[np.arange(n_pairs), first] - utility[np.arange(n_pairs), second]
+        )
         if feedback == "random_pair":
             y_first = ((margin > 0) | ((margin == 0) & (first < second))).astype(float)
         else:
