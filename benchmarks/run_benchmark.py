@@ -10,8 +10,28 @@ plot of gap closed against the number of support prompts.
 
 Adding a method is one entry in ``METHODS``.
 
+Tracks: ``rewards`` and ``ids`` run by default. ``embeddings`` (MiniLM text
+embeddings, no reward scores) and ``distilled`` (the 10 reward scores predicted from
+the prompt and response embeddings by a ``RewardDistiller`` fitted on each training
+fold) are opt-in with ``--tracks``, as is
+``--support nearest`` (each test user's support prompts are those nearest the query
+prompt by prompt embedding, the paper's setting 1). Before the folds run, the texts
+the run uses (the prompts and responses of the rows of X, nothing else) are embedded
+once through the on-disk feature cache (``~/.cache/pllm_sk``, or
+``$PLLM_SK_CACHE_DIR``, or ``--cache-dir``); later runs read them back in seconds.
+They are opt-in because a cold embedding of the default 10,402-prompt corpus (about
+94k texts, 10M tokens) takes an hour or more on 2 CPU cores (minutes on a GPU): on a
+CPU, give them a smaller corpus, ``--n-prompts 1000`` (10-15 minutes cold).
+The embeddings track embeds the responses only by default (``--embedding-parts``):
+a prompt's embedding is the same for all its candidates, so it cancels in every
+within-prompt comparison that the linear methods make; each part is reduced to
+``--n-components`` (8) by a PCA fitted within prompts on the training fold, which
+keeps ``PerUser``'s per-user Newton solves (cubic in the features) affordable.
+
     python benchmarks/run_benchmark.py              # defaults: a few minutes on 2 cores
     python benchmarks/run_benchmark.py --full       # the paper's sizes
+    python benchmarks/run_benchmark.py --n-prompts 1000 \
+        --tracks rewards ids embeddings distilled --support nearest
     python benchmarks/run_benchmark.py --data personalllm --data-files train.parquet test.parquet
 """
 
@@ -26,16 +46,38 @@ from sklearn.model_selection import cross_validate
 from sklearn.pipeline import make_pipeline
 
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
+from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import load_personalllm, make_personalllm
-from pllm_sk.features import RewardFeatures
+from pllm_sk.features import (
+    EmbeddingFeatures,
+    FeatureCache,
+    RewardDistiller,
+    RewardFeatures,
+    TextEmbedder,
+)
 from pllm_sk.model_selection import METRICS, ColdStartSplit, make_personal_scorer
+from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
 
 # name -> (tracks the method supports, factory(context) -> unfitted estimator).
 # A factory gets the corpus and the oracle; only reference methods may use the oracle.
 METHODS = {
-    "Population": (("rewards", "ids"), lambda ctx: PopulationRanker()),
-    "PerUser": (("rewards", "ids"), lambda ctx: PerUserRanker()),
+    "Population": (
+        ("rewards", "ids", "embeddings", "distilled"),
+        lambda ctx: PopulationRanker(),
+    ),
+    "PerUser": (
+        ("rewards", "ids", "embeddings", "distilled"),
+        lambda ctx: PerUserRanker(),
+    ),
+    "UserKNN": (
+        ("rewards", "ids", "embeddings", "distilled"),
+        lambda ctx: UserKNNRanker(random_state=0),
+    ),
+    "LowRank": (
+        ("rewards", "ids", "embeddings", "distilled"),
+        lambda ctx: LowRankRanker(random_state=0),
+    ),
     "Bayes": (
         ("rewards",),
         lambda ctx: BayesRanker(alpha=ctx["alpha"], random_state=0),
@@ -47,7 +89,21 @@ METHODS = {
 TRACKS = {
     "rewards": lambda ctx: [RewardFeatures(ctx["corpus"])],
     "ids": lambda ctx: [],
+    "embeddings": lambda ctx: [
+        EmbeddingFeatures(
+            ctx["corpus"],
+            ctx["embedder"],
+            parts=ctx["embedding_parts"],
+            n_components=ctx["n_components"],
+        )
+    ],
+    "distilled": lambda ctx: [
+        RewardDistiller(ctx["corpus"], ctx["embedder"], validation_fraction=None)
+    ],
 }
+# Tracks that run without --tracks; the embedding tracks are opt-in (see above).
+DEFAULT_TRACKS = ["rewards", "ids"]
+EMBEDDING_TRACKS = ("embeddings", "distilled")
 
 DEFAULTS = dict(n_history_users=1000, n_test_users=300, n_prompts=10_402)
 FULL = dict(n_history_users=10_000, n_test_users=1000, n_prompts=10_402)
@@ -73,8 +129,28 @@ def parse_args(argv):
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--n-splits", type=int, default=3)
     parser.add_argument(
-        "--tracks", nargs="+", default=list(TRACKS), choices=list(TRACKS)
+        "--tracks", nargs="+", default=DEFAULT_TRACKS, choices=list(TRACKS)
     )
+    parser.add_argument(
+        "--support",
+        choices=["random", "nearest"],
+        default="random",
+        help="support prompts: random (setting 2) or nearest the query (setting 1)",
+    )
+    parser.add_argument(
+        "--embedder", help="embedding model (hub name or folder); default MiniLM"
+    )
+    parser.add_argument(
+        "--n-components", type=int, default=8, help="PCA components per text part"
+    )
+    parser.add_argument(
+        "--embedding-parts",
+        nargs="+",
+        default=["response"],
+        choices=["prompt", "response"],
+        help="texts embedded on the embeddings track",
+    )
+    parser.add_argument("--cache-dir", help="feature cache folder")
     parser.add_argument(
         "--methods", nargs="+", default=list(METHODS), choices=list(METHODS)
     )
@@ -119,8 +195,51 @@ def build_data(args):
     return corpus, PreferenceOracle(corpus, weights), X, y
 
 
-def evaluate(args, corpus, oracle, X, y):
-    context = dict(corpus=corpus, oracle=oracle, alpha=args.alpha)
+def prepare_embeddings(args, corpus, X, y):
+    """Embed the texts the run uses, once, through the cache; say what was done.
+
+    Returns the context entries of the embedding tracks and a settings note.
+    """
+    context = dict(n_components=args.n_components, embedding_parts=args.embedding_parts)
+    if not (set(args.tracks) & set(EMBEDDING_TRACKS) or args.support == "nearest"):
+        return context, ""
+    cache = FeatureCache(args.cache_dir)
+    embedder = TextEmbedder(args.embedder, cache=cache).fit()
+    pairs = X[["prompt_id", "response_id"]].drop_duplicates().to_numpy()
+    prompt_ids = np.unique(pairs[:, 0])
+    start = time.perf_counter()
+    prompt_vectors = embedder.transform(list(corpus.prompts[prompt_ids]))
+    embedder.transform(list(corpus.responses[pairs[:, 0], pairs[:, 1]]))
+    note = (
+        f"; embeddings: {embedder.identity_['model']} ({embedder.embedding_dim_} "
+        f"dims) of {'+'.join(args.embedding_parts)}, PCA to {args.n_components} "
+        "per part, "
+        f"{prompt_ids.size + len(pairs):,} texts of the run embedded or read from "
+        f"{cache.root} in {time.perf_counter() - start:.0f} s"
+    )
+    context["embedder"] = embedder
+    if args.support == "nearest":
+        context["prompt_embeddings"] = np.zeros(
+            (corpus.n_prompts, embedder.embedding_dim_), dtype=np.float32
+        )
+        context["prompt_embeddings"][prompt_ids] = prompt_vectors
+    if "distilled" in args.tracks:
+        labeled = ~np.isnan(y)
+        distiller = RewardDistiller(corpus, embedder, random_state=args.seed)
+        distiller.fit(X[labeled])
+        scores = ", ".join(
+            f"{name} {r2:.2f}"
+            for name, r2 in zip(distiller.reward_models_, distiller.held_out_r2_)
+        )
+        note += (
+            f"; distiller held-out R^2 (20% of the {np.unique(X.prompt_id[labeled]).size}"
+            f" labeled prompts held out): {scores}"
+        )
+    return context, note
+
+
+def evaluate(args, corpus, oracle, X, y, features=None):
+    context = dict(corpus=corpus, oracle=oracle, alpha=args.alpha, **(features or {}))
     scorer = make_personal_scorer(oracle, metric=METRICS)
     rows = []
     for track in args.tracks:
@@ -131,7 +250,11 @@ def evaluate(args, corpus, oracle, X, y):
             estimator = make_pipeline(*TRACKS[track](context), factory(context))
             for n_support in args.shots:
                 cv = ColdStartSplit(
-                    args.n_splits, n_support=n_support, random_state=args.seed
+                    args.n_splits,
+                    n_support=n_support,
+                    support=args.support,
+                    prompt_embeddings=context.get("prompt_embeddings"),
+                    random_state=args.seed,
                 )
                 start = time.perf_counter()
                 result = cross_validate(estimator, X, y, cv=cv, scoring=scorer)
@@ -201,17 +324,18 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     corpus, oracle, X, y = build_data(args)
+    features, embedding_note = prepare_embeddings(args, corpus, X, y)
     settings = (
         f"Settings: corpus={corpus.name} ({corpus.n_prompts} prompts, "
         f"{corpus.n_responses} responses, {corpus.n_reward_models} reward models); "
         f"users alpha={args.alpha}: {args.n_history_users} historical x "
         f"{args.n_history} prompts, {args.n_test_users} test users x 1 query prompt; "
         f"feedback={args.feedback}; ColdStartSplit(n_splits={args.n_splits}, "
-        f"support=random); n_support={args.shots}; seed={args.seed}; "
-        f"{len(X):,} rows"
+        f"support={args.support}); n_support={args.shots}; seed={args.seed}; "
+        f"{len(X):,} rows{embedding_note}"
     )
     print(settings, flush=True)
-    results = evaluate(args, corpus, oracle, X, y)
+    results = evaluate(args, corpus, oracle, X, y, features)
     report(args, corpus, results, settings)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,12 @@ features
     Feature steps that append reward or embedding columns to id rows.
 baselines
     Reference rankers: population, per-user, oracle and the Bayes limit.
+neighbors
+    Nearest-user rankers: predict from the most similar historical users.
+collaborative
+    Low-rank models of utility learned from every user's comparisons.
+meta
+    A torch reward head meta-learned across users to adapt from few comparisons.
 
 Subpackages are imported on first use, so ``import pllm_sk`` stays fast and does
 not import torch or transformers.
@@ -23,9 +29,12 @@ __version__ = "0.1.0.dev0"
 
 _SUBMODULES = [
     "baselines",
+    "collaborative",
     "datasets",
     "features",
+    "meta",
     "model_selection",
+    "neighbors",
     "simulation",
 ]
 

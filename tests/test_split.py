@@ -200,7 +200,7 @@ def test_invalid_arguments(rows):
     with pytest.raises(ValueError, match="needs y"):
         list(ColdStartSplit().split(X))
     with pytest.raises(ValueError, match="support must be one of"):
-        list(ColdStartSplit(support="nearest").split(X, y))
+        list(ColdStartSplit(support="farthest").split(X, y))
     with pytest.raises(ValueError, match="n_support"):
         list(ColdStartSplit(n_support=-1).split(X, y))
     with pytest.raises(ValueError, match="n_splits"):
@@ -232,6 +232,69 @@ def test_support_is_the_extension_point(rows):
             np.testing.assert_array_equal(
                 np.unique(prompts[train][users[train] == user]), expected
             )
+
+
+def angle_embeddings(n_prompts=500, random_state=0):
+    """2-d unit vectors at random angles: cosine distance orders prompts by angle."""
+    angles = np.random.RandomState(random_state).uniform(0, np.pi, size=n_prompts)
+    return angles, np.column_stack([np.cos(angles), np.sin(angles)])
+
+
+@pytest.mark.parametrize("n_support", [1, 3])
+def test_nearest_support_is_the_prompts_nearest_the_query(rows, n_support):
+    X, y = rows
+    angles, embeddings = angle_embeddings()
+    users, prompts = X["user_id"].to_numpy(), X["prompt_id"].to_numpy()
+    cv = ColdStartSplit(
+        3, n_support=n_support, support="nearest", prompt_embeddings=embeddings
+    )
+    for train, test in cv.split(X, y):
+        check_split(X, y, train, test, n_support)
+        for user in np.unique(users[test]):
+            own = users == user
+            labeled = np.unique(prompts[own & ~np.isnan(y)])
+            queries = np.unique(prompts[own & np.isnan(y)])
+            # Angular distance to the nearest query prompt, on [0, pi).
+            gap = np.abs(angles[labeled][:, None] - angles[queries][None, :])
+            expected = labeled[np.argsort(gap.min(axis=1), kind="stable")[:n_support]]
+            np.testing.assert_array_equal(
+                np.unique(prompts[train][users[train] == user]), np.sort(expected)
+            )
+
+
+def test_nearest_support_is_deterministic_and_differs_from_random(rows):
+    X, y = rows
+    _, embeddings = angle_embeddings()
+    nearest = ColdStartSplit(
+        3, n_support=2, support="nearest", prompt_embeddings=embeddings, random_state=0
+    )
+    random = ColdStartSplit(3, n_support=2, random_state=0)
+    first = [train for train, _ in nearest.split(X, y)]
+    again = [train for train, _ in nearest.split(X, y)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    # The same test users (same random_state), other support prompts.
+    assert any(not np.array_equal(a, b) for a, (b, _) in zip(first, random.split(X, y)))
+
+
+def test_nearest_support_errors(rows):
+    X, y = rows
+    with pytest.raises(ValueError, match="needs prompt_embeddings"):
+        list(ColdStartSplit(support="nearest").split(X, y))
+    with pytest.raises(ValueError, match="prompt_id=4.. has no row"):
+        list(
+            ColdStartSplit(support="nearest", prompt_embeddings=np.eye(10)).split(X, y)
+        )
+    with pytest.raises(ValueError, match="shape \\(n_prompts, dim\\)"):
+        list(
+            ColdStartSplit(support="nearest", prompt_embeddings=np.ones(500)).split(
+                X, y
+            )
+        )
+    bad = np.ones((500, 2))
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        list(ColdStartSplit(support="nearest", prompt_embeddings=bad).split(X, y))
 
 
 def test_large_split_runs(global_random_seed):

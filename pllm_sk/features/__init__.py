@@ -1,5 +1,23 @@
-"""Feature steps: transformers that append columns looked up by (prompt, response)."""
+"""Feature steps: transformers that append columns looked up by (prompt, response).
 
+Also the model-backed features behind them: the on-disk :class:`FeatureCache`, the
+:class:`TextEmbedder`, the :class:`RewardModelScorer` and the
+:class:`RewardDistiller`. torch and transformers are imported on first use.
+"""
+
+from ._cache import CACHE_DIR_ENV, FeatureCache, default_cache_dir
+from ._distill import RewardDistiller
+from ._embedding import EmbeddingFeatures, TextEmbedder
+from ._reward_model import RewardModelScorer
 from ._rewards import RewardFeatures
 
-__all__ = ["RewardFeatures"]
+__all__ = [
+    "CACHE_DIR_ENV",
+    "EmbeddingFeatures",
+    "FeatureCache",
+    "RewardDistiller",
+    "RewardFeatures",
+    "RewardModelScorer",
+    "TextEmbedder",
+    "default_cache_dir",
+]

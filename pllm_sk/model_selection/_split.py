@@ -15,7 +15,11 @@ from ..utils._validation import (
 __all__ = ["SUPPORT_STRATEGIES", "ColdStartSplit"]
 
 # How a test user's support prompts are chosen; see ColdStartSplit._support_priority.
-SUPPORT_STRATEGIES = ("random",)
+SUPPORT_STRATEGIES = ("random", "nearest")
+
+# Candidate (user, prompt) x query-prompt comparisons per block of the "nearest"
+# support: bounds the memory of the gathered embeddings.
+_NEAREST_BLOCK = 65_536
 
 
 class ColdStartSplit(BaseCrossValidator):
@@ -55,9 +59,13 @@ class ColdStartSplit(BaseCrossValidator):
     n_support : int, default=5
         Labeled prompts each test user reveals in the training fold; 0 is the pure
         cold start (test users have no training rows).
-    support : {"random"}, default="random"
-        How the support prompts are chosen: ``"random"`` draws them uniformly among
-        the user's labeled prompts (the paper's setting 2).
+    support : {"random", "nearest"}, default="random"
+        How the support prompts are chosen among the user's labeled prompts:
+        ``"random"`` draws them uniformly (the paper's setting 2); ``"nearest"``
+        takes those nearest the user's query prompt by cosine similarity of
+        ``prompt_embeddings`` (the paper's setting 1: relevant history), the
+        nearest to any of them when a user has several query prompts; ties go to
+        the lower ``prompt_id``.
     allow_fewer : bool, default=False
         What to do with a test user who has fewer than ``n_support`` labeled prompts:
         raise a ``ValueError`` naming the user (``False``) or use all they have.
@@ -65,6 +73,10 @@ class ColdStartSplit(BaseCrossValidator):
         Shuffles the users of the k-fold, draws the test users of ``test_size`` mode
         and the support prompts. Pass an int for splits that are the same on every
         call of :meth:`split`.
+    prompt_embeddings : array-like of shape (n_prompts, dim), default=None
+        One vector per ``prompt_id`` (row ``p`` for prompt ``p``), for
+        ``support="nearest"``, which requires it; for example
+        ``TextEmbedder().fit_transform(corpus.prompts)``.
 
     Notes
     -----
@@ -113,6 +125,7 @@ class ColdStartSplit(BaseCrossValidator):
         support="random",
         allow_fewer=False,
         random_state=None,
+        prompt_embeddings=None,
     ):
         self.n_splits = n_splits
         self.test_size = test_size
@@ -120,6 +133,7 @@ class ColdStartSplit(BaseCrossValidator):
         self.support = support
         self.allow_fewer = allow_fewer
         self.random_state = random_state
+        self.prompt_embeddings = prompt_embeddings
 
     def get_n_splits(self, X=None, y=None, groups=None):
         """Return the number of splits.
@@ -232,6 +246,8 @@ class ColdStartSplit(BaseCrossValidator):
             raise ValueError(
                 f"support must be one of {SUPPORT_STRATEGIES}; got {self.support!r}."
             )
+        if self.support == "nearest":
+            _unit_rows(self.prompt_embeddings)
 
     def _extract(self, X, y, groups):
         """User label, prompt id and label of each row, validated."""
@@ -252,6 +268,13 @@ class ColdStartSplit(BaseCrossValidator):
                 raise ValueError(
                     f"groups must be 1-d with one user label per row of X ({n_rows}); "
                     f"got shape {users.shape}."
+                )
+        if self.support == "nearest" and prompt_ids.size:
+            n_embedded = np.shape(self.prompt_embeddings)[0]
+            if prompt_ids.max() >= n_embedded:
+                raise ValueError(
+                    f"prompt_id={prompt_ids.max()} has no row in prompt_embeddings, "
+                    f"which has {n_embedded} rows (one per prompt_id)."
                 )
         return users, prompt_ids, y
 
@@ -331,9 +354,9 @@ class ColdStartSplit(BaseCrossValidator):
         """Priority of each candidate support pair; a user's lowest ones are chosen.
 
         This is the extension point of the support strategies: ``"random"`` draws a
-        uniform priority. A strategy such as ``"nearest"`` would return, for each
-        (user, prompt) of ``candidate_pairs``, the distance from the prompt to the
-        user's query prompt(s) found in ``query_pairs``.
+        uniform priority; ``"nearest"`` returns, for each (user, prompt) of
+        ``candidate_pairs``, the cosine distance from the prompt to the nearest of
+        the user's query prompts found in ``query_pairs``.
 
         Parameters
         ----------
@@ -347,6 +370,10 @@ class ColdStartSplit(BaseCrossValidator):
         -------
         priority : ndarray of float, shape (n_candidates,)
         """
+        if self.support == "nearest":
+            return _nearest_query_distance(
+                _unit_rows(self.prompt_embeddings), candidate_pairs, query_pairs
+            )
         return rng.random_sample(candidate_pairs[0].size)
 
 
@@ -359,3 +386,51 @@ def _user_prompt_pairs(user_codes, prompt_ids):
         user_codes.astype(np.int64) * n_prompt_ids + prompt_ids, return_inverse=True
     )
     return (keys // n_prompt_ids, keys % n_prompt_ids), pair_of_row.reshape(-1)
+
+
+def _unit_rows(prompt_embeddings):
+    """``prompt_embeddings`` as float rows of unit norm (zero rows stay zero)."""
+    if prompt_embeddings is None:
+        raise ValueError(
+            "support='nearest' needs prompt_embeddings: one vector per prompt_id, "
+            "such as TextEmbedder().fit_transform(corpus.prompts)."
+        )
+    vectors = np.asarray(prompt_embeddings)
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.dtype.kind not in "iuf":
+        raise ValueError(
+            "prompt_embeddings must be a numeric array of shape (n_prompts, dim); got "
+            f"shape {vectors.shape} and dtype {vectors.dtype}."
+        )
+    if not np.isfinite(vectors).all():
+        raise ValueError("prompt_embeddings must be finite; it contains NaN or inf.")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def _nearest_query_distance(unit_vectors, candidate_pairs, query_pairs):
+    """Cosine distance from each candidate (user, prompt) to its user's nearest query.
+
+    ``query_pairs`` is sorted by user (see ``_user_prompt_pairs``); every candidate's
+    user has at least one query prompt (test users are users with query rows).
+    """
+    users, prompts = candidate_pairs
+    query_users, query_prompts = query_pairs
+    first = np.searchsorted(query_users, users, side="left")
+    n_queries = np.searchsorted(query_users, users, side="right") - first
+    # One comparison per (candidate, query prompt of its user), candidate-major.
+    candidate_of = np.repeat(np.arange(users.size), n_queries)
+    group_start = np.cumsum(n_queries) - n_queries
+    query_of = (
+        first[candidate_of] + np.arange(candidate_of.size) - group_start[candidate_of]
+    )
+    similarity = np.empty(candidate_of.size)
+    for start in range(0, candidate_of.size, _NEAREST_BLOCK):
+        block = slice(start, start + _NEAREST_BLOCK)
+        similarity[block] = np.einsum(
+            "ij,ij->i",
+            unit_vectors[prompts[candidate_of[block]]],
+            unit_vectors[query_prompts[query_of[block]]],
+        )
+    if similarity.size == 0:
+        return np.zeros(users.size)
+    return 1.0 - np.maximum.reduceat(similarity, group_start)

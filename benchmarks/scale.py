@@ -1,0 +1,259 @@
+"""Fit and predict time and peak memory of the learning-across-users methods at scale.
+
+At the paper's full size (10,000 historical users x 50 train prompts x all 8 candidate
+rows, best/worst feedback, and 1,000 test users with ``--n-support`` labeled train
+prompts and one query prompt from the test split) and at 1/4 and 1/16 of it (users
+scaled, the 10,402-prompt corpus kept), every method is fitted on the training fold of
+one ``ColdStartSplit`` (all test users in the fold) and predicts the test users'
+query rows. Each method runs in a forked child process, so its peak resident memory
+(the process's, data included, and the part the method added) is its own.
+
+Printed per size, track and method: fit seconds (the feature step included), predict
+seconds, peak memory, gap closed, and for our methods the gap closed when the test
+users are added by ``partial_fit`` to a model fitted on the historical users only.
+Side by side on the ids track: scikit-surprise ``SVD`` and ``KNNBasic`` (labels as
+ratings), both with items = (prompt, response) ids (the classic mapping: a query
+prompt's candidates are items no one rated, so surprise falls back to a constant)
+and with items = response slots (each user's mean label per slot, so every candidate
+is a known item), and the ratio of ours to the best of them.
+
+    python benchmarks/scale.py                      # all three sizes, 20-30 min on 2 cores
+    python benchmarks/scale.py --sizes 0.0625       # the smallest size only
+"""
+
+import argparse
+import multiprocessing
+import sys
+import time
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import make_pipeline
+
+from pllm_sk.collaborative import LowRankRanker
+from pllm_sk.datasets import make_personalllm
+from pllm_sk.features import RewardFeatures
+from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
+from pllm_sk.neighbors import UserKNNRanker
+from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
+
+FULL = dict(n_history_users=10_000, n_test_users=1_000)
+OURS = {
+    "UserKNN": lambda: UserKNNRanker(random_state=0),
+    "LowRank": lambda: LowRankRanker(random_state=0),
+}
+TRACKS = {"rewards": lambda corpus: [RewardFeatures(corpus)], "ids": lambda corpus: []}
+
+
+class SurpriseRanker:
+    """A scikit-surprise algorithm behind ``fit(X, y)`` / ``predict(X)``: labels as ratings.
+
+    ``items="id"``: an item is a (prompt_id, response_id), rated by its label.
+    ``items="slot"``: an item is a response slot, rated by the user's mean label for
+    it (one rating per user and slot).
+    """
+
+    def __init__(self, algorithm, items):
+        self.algorithm = algorithm
+        self.items = items
+
+    def _item(self, X):
+        if self.items == "slot":
+            return X["response_id"].to_numpy()
+        return X["prompt_id"].to_numpy() * 100 + X["response_id"].to_numpy()
+
+    def fit(self, X, y):
+        from surprise import Dataset, Reader
+
+        labeled = ~np.isnan(y)
+        ratings = pd.DataFrame(
+            {"user": X["user_id"].to_numpy()[labeled], "item": self._item(X)[labeled],
+             "rating": y[labeled]}
+        )
+        if self.items == "slot":
+            ratings = ratings.groupby(["user", "item"], as_index=False)["rating"].mean()
+        reader = Reader(rating_scale=(float(y[labeled].min()), float(y[labeled].max())))
+        trainset = Dataset.load_from_df(ratings, reader).build_full_trainset()
+        self.algorithm.fit(trainset)
+        return self
+
+    def predict(self, X):
+        users, items = X["user_id"].to_numpy(), self._item(X)
+        return np.array(
+            [self.algorithm.predict(u, i).est for u, i in zip(users.tolist(), items.tolist())]
+        )
+
+
+def surprise_methods():
+    from surprise import SVD, KNNBasic
+
+    return {
+        f"surprise {name} ({items})": (
+            lambda make=make, items=items: SurpriseRanker(make(), items)
+        )
+        for name, make in [
+            ("SVD", lambda: SVD(random_state=0)),
+            ("KNNBasic", lambda: KNNBasic(verbose=False)),
+        ]
+        for items in ("id", "slot")
+    }
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["1/16", "1/4", "1"])
+    parser.add_argument("--n-support", type=int, default=5)
+    parser.add_argument("--feedback", default="best_worst")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--tracks", nargs="+", default=list(TRACKS), choices=list(TRACKS))
+    parser.add_argument("--no-surprise", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def build_data(corpus, size, args):
+    n_history = round(FULL["n_history_users"] * size)
+    n_test = round(FULL["n_test_users"] * size)
+    weights = sample_users(n_history + n_test, alpha=args.alpha, random_state=args.seed)
+    history = simulate_feedback(corpus, weights[:n_history], n_history=50, n_query=0,
+                                feedback=args.feedback, random_state=args.seed)
+    test = simulate_feedback(corpus, weights[n_history:], n_history=args.n_support,
+                             n_query=1, feedback=args.feedback, random_state=args.seed + 1)
+    test.X["user_id"] += n_history
+    X = pd.concat([history.X, test.X], ignore_index=True)
+    y = np.concatenate([history.y, test.y])
+    cv = ColdStartSplit(n_splits=1, test_size=n_test, n_support=args.n_support,
+                        random_state=args.seed)
+    train, query = next(cv.split(X, y))
+    is_test_user = (X["user_id"].to_numpy() >= n_history)[train]
+    return dict(
+        X=X, y=y, train=train, query=query,
+        history=train[~is_test_user], support=train[is_test_user],
+        oracle=PreferenceOracle(corpus, weights), n_history=n_history, n_test=n_test,
+    )
+
+
+def memory_gb(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def run_method(corpus, data, track, make, partial, queue):
+    """In a child process: fit, predict, score; optionally the partial_fit variant."""
+    X, y = data["X"], data["y"]
+    start_gb = memory_gb("VmRSS")
+    scorer = make_personal_scorer(data["oracle"], metric="gap_closed")
+    estimator = make_pipeline(*TRACKS[track](corpus), make())
+    start = time.perf_counter()
+    estimator.fit(X.iloc[data["train"]], y[data["train"]])
+    fit_s = time.perf_counter() - start
+    X_query = X.iloc[data["query"]]
+    start = time.perf_counter()
+    estimator.predict(X_query)
+    predict_s = time.perf_counter() - start
+    row = dict(
+        fit_s=fit_s, predict_s=predict_s, peak_gb=memory_gb("VmHWM"),
+        added_gb=memory_gb("VmHWM") - start_gb, gap=scorer(estimator, X_query),
+    )
+    if partial:
+        estimator = make_pipeline(*TRACKS[track](corpus), make())
+        estimator.fit(X.iloc[data["history"]], y[data["history"]])
+        features = estimator[:-1]
+        support = X.iloc[data["support"]]
+        start = time.perf_counter()
+        estimator[-1].partial_fit(features.transform(support), y[data["support"]])
+        row["partial_fit_s"] = time.perf_counter() - start
+        row["gap_partial_fit"] = scorer(estimator, X_query)
+    queue.put(row)
+
+
+def in_child(*args):
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=run_method, args=(*args, queue))
+    child.start()
+    row = queue.get()
+    child.join()
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    corpus = make_personalllm(random_state=args.seed)
+    methods = {name: (make, True) for name, make in OURS.items()}
+    if not args.no_surprise:
+        methods.update({name: (make, False) for name, make in surprise_methods().items()})
+    print(
+        f"Corpus: {corpus.name} ({corpus.n_prompts} prompts x {corpus.n_responses} "
+        f"responses); users alpha={args.alpha}; feedback={args.feedback}; historical "
+        f"users x 50 train prompts, test users x {args.n_support} support prompts + 1 "
+        f"test-split query prompt; one ColdStartSplit fold; seed={args.seed}; "
+        f"{multiprocessing.cpu_count()} CPU cores.",
+        flush=True,
+    )
+    rows = []
+    for size_text in args.sizes:
+        size = float(Fraction(size_text))
+        data = build_data(corpus, size, args)
+        print(
+            f"\nSize {size_text}: {data['n_history']:,} historical + {data['n_test']:,} "
+            f"test users; {len(data['train']):,} training rows, {len(data['query']):,} "
+            "query rows.",
+            flush=True,
+        )
+        for track in args.tracks:
+            for name, (make, partial) in methods.items():
+                if name.startswith("surprise") and track != "ids":
+                    continue
+                row = dict(size=size_text, track=track, method=name)
+                row.update(in_child(corpus, data, track, make, partial))
+                rows.append(row)
+                print(
+                    f"  {track:8s} {name:28s} fit {row['fit_s']:6.1f} s  predict "
+                    f"{row['predict_s']:5.2f} s  peak {row['peak_gb']:.2f} GB "
+                    f"(+{row['added_gb']:.2f})  gap_closed {row['gap']:+.3f}"
+                    + (
+                        f"  partial_fit gap {row['gap_partial_fit']:+.3f}"
+                        if "gap_partial_fit" in row else ""
+                    ),
+                    flush=True,
+                )
+    report(pd.DataFrame(rows))
+    print(f"\nDone in {time.perf_counter() - start:.0f} s.")
+
+
+def report(results):
+    columns = ["fit_s", "predict_s", "peak_gb", "added_gb", "gap"]
+    if "gap_partial_fit" in results:
+        columns += ["gap_partial_fit"]
+    print("\nAll runs (peak_gb: the process, data included; added_gb: by the method)")
+    print(
+        results.set_index(["size", "track", "method"])[columns].to_string(
+            float_format=lambda v: f"{v:.3f}"
+        )
+    )
+    ids = results[results["track"] == "ids"]
+    peers = ids[ids["method"].str.startswith("surprise")]
+    if peers.empty:
+        return
+    print("\nIds track, ours against the best scikit-surprise peer of each size")
+    for size, table in ids.groupby("size", sort=False):
+        peer = table[table["method"].str.startswith("surprise")]
+        best = peer.loc[peer["gap"].idxmax()]
+        fastest = peer["fit_s"].min()
+        for _, ours in table[~table["method"].str.startswith("surprise")].iterrows():
+            print(
+                f"  size {size:5s} {ours['method']:8s} gap {ours['gap']:+.3f} vs "
+                f"{best['gap']:+.3f} ({best['method']}): difference "
+                f"{ours['gap'] - best['gap']:+.3f}; fit {ours['fit_s']:.1f} s vs the "
+                f"fastest peer's {fastest:.1f} s (ratio {ours['fit_s'] / fastest:.2f})"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

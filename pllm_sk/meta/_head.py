@@ -1,0 +1,567 @@
+"""The meta-learned reward head: a torch model adapted to each user from few comparisons."""
+
+import copy
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ..base import BaseRanker
+from ..baselines._population import item_features
+from ..utils._preferences import fit_bradley_terry_groups
+from ..utils._user_comparisons import validate_partial_fit_data
+from ._episodes import Comparisons, draw_episodes
+from ._modules import (
+    GradientAdapter,
+    ParticleEncoder,
+    RewardHead,
+    make_tower,
+    pair_loss,
+)
+
+__all__ = ["MetaRewardHead"]
+
+# Support comparisons per forward pass at predict time; bounds the memory.
+_PREDICT_PAIRS = 1 << 15
+
+
+class MetaRewardHead(BaseRanker):
+    """A torch reward head meta-learned across users to adapt from a few comparisons.
+
+    A candidate row's utility for a user is ``u . h(x)``: ``x`` are the row's item
+    features (the feature columns of ``X``, or a one-hot of ``response_id`` when
+    ``X`` has none, as in :class:`~pllm_sk.baselines.PopulationRanker`), ``h`` is an
+    item tower shared by all users, and ``u`` is the user vector, computed from the
+    user's comparisons by an adapter. Comparisons are the pairs of rows of the same
+    (user, prompt) with different labels, so only the order of labels is used.
+
+    Adaptation (how ``u`` is computed from a user's comparisons):
+
+    - ``"encoder"``: an amortised posterior. The model holds ``n_prototypes``
+      learned prototype users. Each comparison ``d = h(x_chosen) - h(x_rejected)``
+      contributes its log-likelihood ``log sigmoid(s * p_m . d)`` under each
+      prototype ``p_m``; the sum over the user's comparisons (a permutation-invariant
+      pooling, as in neural-process preference models) plus a learned log-prior
+      gives the posterior over prototypes, and ``u`` is its posterior mean. When the
+      users are linear in the features this is the shape of the Bayes estimator, so
+      the head can learn to approach it.
+    - ``"gradient"``: a learned initialisation plus ``n_inner_steps`` gradient steps
+      on the user's Bradley-Terry loss with a pull toward the initialisation, with
+      learned per-component step sizes (MAML / Meta-SGD).
+
+    Meta-training is episodic over the users of ``fit``: each step takes a batch of
+    users, splits each user's labeled prompts at random into a support part (a size
+    drawn uniformly from ``1..max_support``, at most all but one prompt) and a query
+    part (at most ``max_query`` other prompts), adapts ``u`` on the support, and
+    takes the Bradley-Terry loss of the query comparisons under ``u``; Adam updates
+    the tower and the adapter. A slice of the users is held out: their loss on fixed
+    episodes is measured after each epoch, training stops when it has not improved
+    by ``tol`` for ``n_iter_no_change`` epochs, and the best parameters are kept.
+
+    At predict time every user with labeled rows is adapted the same way, from all
+    of their comparisons; a user without any (a cold user) gets the prior: the user
+    vector of an empty support, counted in ``fallbacks_``. :meth:`partial_fit` adds
+    the feedback of new or returning users without touching the meta-parameters.
+
+    Parameters
+    ----------
+    adaptation : {"encoder", "gradient"}, default="encoder"
+        How the user vector is computed from the user's comparisons.
+    n_prototypes : int, default=256
+        Prototype users of the encoder.
+    n_inner_steps : int, default=5
+        Gradient steps of the ``"gradient"`` adaptation.
+    hidden_layer_sizes : tuple of int, default=()
+        Hidden layers of the item tower (ReLU MLP). Empty with ``n_components=None``
+        makes the tower the identity: the utility is linear in the item features.
+    n_components : int or None, default=None
+        Size of the item representation and of the user vector; None keeps the
+        number of item features.
+    max_support : int, default=10
+        Largest support set of a meta-training episode, in prompts.
+    max_query : int, default=10
+        Largest query set of a meta-training episode, in prompts.
+    batch_size : int, default=256
+        Users per meta-training step.
+    learning_rate : float, default=0.01
+        Step size of the Adam optimiser.
+    max_epochs : int, default=200
+        Passes over the training users at most.
+    max_steps : int or None, default=None
+        Optimiser steps at most, if set.
+    validation_fraction : float, default=0.1
+        Share of the meta-training users held out for early stopping, in [0, 1);
+        0 stops on the training loss instead.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before training stops.
+    tol : float, default=1e-4
+        Smallest improvement of the held-out loss that counts.
+    device : str, default="auto"
+        Torch device of meta-training and prediction; ``"auto"`` takes CUDA when it
+        is available, the CPU otherwise.
+    verbose : int, default=0
+        0 for silence; 1 shows a progress bar over epochs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial parameters, the held-out users and the episodes. Fitting
+        on the CPU with a fixed seed gives the same model every time.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The meta-learned model, on the CPU.
+    device_ : str
+        The device that meta-training ran on.
+    prior_ : ndarray of shape (n_components,)
+        The user vector of a cold user (no labeled rows): the adapter's output for
+        an empty support. With the identity tower, a cold user's utility is
+        ``x . prior_``.
+    users_ : ndarray of int64
+        Users with labeled rows in ``fit`` and ``partial_fit``, sorted.
+    n_response_slots_ : int or None
+        Number of one-hot encoded response slots on the ids track; None when ``X``
+        has feature columns.
+    n_epochs_ : int
+        Epochs of meta-training run.
+    n_steps_ : int
+        Optimiser steps run.
+    loss_curve_ : list of float
+        Mean meta-training loss of each epoch.
+    validation_scores_ : list of float
+        Held-out loss after each epoch (empty when ``validation_fraction=0``).
+    best_loss_ : float
+        The loss (held-out, else training) of the parameters kept.
+    n_features_in_ : int
+        Number of columns of ``X`` in ``fit``, the three id columns included.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    fallbacks_ : collections.Counter
+        Rows and users predicted since ``fit`` for users without labeled rows.
+
+    See Also
+    --------
+    pllm_sk.baselines.BayesRanker : The Bayes limit the encoder approaches on the
+        reward track.
+    pllm_sk.baselines.PerUserRanker : Per-user fits shrunk toward the population.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from pllm_sk.meta import MetaRewardHead
+    >>> rng = np.random.default_rng(0)
+    >>> n_users, n_prompts = 40, 6
+    >>> user, prompt, response = np.meshgrid(
+    ...     np.arange(n_users), np.arange(n_prompts), np.arange(4), indexing="ij")
+    >>> X = pd.DataFrame({"user_id": user.ravel(), "prompt_id": prompt.ravel(),
+    ...                   "response_id": response.ravel(),
+    ...                   "a": rng.normal(size=user.size), "b": rng.normal(size=user.size)})
+    >>> taste = np.where(X["user_id"] % 2 == 0, X["a"], X["b"])  # two kinds of users
+    >>> y = taste.groupby([X["user_id"], X["prompt_id"]]).rank().to_numpy()
+    >>> head = MetaRewardHead(max_epochs=20, random_state=0).fit(X, y)
+    >>> head.predict(X.head(4)).shape
+    (4,)
+    """
+
+    def __init__(
+        self,
+        adaptation="encoder",
+        n_prototypes=256,
+        n_inner_steps=5,
+        hidden_layer_sizes=(),
+        n_components=None,
+        max_support=10,
+        max_query=10,
+        batch_size=256,
+        learning_rate=0.01,
+        max_epochs=200,
+        max_steps=None,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        device="auto",
+        verbose=0,
+        random_state=None,
+    ):
+        self.adaptation = adaptation
+        self.n_prototypes = n_prototypes
+        self.n_inner_steps = n_inner_steps
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.n_components = n_components
+        self.max_support = max_support
+        self.max_query = max_query
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+
+    def _fit(self, ids, features, y):
+        self._check_params()
+        device = self._resolve_device()
+        random_state = check_random_state(self.random_state)
+        rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+
+        self.n_response_slots_ = (
+            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
+        )
+        self._store(ids, self._item_features(ids, features), y)
+        comparisons = self._comparisons
+        if comparisons.winners.size == 0:
+            raise ValueError(
+                "y holds no comparison: no (user, prompt) has two labeled rows with "
+                "different labels, and this estimator learns from within-(user, "
+                "prompt) comparisons only."
+            )
+        n_inputs = self._items.shape[1]
+        tower = make_tower(
+            n_inputs, tuple(self.hidden_layer_sizes), self.n_components, generator
+        )
+        n_components = self.n_components or n_inputs
+        if self.adaptation == "encoder":
+            adapter = ParticleEncoder(
+                self._initial_prototypes(tower, n_components, rng, generator)
+            )
+        else:
+            adapter = GradientAdapter(n_components, self.n_inner_steps, generator)
+        module = RewardHead(tower, adapter).to(device)
+        self._meta_train(module, comparisons, rng, device)
+        self.module_ = module.cpu()
+        self.device_ = str(device)
+        # Ids are non-negative, so user -1 is cold: the prior, as any cold user gets.
+        self.prior_ = self.user_vectors([-1])[0]
+        return self
+
+    def partial_fit(self, X, y):
+        """Add the feedback of new or returning users; the meta-parameters stay frozen.
+
+        Rows whose (user_id, prompt_id, response_id) were already given replace the
+        old ones; other rows are appended. The users are adapted at predict time,
+        like every user. An estimator not fitted yet is fitted (meta-trained) on
+        ``X`` and ``y`` instead.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...), with the same
+            feature columns as in ``fit``.
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which is ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if not hasattr(self, "module_"):
+            return self.fit(X, y)
+        ids, features, y = validate_partial_fit_data(self, X, y)
+        items = self._item_features(ids, features)
+        # The stored rows of the users in X, then X's rows; the last of a repeat wins.
+        old = np.flatnonzero(np.isin(self._ids[:, 0], np.unique(ids[:, 0])))
+        ids = np.concatenate([self._ids[old], ids])
+        _, last = np.unique(ids[::-1], axis=0, return_index=True)
+        fresh = np.sort(ids.shape[0] - 1 - last)
+        ids = ids[fresh]
+        items = np.concatenate([self._items[old], items])[fresh]
+        y = np.concatenate([self._y[old], y])[fresh]
+        kept = np.ones(self._ids.shape[0], dtype=bool)
+        kept[old] = False
+        n_kept = int(kept.sum())
+        comparisons = Comparisons.from_rows(ids, y)
+        comparisons.winners += n_kept
+        comparisons.losers += n_kept
+        self._comparisons = self._comparisons.merged(
+            comparisons, np.cumsum(kept) - 1
+        )
+        self._ids = np.concatenate([self._ids[kept], ids])
+        self._items = np.concatenate([self._items[kept], items])
+        self._y = np.concatenate([self._y[kept], y])
+        self.users_ = self._comparisons.users
+        return self
+
+    def _initial_prototypes(self, tower, n_components, rng, generator):
+        """Starting prototype positions, as a float32 tensor ``(n_prototypes, n_components)``.
+
+        With the identity tower, they are the unit-norm Bradley-Terry fits of the
+        users with the most comparisons (an empirical prior; cycled with a little
+        noise when there are fewer users than prototypes). Otherwise they are random.
+        """
+        noise = torch.randn(self.n_prototypes, n_components, generator=generator)
+        if not isinstance(tower, torch.nn.Identity):
+            return noise / n_components**0.5
+        comparisons = self._comparisons
+        n_groups = comparisons.n_groups
+        most = np.lexsort((rng.random(n_groups.size), -n_groups))
+        most = most[n_groups[most] > 0][: self.n_prototypes]
+        pairs, owner = comparisons.user_pairs(most)
+        differences = (
+            self._items[comparisons.winners[pairs]] - self._items[comparisons.losers[pairs]]
+        )
+        coef = fit_bradley_terry_groups(
+            differences.astype(np.float64),
+            owner,
+            most.size,
+            l2=1.0,
+            prior_mean=np.zeros(n_components),
+        )
+        coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-12)
+        positions = torch.from_numpy(np.resize(coef, (self.n_prototypes, n_components)))
+        repeated = torch.arange(self.n_prototypes) >= most.size
+        return (positions + 0.1 * repeated[:, None] * noise / n_components**0.5).float()
+
+    def _check_params(self):
+        if self.adaptation not in ("encoder", "gradient"):
+            raise ValueError(
+                f"adaptation must be 'encoder' or 'gradient'; got {self.adaptation!r}."
+            )
+        check_scalar(self.n_prototypes, "n_prototypes", numbers.Integral, min_val=1)
+        check_scalar(self.n_inner_steps, "n_inner_steps", numbers.Integral, min_val=0)
+        if not isinstance(self.hidden_layer_sizes, (tuple, list)) or not all(
+            isinstance(size, numbers.Integral) and size > 0
+            for size in self.hidden_layer_sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a tuple of positive ints; got "
+                f"{self.hidden_layer_sizes!r}."
+            )
+        if self.n_components is not None:
+            check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
+        check_scalar(self.max_support, "max_support", numbers.Integral, min_val=1)
+        check_scalar(self.max_query, "max_query", numbers.Integral, min_val=1)
+        check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
+        check_scalar(
+            self.learning_rate,
+            "learning_rate",
+            numbers.Real,
+            min_val=0.0,
+            include_boundaries="neither",
+        )
+        check_scalar(self.max_epochs, "max_epochs", numbers.Integral, min_val=1)
+        if self.max_steps is not None:
+            check_scalar(self.max_steps, "max_steps", numbers.Integral, min_val=1)
+        check_scalar(
+            self.validation_fraction,
+            "validation_fraction",
+            numbers.Real,
+            min_val=0.0,
+            max_val=1.0,
+            include_boundaries="left",
+        )
+        check_scalar(
+            self.n_iter_no_change, "n_iter_no_change", numbers.Integral, min_val=1
+        )
+        check_scalar(self.tol, "tol", numbers.Real, min_val=0.0)
+        check_scalar(self.verbose, "verbose", numbers.Integral, min_val=0)
+
+    def _resolve_device(self):
+        if isinstance(self.device, str) and self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device must be 'auto' or a torch device name; got {self.device!r}."
+            ) from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but CUDA is not available.")
+        return device
+
+    def _item_features(self, ids, features):
+        """Item features of labeled rows, in float32: the precision the model trains in."""
+        return item_features(ids, features, self.n_response_slots_).astype(np.float32)
+
+    def _store(self, ids, items, y):
+        """Keep the labeled rows: every user is adapted from them at predict time."""
+        self._ids, self._items, self._y = ids, items, y
+        self._comparisons = Comparisons.from_rows(ids, y)
+        self.users_ = self._comparisons.users
+
+    # ------------------------------------------------------------ meta-training
+
+    def _meta_train(self, module, comparisons, rng, device):
+        trainable = np.flatnonzero(comparisons.n_groups > 0)
+        n_validation = int(np.ceil(self.validation_fraction * trainable.size))
+        if self.validation_fraction == 0 or n_validation >= trainable.size:
+            n_validation = 0
+        shuffled = rng.permutation(trainable)
+        validation, train = np.sort(shuffled[:n_validation]), shuffled[n_validation:]
+        items = torch.from_numpy(self._items).to(device)
+        winners = torch.from_numpy(comparisons.winners).to(device)
+        losers = torch.from_numpy(comparisons.losers).to(device)
+
+        def episode_loss(users, episodes):
+            (support, support_owner), (query, query_owner) = episodes
+            support_owner = torch.from_numpy(support_owner).to(device)
+            query_owner = torch.from_numpy(query_owner).to(device)
+            support = torch.from_numpy(support).to(device)
+            query = torch.from_numpy(query).to(device)
+            vectors = module.user_vectors(
+                items[winners[support]], items[losers[support]], support_owner,
+                users.size,
+            )
+            margins = module.margins(
+                vectors, items[winners[query]], items[losers[query]], query_owner
+            )
+            return pair_loss(margins, query_owner, users.size)
+
+        def episodes(users, generator):
+            return draw_episodes(
+                comparisons,
+                users,
+                generator,
+                max_support=self.max_support,
+                max_query=self.max_query,
+            )
+
+        validation_batches = [
+            (batch, episodes(batch, rng))
+            for batch in np.array_split(
+                validation, max(1, -(-validation.size // self.batch_size))
+            )
+            if batch.size
+        ]
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        self.loss_curve_, self.validation_scores_ = [], []
+        self.n_steps_ = self.n_epochs_ = 0
+        best_loss, best_state, stale = np.inf, None, 0
+        max_steps = self.max_steps or np.inf
+        progress = tqdm(
+            total=self.max_epochs, disable=not self.verbose, desc="meta-training"
+        )
+        for _ in range(self.max_epochs):
+            order = rng.permutation(train)
+            losses = []
+            for start in range(0, order.size, self.batch_size):
+                batch = order[start : start + self.batch_size]
+                loss = episode_loss(batch, episodes(batch, rng))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item() * batch.size)
+                self.n_steps_ += 1
+                if self.n_steps_ >= max_steps:
+                    break
+            self.n_epochs_ += 1
+            self.loss_curve_.append(float(np.sum(losses) / order.size))
+            current = self.loss_curve_[-1]
+            if validation_batches:
+                with torch.no_grad():
+                    current = float(
+                        sum(
+                            episode_loss(batch, batch_episodes).item() * batch.size
+                            for batch, batch_episodes in validation_batches
+                        )
+                        / validation.size
+                    )
+                self.validation_scores_.append(current)
+            progress.update()
+            progress.set_postfix(loss=f"{current:.4f}")
+            if current < best_loss - self.tol:
+                best_loss, stale = current, 0
+                best_state = copy.deepcopy(module.state_dict())
+            else:
+                stale += 1
+            if stale >= self.n_iter_no_change or self.n_steps_ >= max_steps:
+                break
+        progress.close()
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        self.best_loss_ = float(best_loss)
+
+    # --------------------------------------------------------------- prediction
+
+    def user_vectors(self, user_ids):
+        """The adapted user vector of each user; the prior ``prior_`` for cold users.
+
+        Parameters
+        ----------
+        user_ids : array-like of int, shape (n,)
+
+        Returns
+        -------
+        vectors : ndarray of shape (n, n_components)
+        """
+        check_is_fitted(self)
+        user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        unique, inverse = np.unique(user_ids, return_inverse=True)
+        vectors, _ = self._unique_user_vectors(unique, self._module_for_predict())
+        return vectors.cpu().numpy()[inverse]
+
+    def _predict(self, ids, features):
+        module = self._module_for_predict()
+        device = next(module.parameters()).device
+        unique, inverse = np.unique(ids[:, 0], return_inverse=True)
+        vectors, known = self._unique_user_vectors(unique, module)
+        self._record_fallbacks(ids[:, 0], ~known[inverse])
+        items = item_features(ids, features, self.n_response_slots_)
+        with torch.no_grad():
+            representations = module.tower(torch.from_numpy(items).to(device))
+            inverse = torch.from_numpy(inverse.reshape(-1)).to(device)
+            utility = (representations * vectors[inverse]).sum(dim=1)
+        return utility.cpu().numpy()
+
+    def _module_for_predict(self):
+        """A float64 copy of ``module_`` on the ``device`` parameter as resolved now.
+
+        Float64 makes a user's vector independent, to round-off, of the other users
+        predicted with them.
+        """
+        return copy.deepcopy(self.module_).to(self._resolve_device(), torch.float64)
+
+    def _unique_user_vectors(self, unique, module):
+        """User vectors of sorted distinct users, a float64 tensor, and a mask.
+
+        The mask says which users have labeled rows; the others get the prior.
+        """
+        comparisons = self._comparisons
+        device = next(module.parameters()).device
+        position = np.minimum(
+            np.searchsorted(comparisons.users, unique), comparisons.users.size - 1
+        )
+        known = comparisons.users[position] == unique
+        pairs, owner = comparisons.user_pairs(position[known])
+        # Cold users own no pairs: the same forward pass gives them the prior.
+        owner = np.flatnonzero(known)[owner]
+
+        def rows(index):
+            return torch.from_numpy(self._items[index]).to(device, torch.float64)
+
+        vectors = []
+        with torch.no_grad():
+            counts = np.bincount(owner, minlength=unique.size)
+            for first, last in _chunks_by_count(counts):
+                chosen = slice(*np.searchsorted(owner, [first, last]))
+                vectors.append(
+                    module.user_vectors(
+                        rows(comparisons.winners[pairs[chosen]]),
+                        rows(comparisons.losers[pairs[chosen]]),
+                        torch.from_numpy(owner[chosen] - first).to(device),
+                        last - first,
+                    )
+                )
+        return torch.cat(vectors), known
+
+
+def _chunks_by_count(counts, limit=_PREDICT_PAIRS):
+    """Consecutive ranges ``[first, last)`` of users with at most ``limit`` pairs each.
+
+    A single user with more pairs than ``limit`` gets a range of their own.
+    """
+    chunks, first, total = [], 0, 0
+    for user, count in enumerate(counts.tolist()):
+        if user > first and total + count > limit:
+            chunks.append((first, user))
+            first, total = user, 0
+        total += count
+    chunks.append((first, counts.size))
+    return chunks

@@ -1,0 +1,142 @@
+"""The torch modules of the meta-learned reward head: item tower, two adapters, loss.
+
+A candidate's score for a user is ``u . h(x)``: ``h`` is the item tower applied to
+the candidate's item features, ``u`` the user vector that an adapter computes from
+the user's support comparisons, given as differences ``h(x_chosen) - h(x_rejected)``
+with the position of their user in the batch (``owner``).
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "GradientAdapter",
+    "ParticleEncoder",
+    "RewardHead",
+    "make_tower",
+    "pair_loss",
+]
+
+
+class RewardHead(nn.Module):
+    """Item tower and adapter: the whole model whose parameters are meta-learned."""
+
+    def __init__(self, tower, adapter):
+        super().__init__()
+        self.tower = tower
+        self.adapter = adapter
+
+    def user_vectors(self, winners, losers, owner, n_users):
+        """User vectors ``(n_users, n_components)`` from support item features."""
+        differences = self.tower(winners) - self.tower(losers)
+        return self.adapter(differences, owner, n_users)
+
+    def margins(self, users, winners, losers, owner):
+        """Score of each pair's winner minus its loser, for the pair's user."""
+        differences = self.tower(winners) - self.tower(losers)
+        return (users[owner] * differences).sum(dim=1)
+
+
+def make_tower(n_inputs, hidden_layer_sizes, n_components, generator):
+    """Identity, a linear map, or a ReLU MLP from item features to ``n_components``.
+
+    The output layer has no bias: only differences of item representations within a
+    prompt reach the scores. Weights are drawn from ``generator`` (uniform with the
+    default scale of ``nn.Linear``), never from torch's global random state.
+    """
+    if not hidden_layer_sizes and n_components is None:
+        return nn.Identity()
+    layers, width = [], n_inputs
+    for size in hidden_layer_sizes:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    layers.append(nn.Linear(width, n_components or n_inputs, bias=False))
+    with torch.no_grad():
+        for layer in layers[::2]:
+            bound = 1.0 / layer.in_features**0.5
+            for parameter in layer.parameters():
+                parameter.copy_(
+                    (torch.rand(parameter.shape, generator=generator) * 2 - 1) * bound
+                )
+    return nn.Sequential(*layers)
+
+
+class ParticleEncoder(nn.Module):
+    """Amortised posterior over learned prototype users (``adaptation="encoder"``).
+
+    Each support comparison ``d`` contributes ``log sigmoid(sharpness * p_m . d)``,
+    its log-likelihood under prototype ``m`` at position ``p_m``; these are summed
+    over the user's comparisons (a permutation-invariant pooling) and added to a
+    learned log-prior over prototypes. The softmax of the total is the posterior over
+    prototypes, and the user vector is ``scale`` times the posterior mean of the
+    prototype positions. A user without comparisons gets the prior mean.
+    """
+
+    def __init__(self, positions):
+        super().__init__()
+        n_prototypes = positions.shape[0]
+        self.positions = nn.Parameter(positions)
+        self.log_prior = nn.Parameter(torch.zeros(n_prototypes))
+        self.log_sharpness = nn.Parameter(torch.zeros(()))
+        self.sharpness_slope = nn.Parameter(torch.zeros(()))
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, differences, owner, n_users):
+        # A finite set of prototypes fits many comparisons less sharply than a few.
+        n_pairs = torch.zeros(n_users, dtype=differences.dtype, device=owner.device)
+        n_pairs = n_pairs.index_add(0, owner, torch.ones_like(differences[:, 0]))
+        sharpness = torch.exp(
+            self.log_sharpness + self.sharpness_slope * torch.log1p(n_pairs[owner])
+        )
+        log_likelihood = F.logsigmoid(
+            sharpness[:, None] * (differences @ self.positions.T)
+        )
+        total = self.log_prior.expand(n_users, -1).index_add(0, owner, log_likelihood)
+        posterior = torch.softmax(total, dim=1)
+        return self.log_scale.exp() * posterior @ self.positions
+
+
+class GradientAdapter(nn.Module):
+    """Learned initialisation plus inner gradient steps (``adaptation="gradient"``).
+
+    Every user starts from the learned ``init``; each of ``n_steps`` steps moves the
+    user vector down the gradient of the user's support loss
+    ``sum_pairs log(1 + exp(-u . d)) + pull / 2 * ||u - init||^2``, with a learned
+    step size per component (MAML with learned step sizes, as in Meta-SGD). The
+    gradient of the linear score is written out, so the steps are differentiable
+    without second-order autograd. A user without comparisons keeps ``init``.
+    """
+
+    def __init__(self, n_components, n_steps, generator):
+        super().__init__()
+        self.n_steps = n_steps
+        init = torch.randn(n_components, generator=generator) / n_components**0.5
+        self.init = nn.Parameter(init)
+        self.log_step = nn.Parameter(torch.full((n_components,), -2.0))
+        self.log_pull = nn.Parameter(torch.zeros(()))
+
+    def forward(self, differences, owner, n_users):
+        users = self.init.expand(n_users, -1)
+        step, pull = self.log_step.exp(), self.log_pull.exp()
+        for _ in range(self.n_steps):
+            margins = (users[owner] * differences).sum(dim=1)
+            descent = torch.zeros_like(users).index_add(
+                0, owner, torch.sigmoid(-margins)[:, None] * differences
+            )
+            users = users + step * (descent - pull * (users - self.init))
+        return users
+
+
+def pair_loss(margins, owner, n_users):
+    """Bradley-Terry loss ``log(1 + exp(-margin))``, averaged per user, then over users.
+
+    Users without pairs do not count.
+    """
+    losses = F.softplus(-margins)
+    total = torch.zeros(n_users, dtype=losses.dtype, device=losses.device)
+    count = torch.zeros_like(total)
+    total = total.index_add(0, owner, losses)
+    count = count.index_add(0, owner, torch.ones_like(losses))
+    present = count > 0
+    return (total[present] / count[present]).mean()

@@ -1,0 +1,704 @@
+"""Nearest historical users: predict a user's preference from the most similar users."""
+
+import numbers
+
+import numpy as np
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils.validation import check_is_fitted
+
+from ..base import BaseRanker
+from ..baselines._population import item_features
+from ..utils._user_comparisons import (
+    TEMPERATURES,
+    UserComparisons,
+    best_temperature,
+    calibration_split,
+    comparisons,
+    fit_pooled_preference,
+    fit_user_preferences,
+    float32_differences,
+    item_keys,
+    log_sigmoid_,
+    temperature_scores,
+    validate_partial_fit_data,
+)
+
+__all__ = ["SIMILARITIES", "UserKNNRanker"]
+
+SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_difference")
+
+# Float32 entries of one (comparisons x neighbours) block of the likelihood.
+_BLOCK_ENTRIES = 1 << 24
+# Users sampled for temperature="auto".
+_CALIBRATION_USERS = 200
+
+
+class UserKNNRanker(BaseRanker):
+    """Predict each user's utility from the historical users most similar to them.
+
+    Every user with at least ``min_neighbor_prompts`` labeled prompts in ``fit`` is
+    a candidate neighbour, with a preference ``neighbor_coef_[v]``: the Bradley-Terry
+    weights on the item features fitted to that user's within-(user, prompt)
+    comparisons and shrunk toward the population weights, as in
+    :class:`~pllm_sk.baselines.PerUserRanker`. A user ``u`` is compared with every
+    candidate ``v != u`` from ``u``'s own comparisons:
+
+    - ``similarity="likelihood"`` (default): how well ``v``'s preference explains
+      ``u``'s comparisons, ``sum_pairs log sigmoid(m / T)`` with ``m`` the margin of
+      ``v``'s utility for the chosen over the rejected row. With
+      ``weights="similarity"`` the weights ``exp(loglik)`` make the prediction the
+      posterior mean of ``u``'s preference when the historical users are a sample
+      of the prior (an empirical Bayes estimate).
+    - ``"cosine_chosen"``, ``"cosine_rejected"``, ``"cosine_difference"``: the
+      PersonalLLM paper's user representations, the mean item-feature vector of the
+      rows a user chose (top label of a prompt), of the rows they rejected (bottom
+      label), or chosen minus rejected, compared by cosine similarity.
+
+    The ``n_neighbors`` most similar candidates are combined with ``weights``; the
+    prediction for a row ``(u, p, r)`` is the weighted mean of the neighbours'
+    utilities: ``sum_v a_uv * (neighbor_coef_[v] . x_pr + b_v(p, r))``.
+
+    Item-level labels. ``b_v(p, r)`` is zero unless neighbour ``v`` labeled the same
+    (prompt_id, response_id) in ``fit``; then it moves ``v``'s utility by twice the
+    spread of ``v``'s utilities over that prompt's labeled rows times the row's label
+    level (centred), which reproduces ``v``'s own order of the rows they labeled. The
+    same term enters the likelihood, so two users who agreed on a shared prompt are
+    close. It matters on the ids track (no feature columns), where the item features
+    are a one-hot of ``response_id`` (the response slot, i.e. which LLM wrote it, as
+    in :class:`~pllm_sk.baselines.PopulationRanker`): the back-off goes from
+    neighbours' labels on the same (prompt, response) id, to neighbours'
+    response-slot preferences, to the population. In the PersonalLLM benchmark a
+    query prompt comes from the test split that no one labeled, so its rows always
+    take the slot level; the support prompts, labeled by other users too, sharpen
+    the similarity.
+
+    Temperature. One best/worst choice yields many correlated pairs, and features may
+    explain choices exactly (the reward track) or only partly (the ids track), so how
+    much one pair counts is calibrated: ``temperature="auto"`` samples historical
+    users, reveals a few of their prompts as a cold-start user would, and keeps the
+    ``T`` of ``TEMPERATURES`` whose predictions choose their held-out prompts' chosen
+    rows most often (top-1 accuracy), or the largest ``T`` within one standard error
+    of it: the most cautious, the closest to the population.
+
+    A user with no labeled rows in ``fit`` or ``partial_fit`` gets the population
+    prediction ``population_coef_ . x``, counted in ``fallbacks_``. Neighbours are
+    found in ``predict`` for the users predicted, so ``fit`` costs
+    ``O(n_comparisons * n_features)`` and ``predict`` costs
+    ``O(n_comparisons of the predicted users * n_candidates)``.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=1000
+        Neighbours per user, at most the number of candidates. With the default
+        likelihood weights a far neighbour gets a negligible weight, so a large
+        value makes the estimate a posterior mean over all candidates; with cosine
+        similarity and uniform weights the paper's 5 to 20 are typical.
+    similarity : {"likelihood", "cosine_chosen", "cosine_rejected", \
+            "cosine_difference"}, default="likelihood"
+        How users are compared; see above.
+    weights : {"similarity", "uniform"} or callable, default="similarity"
+        ``"similarity"``: ``exp(log-likelihood)`` for the likelihood, the cosine
+        clipped at 0 for the cosines. ``"uniform"``: every neighbour counts the
+        same. A callable gets the similarities, shape (n_users, n_neighbors), and
+        returns non-negative weights of the same shape.
+    temperature : "auto" or float, default="auto"
+        Divides the log-likelihood of the likelihood similarity, > 0; ``"auto"``
+        calibrates it (see above). Ignored by the cosine similarities.
+    shrinkage : float, default=0.01
+        Penalty pulling each candidate's preference toward the population's, > 0.
+    alpha : float, default=1.0
+        L2 penalty of the population preference, > 0.
+    min_neighbor_prompts : int, default=10
+        Labeled prompts a user needs in ``fit`` to be a candidate neighbour, >= 1;
+        users with fewer have too uncertain a preference to stand in for another
+        user. At least two users must qualify.
+    max_iter : int, default=100
+        Newton iterations at most for the population and candidate preferences.
+    random_state : int, RandomState instance or None, default=None
+        Draws the users and prompts of the temperature calibration.
+
+    Attributes
+    ----------
+    population_coef_ : ndarray of shape (n_item_features,)
+        Population Bradley-Terry weights (the objective of
+        :class:`~pllm_sk.baselines.PopulationRanker`): the cold-user prediction.
+    neighbor_users_ : ndarray of int64
+        The candidate neighbours' user ids, sorted.
+    neighbor_coef_ : ndarray of shape (n_candidates, n_item_features)
+        The candidates' preferences, in the order of ``neighbor_users_``.
+    temperature_ : float or None
+        Temperature of the likelihood similarity (chosen when ``"auto"``); None for
+        the cosine similarities.
+    users_ : ndarray of int64
+        Users with labeled rows in ``fit`` or ``partial_fit``, sorted.
+    n_response_slots_ : int or None
+        Number of one-hot encoded response slots on the ids track; None otherwise.
+    n_features_in_ : int
+        Number of columns of ``X`` in ``fit``, the three id columns included.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    fallbacks_ : collections.Counter
+        Rows and users predicted since ``fit`` for users without labeled rows.
+
+    See Also
+    --------
+    pllm_sk.collaborative.LowRankRanker : A low-rank model of all users' comparisons.
+    pllm_sk.baselines.PerUserRanker : Each user's own comparisons only.
+    pllm_sk.baselines.BayesRanker : The Bayes limit on the reward track.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from pllm_sk.neighbors import UserKNNRanker
+    >>> # Users 0-3 prefer a high "x", users 4-7 a low "x"; each labels 2 prompts.
+    >>> rows = [(u, p, r, x) for u in range(8) for p in (2 * u, 2 * u + 1)
+    ...         for r, x in enumerate([1.0, -1.0])]
+    >>> X = pd.DataFrame(rows, columns=["user_id", "prompt_id", "response_id", "x"])
+    >>> y = np.where((X.user_id < 4) == (X.x > 0), 1.0, 0.0)
+    >>> knn = UserKNNRanker(n_neighbors=4, min_neighbor_prompts=2).fit(X, y)
+    >>> new = pd.DataFrame({"user_id": [9, 9], "prompt_id": [50, 50],
+    ...                     "response_id": [0, 1], "x": [1.0, -1.0]})
+    >>> _ = knn.partial_fit(new, [0.0, 1.0])   # user 9 prefers a low x
+    >>> neighbors, weights = knn.kneighbors([9])
+    >>> sorted(neighbors[0].tolist())
+    [4, 5, 6, 7]
+    >>> utility = knn.predict(new)
+    >>> bool(utility[1] > utility[0])
+    True
+    """
+
+    def __init__(
+        self,
+        n_neighbors=1000,
+        *,
+        similarity="likelihood",
+        weights="similarity",
+        temperature="auto",
+        shrinkage=0.01,
+        alpha=1.0,
+        min_neighbor_prompts=10,
+        max_iter=100,
+        random_state=None,
+    ):
+        self.n_neighbors = n_neighbors
+        self.similarity = similarity
+        self.weights = weights
+        self.temperature = temperature
+        self.shrinkage = shrinkage
+        self.alpha = alpha
+        self.min_neighbor_prompts = min_neighbor_prompts
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def partial_fit(self, X, y):
+        """Add the feedback of new or returning users, keeping the neighbours fixed.
+
+        The candidates, their preferences, the population and the temperature stay
+        as ``fit`` left them; only the users in ``X`` change: their comparisons
+        (formed within the rows of this call) are added to what they gave before, so
+        their neighbours and predictions update and no other user's do. On an
+        unfitted estimator this is ``fit``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...), with the same
+            feature columns as in ``fit``.
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which is ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if not hasattr(self, "neighbor_coef_"):
+            return self.fit(X, y)
+        ids, features, y = validate_partial_fit_data(self, X, y)
+        items = item_features(ids, features, self.n_response_slots_)
+        structure = comparisons(ids, y)
+        self._store = self._store.merged(self._user_comparisons(ids, items, structure))
+        self._representations = _merge_sums(
+            self._representations, _choice_sums(items, structure)
+        )
+        self.users_ = self._store.users
+        return self
+
+    def kneighbors(self, user_ids):
+        """The neighbours of each user and their weights.
+
+        Parameters
+        ----------
+        user_ids : array-like of int, shape (n_users,)
+            Users with labeled rows in ``fit`` or ``partial_fit``.
+
+        Returns
+        -------
+        neighbors : ndarray of int64, shape (n_users, n_neighbors)
+            Neighbour user ids, most similar first.
+        weights : ndarray of shape (n_users, n_neighbors)
+            Their weights in the prediction, summing to 1 per user.
+        """
+        check_is_fitted(self)
+        user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+        positions, known = self._store.positions(user_ids)
+        if not known.all():
+            raise ValueError(
+                f"User {int(user_ids[~known][0])} has no labeled rows in fit or "
+                "partial_fit, so it has no neighbours (predict gives it the population "
+                "prediction)."
+            )
+        neighbors, weights = self._neighbors(positions)
+        return self.neighbor_users_[neighbors], weights
+
+    def _fit(self, ids, features, y):
+        self._validate_params()
+        self.n_response_slots_ = (
+            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
+        )
+        self._n_response_keys = int(ids[:, 2].max()) + 1
+        items = item_features(ids, features, self.n_response_slots_)
+        structure = comparisons(ids, y)
+        winners, losers = structure.winners, structure.losers
+        if winners.size == 0:
+            raise ValueError(
+                "y holds no comparison: no (user, prompt) has two labeled rows with "
+                "different labels, and UserKNNRanker learns from within-(user, "
+                "prompt) comparisons only."
+            )
+        differences = items[winners]
+        differences -= items[losers]
+        identity = np.eye(items.shape[1])[np.newaxis]
+        self.population_coef_ = fit_pooled_preference(
+            differences, l2=float(self.alpha), max_iter=self.max_iter
+        )
+
+        users = structure.users
+        user_of_row = structure.group_user[structure.group_of_row]
+        n_prompts = np.bincount(structure.group_user, minlength=users.size)
+        is_candidate = n_prompts >= self.min_neighbor_prompts
+        if is_candidate.sum() < 2:
+            raise ValueError(
+                f"{int(is_candidate.sum())} user(s) have at least "
+                f"min_neighbor_prompts={self.min_neighbor_prompts} labeled prompts; "
+                "UserKNNRanker needs at least 2 candidate neighbours. Lower "
+                "min_neighbor_prompts or add users with more feedback."
+            )
+        self.neighbor_users_ = users[is_candidate]
+        candidate_of_user = np.cumsum(is_candidate) - 1
+        pair_user = user_of_row[winners]
+        self.neighbor_coef_ = fit_user_preferences(
+            differences,
+            np.where(is_candidate[pair_user], candidate_of_user[pair_user], -1),
+            self.neighbor_users_.size,
+            prior_mean=self.population_coef_[np.newaxis],
+            prior_precision=2.0 * self.shrinkage * identity,
+            max_iter=self.max_iter,
+        )[0][:, 0]
+        row_candidate = np.where(
+            is_candidate[user_of_row], candidate_of_user[user_of_row], -1
+        )
+        del differences
+        self._item_table = self._item_level_table(ids, items, structure, row_candidate)
+        self._store = self._user_comparisons(ids, items, structure)
+        self._representations = _choice_sums(items, structure)
+        self.users_ = self._store.users
+        self._candidate_representation = _normalized(
+            self._represent(self._store.positions(self.neighbor_users_)[0])
+        )
+        self.temperature_ = self._calibrate_temperature()
+
+    def _predict(self, ids, features):
+        items = item_features(ids, features, self.n_response_slots_)
+        positions, known = self._store.positions(ids[:, 0])
+        self._record_fallbacks(ids[:, 0], ~known)
+        utility = items @ self.population_coef_
+        if known.any():
+            users, row_user = np.unique(positions[known], return_inverse=True)
+            neighbors, weights = self._neighbors(users)
+            coef = np.einsum("nk,nkf->nf", weights, self.neighbor_coef_[neighbors])
+            utility[known] = np.einsum(
+                "nf,nf->n", items[known], coef[row_user]
+            ) + self._item_level_term(
+                item_keys(ids[known], self._n_response_keys), row_user, neighbors, weights
+            )
+        return utility
+
+    # ----------------------------------------------------------------- neighbours
+
+    def _neighbors(self, positions):
+        """Neighbour candidates (indices into ``neighbor_users_``) and weights.
+
+        Returns
+        -------
+        neighbors : ndarray of int64, shape (n_users, k)
+            Most similar first; never the user itself.
+        weights : ndarray of shape (n_users, k)
+            Non-negative, summing to 1 per user.
+        """
+        own = self._own_candidate(positions)
+        if self.similarity == "likelihood":
+            rows, counts = self._store.rows(positions)
+            neighbors, loglik = self._likelihood_neighbors(rows, counts, own)
+            return neighbors, self._neighbor_weights(loglik / self.temperature_)
+        representation = _normalized(self._represent(positions))
+        similarity = representation @ self._candidate_representation.T
+        is_candidate = own >= 0
+        similarity[np.flatnonzero(is_candidate), own[is_candidate]] = -np.inf
+        top = np.argpartition(-similarity, self._n_neighbors() - 1, axis=1)
+        top = top[:, : self._n_neighbors()]
+        top_similarity = np.take_along_axis(similarity, top, axis=1)
+        order = np.argsort(-top_similarity, axis=1, kind="stable")
+        neighbors = np.take_along_axis(top, order, axis=1)
+        top_similarity = np.take_along_axis(top_similarity, order, axis=1)
+        return neighbors, self._neighbor_weights(top_similarity)
+
+    def _own_candidate(self, positions):
+        """Each user's own index among the candidates, or -1."""
+        own, is_candidate = _candidate_positions(
+            self.neighbor_users_, self._store.users[positions]
+        )
+        return np.where(is_candidate, own, -1)
+
+    def _n_neighbors(self):
+        # One fewer than the candidates, so that a candidate never needs itself.
+        return min(int(self.n_neighbors), self.neighbor_users_.size - 1)
+
+    def _neighbor_weights(self, similarity):
+        finite = np.isfinite(similarity)
+        if callable(self.weights):
+            weights = np.asarray(
+                self.weights(np.where(finite, similarity, 0.0)), dtype=np.float64
+            )
+            if weights.shape != similarity.shape or (weights < 0).any():
+                raise ValueError(
+                    "The weights callable must return non-negative weights of shape "
+                    f"{similarity.shape}; got shape {weights.shape}."
+                )
+        elif self.weights == "uniform":
+            weights = np.ones_like(similarity)
+        elif self.similarity == "likelihood":
+            weights = np.exp(similarity - similarity[:, :1])
+        else:
+            weights = np.clip(similarity, 0.0, None)
+        weights = np.where(finite, weights, 0.0)
+        # No positive weight (all cosines <= 0): every finite neighbour counts the same.
+        empty = weights.sum(axis=1) == 0
+        weights[empty] = finite[empty]
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    def _represent(self, positions):
+        """The ``similarity``'s user representation of the users at ``positions``."""
+        chosen, rejected, n_choices = (
+            part[positions] for part in self._representations[1:]
+        )
+        scale = 1.0 / np.maximum(n_choices, 1)[:, np.newaxis]
+        if self.similarity == "cosine_chosen":
+            return chosen * scale
+        if self.similarity == "cosine_rejected":
+            return rejected * scale
+        return (chosen - rejected) * scale
+
+    def _likelihood_neighbors(self, rows, counts, own):
+        """The ``_n_neighbors()`` candidates of highest log-likelihood, exactly.
+
+        The log-likelihood (temperature 1, item-level labels included) of each group
+        of comparisons under each candidate's preference. When few of the candidates
+        are kept, ``sum min(m, 0)``, an upper bound of ``sum log sigmoid(m)`` that
+        costs no transcendental function, prunes the candidates that cannot make the
+        top: the exact value is computed for the top candidates by the bound, and for
+        any other candidate whose bound reaches the lowest of those exact values.
+
+        Parameters
+        ----------
+        rows : ndarray of int64
+            Comparison indices into the store, grouped.
+        counts : ndarray of int64, shape (n_groups,)
+            Size of each group; a group without comparisons has log-likelihood 0.
+        own : ndarray of int64, shape (n_groups,)
+            Candidate index to leave out of each group (the user itself), or -1.
+
+        Returns
+        -------
+        neighbors : ndarray of int64, shape (n_groups, k)
+            Candidate indices by decreasing log-likelihood.
+        loglik : ndarray of shape (n_groups, k)
+        """
+        n_candidates = self.neighbor_users_.size
+        k = self._n_neighbors()
+        prune = 2 * k < n_candidates
+        coef = self.neighbor_coef_.astype(np.float32)
+        columns = self._store.columns
+        neighbors = np.empty((counts.size, k), dtype=np.int64)
+        loglik = np.empty((counts.size, k))
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        group = 0
+        while group < counts.size:
+            # A block of whole groups of about _BLOCK_ENTRIES entries.
+            stop = group + 1
+            while (
+                stop < counts.size
+                and (ends[stop] - starts[group]) * n_candidates <= _BLOCK_ENTRIES
+            ):
+                stop += 1
+            block = rows[starts[group] : ends[stop - 1]]
+            margin = columns["difference"][block] @ coef.T
+            self._add_item_level(
+                margin, columns["winner_key"][block], columns["loser_key"][block]
+            )
+            for g in range(group, stop):
+                group_margin = margin[starts[g] - starts[group] : ends[g] - starts[group]]
+                if prune and counts[g]:
+                    bound = np.minimum(group_margin, 0.0).sum(axis=0)
+                    if own[g] >= 0:
+                        bound[own[g]] = -np.inf
+                    kept = np.argpartition(-bound, k - 1)[:k]
+                    exact = _summed_log_sigmoid(group_margin[:, kept])
+                    extra = np.flatnonzero(bound >= exact.min())
+                    extra = extra[~np.isin(extra, kept)]
+                    kept = np.concatenate([kept, extra])
+                    values = np.concatenate(
+                        [exact, _summed_log_sigmoid(group_margin[:, extra])]
+                    )
+                else:
+                    kept = np.arange(n_candidates)
+                    values = _summed_log_sigmoid(group_margin)
+                    if own[g] >= 0:
+                        values[own[g]] = -np.inf
+                best = np.argsort(-values, kind="stable")[:k]
+                neighbors[g], loglik[g] = kept[best], values[best]
+            group = stop
+        return neighbors, loglik
+
+    # ----------------------------------------------------------- item-level labels
+
+    def _item_level_table(self, ids, items, structure, row_candidate):
+        """Item-level utility shifts ``b_v(p, r)`` of the candidates' labeled rows.
+
+        Returns
+        -------
+        table : tuple of ndarrays (keys, candidate, shift)
+            Sorted by item key; rows with a zero shift are left out.
+        """
+        group, level = structure.group_of_row, structure.level
+        n_groups = structure.group_user.size
+        own = row_candidate >= 0
+        utility = np.einsum(
+            "nf,nf->n", items[own], self.neighbor_coef_[row_candidate[own]]
+        )
+        spread = np.zeros(n_groups)
+        low = np.full(n_groups, np.inf)
+        np.minimum.at(low, group[own], utility)
+        high = np.full(n_groups, -np.inf)
+        np.maximum.at(high, group[own], utility)
+        spread[np.isfinite(low)] = (high - low)[np.isfinite(low)]
+        mean_level = np.bincount(group, weights=level, minlength=n_groups) / np.bincount(
+            group, minlength=n_groups
+        )
+        # Twice the spread (and never 0): levels always beat the preference's order.
+        shift = np.maximum(2.0 * spread, 1e-9)[group] * (level - mean_level[group])
+        keys = item_keys(ids, self._n_response_keys)
+        keep = own & (shift != 0) & (keys >= 0)
+        order = np.argsort(keys[keep], kind="stable")
+        return (
+            keys[keep][order],
+            row_candidate[keep][order],
+            shift[keep][order],
+        )
+
+    def _table_entries(self, keys):
+        """Item-table entries matching ``keys``: (index into keys, table entry)."""
+        table_keys = self._item_table[0]
+        low = np.searchsorted(table_keys, keys, side="left")
+        high = np.searchsorted(table_keys, keys, side="right")
+        n_matches = high - low
+        total = int(n_matches.sum())
+        which = np.repeat(np.arange(keys.size), n_matches)
+        entry = np.repeat(low, n_matches) + (
+            np.arange(total) - np.repeat(np.cumsum(n_matches) - n_matches, n_matches)
+        )
+        return which, entry
+
+    def _add_item_level(self, margin, winner_keys, loser_keys):
+        """Add the candidates' item-level shifts to the margins of comparisons."""
+        _, candidate, shift = self._item_table
+        for keys, sign in ((winner_keys, 1.0), (loser_keys, -1.0)):
+            which, entry = self._table_entries(keys)
+            if which.size:
+                np.add.at(
+                    margin, (which, candidate[entry]), sign * shift[entry].astype(margin.dtype)
+                )
+
+    def _item_level_term(self, keys, row_user, neighbors, weights):
+        """``sum_v a_uv * b_v(p, r)`` for each row."""
+        row, entry = self._table_entries(keys)
+        if row.size == 0:
+            return np.zeros(keys.size)
+        n_candidates = self.neighbor_users_.size
+        neighbor_key = (
+            np.arange(neighbors.shape[0])[:, np.newaxis] * n_candidates + neighbors
+        ).ravel()
+        order = np.argsort(neighbor_key)
+        sorted_key = neighbor_key[order]
+        wanted = row_user[row] * n_candidates + self._item_table[1][entry]
+        found = np.minimum(np.searchsorted(sorted_key, wanted), sorted_key.size - 1)
+        weight = np.where(
+            sorted_key[found] == wanted, weights.ravel()[order[found]], 0.0
+        )
+        return np.bincount(row, weights=weight * self._item_table[2][entry], minlength=keys.size)
+
+    # --------------------------------------------------------------- calibration
+
+    def _calibrate_temperature(self):
+        if self.similarity != "likelihood":
+            return None
+        if self.temperature != "auto":
+            return float(self.temperature)
+        if self.weights == "uniform":
+            return 1.0  # the order of the neighbours does not depend on T
+        rng = check_random_state(self.random_state)
+        candidates, _ = self._store.positions(self.neighbor_users_)
+        positions, support, held_out = calibration_split(
+            self._store, candidates, rng, _CALIBRATION_USERS
+        )
+        if positions.size == 0:
+            return 1.0
+        top, top_loglik = self._likelihood_neighbors(
+            support[0],
+            np.bincount(support[1], minlength=positions.size),
+            self._own_candidate(positions),
+        )
+        # Each user's predicted preference at every temperature: (users, T, features).
+        coef = np.stack(
+            [
+                np.einsum(
+                    "nk,nkf->nf",
+                    self._neighbor_weights(top_loglik / temperature),
+                    self.neighbor_coef_[top],
+                )
+                for temperature in TEMPERATURES
+            ],
+            axis=1,
+        )
+        rows, owner = held_out
+        is_top = self._store.columns["top"][rows]
+        rows, owner = rows[is_top], owner[is_top]
+        margins = np.einsum(
+            "nf,ntf->nt", self._store.columns["difference"][rows], coef[owner]
+        )
+        return best_temperature(
+            temperature_scores(
+                margins, self._store.columns["prompt"][rows], owner, positions.size
+            )
+        )
+
+    # ------------------------------------------------------------------- helpers
+
+    def _user_comparisons(self, ids, items, structure):
+        keys = item_keys(ids, self._n_response_keys)
+        winners, losers = structure.winners, structure.losers
+        return UserComparisons(
+            structure.users,
+            ids[winners, 0],
+            difference=float32_differences(items, winners, losers),
+            winner_key=keys[winners],
+            loser_key=keys[losers],
+            prompt=ids[winners, 1],
+            top=structure.top,
+        )
+
+    def _validate_params(self):
+        check_scalar(self.n_neighbors, "n_neighbors", numbers.Integral, min_val=1)
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(
+                f"similarity must be one of {SIMILARITIES}; got {self.similarity!r}."
+            )
+        if not callable(self.weights) and self.weights not in ("similarity", "uniform"):
+            raise ValueError(
+                "weights must be 'similarity', 'uniform' or a callable; got "
+                f"{self.weights!r}."
+            )
+        if not (isinstance(self.temperature, str) and self.temperature == "auto"):
+            if isinstance(self.temperature, str):
+                raise ValueError(
+                    f"temperature must be 'auto' or a float > 0; got {self.temperature!r}."
+                )
+            check_scalar(
+                self.temperature,
+                "temperature",
+                numbers.Real,
+                min_val=0.0,
+                include_boundaries="neither",
+            )
+        for name in ("shrinkage", "alpha"):
+            check_scalar(
+                getattr(self, name),
+                name,
+                numbers.Real,
+                min_val=0.0,
+                include_boundaries="neither",
+            )
+        check_scalar(
+            self.min_neighbor_prompts, "min_neighbor_prompts", numbers.Integral, min_val=1
+        )
+        check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
+
+
+def _choice_sums(items, structure):
+    """Per user: summed item features of chosen and of rejected rows, and the count.
+
+    A prompt's chosen rows are those with its top label and its rejected rows those
+    with its bottom label (each averaged within the prompt); a prompt with one label
+    level gives no choice.
+
+    Returns
+    -------
+    sums : tuple (users, chosen_sum, rejected_sum, n_choices)
+    """
+    group, level = structure.group_of_row, structure.level
+    top = structure.n_levels - 1
+    users, group_user = structure.users, structure.group_user
+    has_choice = top[group] > 0
+    sums = []
+    for selected in (has_choice & (level == top[group]), has_choice & (level == 0)):
+        n_rows = np.bincount(group[selected], minlength=top.size)
+        share = 1.0 / n_rows[group[selected]]
+        owner = group_user[group[selected]]
+        sums.append(
+            np.column_stack(
+                [
+                    np.bincount(owner, weights=column * share, minlength=users.size)
+                    for column in items[selected].T
+                ]
+            ).reshape(users.size, items.shape[1])
+        )
+    n_choices = np.bincount(group_user, weights=(top > 0).astype(float), minlength=users.size)
+    return users, sums[0], sums[1], n_choices
+
+
+def _merge_sums(old, new):
+    """Per-user sums of two ``_choice_sums`` results, over the union of their users."""
+    users = np.union1d(old[0], new[0])
+    merged = [np.zeros((users.size,) + part.shape[1:]) for part in old[1:]]
+    for part in (old, new):
+        position = np.searchsorted(users, part[0])
+        for total, values in zip(merged, part[1:]):
+            total[position] += values
+    return (users, *merged)
+
+
+def _summed_log_sigmoid(margin):
+    """``sum(log(sigmoid(margin)), axis=0)`` in float64, of a copy of ``margin``."""
+    return log_sigmoid_(np.array(margin)).sum(axis=0, dtype=np.float64)
+
+
+def _normalized(vectors):
+    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm > 0)
+
+
+def _candidate_positions(candidates, user_ids):
+    """Position of each user among the sorted candidates, and whether it is one."""
+    position = np.minimum(np.searchsorted(candidates, user_ids), candidates.size - 1)
+    return position, candidates[position] == user_ids

@@ -1,0 +1,289 @@
+"""LowRankRanker and its fold-in solver, on cases small enough to check by hand."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import integrate, linalg, special
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+from test_neighbors import best_worst_rows
+
+from pllm_sk.collaborative import LowRankRanker
+from pllm_sk.utils._preferences import fit_bradley_terry_groups
+from pllm_sk.utils._user_comparisons import TEMPERATURES, fit_user_preferences
+
+
+@pytest.fixture
+def history():
+    """Twelve users, four devoted to each of three features, ten prompts each."""
+    return best_worst_rows(np.repeat(np.eye(3), 4, axis=0), 10)
+
+
+def pairwise_accuracy(utility, truth, groups):
+    """Share of same-group row pairs with different truths that ``utility`` orders right."""
+    right = total = 0
+    for group in np.unique(groups):
+        u, t = utility[groups == group], truth[groups == group]
+        i, j = np.triu_indices(u.size, k=1)
+        keep = t[i] != t[j]
+        right += np.sum(np.sign(u[i] - u[j])[keep] == np.sign(t[i] - t[j])[keep])
+        total += keep.sum()
+    return right / total
+
+
+# ----------------------------------------------------------------- the fold-in solver
+
+
+def test_solver_with_one_isotropic_component_is_penalised_bradley_terry():
+    rng = np.random.RandomState(0)
+    groups = np.repeat(np.arange(5), [1, 7, 20, 3, 40])
+    differences = rng.normal(size=(groups.size, 3))
+    prior = np.array([0.5, -0.2, 0.1])
+    coef, _ = fit_user_preferences(
+        differences, groups, 6, prior_mean=prior[np.newaxis],
+        prior_precision=2 * 0.3 * np.eye(3)[np.newaxis],
+    )
+    expected = fit_bradley_terry_groups(differences, groups, 6, l2=0.3, prior_mean=prior)
+    assert_allclose(coef[:, 0], expected, atol=1e-6)
+    assert_allclose(coef[5, 0], prior)  # a group without pairs keeps the prior mean
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.25])
+def test_solver_laplace_evidence_matches_numerical_integration(weight):
+    # One dimension, 60 pairs: log of the marginal likelihood of the pairs under
+    # a Gaussian prior N(mean, 1 / precision) on the weight.
+    rng = np.random.RandomState(1)
+    differences = rng.normal(size=(60, 1))
+    differences[differences[:, 0] * 0.8 + rng.logistic(size=60) < 0] *= -1
+    means, precisions = np.array([[0.0], [2.0]]), np.array([[[4.0]], [[1.0]]])
+    _, log_evidence = fit_user_preferences(
+        differences, np.zeros(60, dtype=int), 1, prior_mean=means,
+        prior_precision=precisions, weight=weight,
+    )
+    for c in range(2):
+        def integrand(u, c=c):
+            loglik = weight * special.log_expit(differences[:, 0] * u).sum()
+            prior = -0.5 * precisions[c, 0, 0] * (u - means[c, 0]) ** 2
+            return np.exp(loglik + prior + 60 * weight * np.log(2.0))
+
+        value, _ = integrate.quad(integrand, -10, 10, points=[0.0, 1.0])
+        exact = np.log(value * np.sqrt(precisions[c, 0, 0] / (2 * np.pi)))
+        # Up to the constant 60 * weight * log 2 shared by every component.
+        assert_allclose(log_evidence[0, c] + 60 * weight * np.log(2.0), exact, atol=0.02)
+
+
+# ---------------------------------------------------------------------- LowRankRanker
+
+
+def test_recovers_a_planted_rank_2_structure():
+    rng = np.random.RandomState(0)
+    true_basis = rng.normal(size=(2, 6))
+    weights = rng.normal(size=(40, 2)) @ true_basis  # 40 users, rank 2 in 6 features
+    X, y = best_worst_rows(weights, 15, n_responses=4, n_features=6)
+    model = LowRankRanker(rank=2, n_components=1, random_state=0).fit(X, y)
+    assert model.basis_.shape == (2, 6) and model.n_iter_ >= 1
+    # The learned map spans the planted two-dimensional space of preferences.
+    cosines = linalg.svdvals(linalg.orth(true_basis.T).T @ linalg.orth(model.basis_.T))
+    assert cosines.min() > 0.95
+    # And every user's held-out rows are ordered as the user orders them.
+    X_new, _ = best_worst_rows(weights, 3, n_responses=4, n_features=6, seed=1)
+    features = X_new[[f"x{f}" for f in range(6)]].to_numpy()
+    truth = np.einsum("nf,nf->n", features, weights[X_new["user_id"]])
+    accuracy = pairwise_accuracy(model.predict(X_new), truth, X_new["prompt_id"].to_numpy())
+    assert accuracy > 0.9
+
+
+def test_rank_at_least_the_features_uses_the_identity_map(history):
+    X, y = history
+    model = LowRankRanker(rank=10, n_components=2, random_state=0).fit(X, y)
+    assert model.rank_ == 3 and model.n_iter_ == 0
+    assert_array_equal(model.basis_, np.eye(3))
+    assert model.user_factors_.shape == (12, 3)
+
+
+def test_item_embeddings_learn_items_on_the_ids_track():
+    # Forty prompts with four responses; item and user factors of rank 2, planted.
+    # Response slots carry no information: only the items' own embeddings do.
+    rng = np.random.RandomState(0)
+    n_users, n_prompts, n_responses = 60, 40, 4
+    items = rng.normal(size=(n_prompts, n_responses, 2))
+    users = rng.normal(size=(n_users, 2))
+    rows, labels, held_out = [], [], []
+    for u in range(n_users):
+        prompts = rng.choice(n_prompts, 14, replace=False)
+        for i, p in enumerate(prompts):
+            utility = items[p] @ users[u]
+            y = np.full(n_responses, 0.5)
+            y[np.argmin(utility)], y[np.argmax(utility)] = 0.0, 1.0
+            for r in range(n_responses):
+                (held_out if i >= 12 else rows).append((u, p, r))
+                (labels if i < 12 else []).append(y[r])
+    X = pd.DataFrame(rows, columns=["user_id", "prompt_id", "response_id"])
+    X_new = pd.DataFrame(held_out, columns=["user_id", "prompt_id", "response_id"])
+    truth = np.einsum(
+        "nr,nr->n", items[X_new["prompt_id"], X_new["response_id"]], users[X_new["user_id"]]
+    )
+    groups = (X_new["user_id"] * n_prompts + X_new["prompt_id"]).to_numpy()
+    accuracy = {}
+    for embed in (True, False):
+        model = LowRankRanker(
+            rank=2, n_components=1, item_embeddings=embed, random_state=0
+        ).fit(X, np.array(labels))
+        accuracy[embed] = pairwise_accuracy(model.predict(X_new), truth, groups)
+    assert model.item_embedding_.shape == (0, 2)
+    assert accuracy[True] > 0.8 and accuracy[False] < 0.65
+
+
+def test_cold_user_gets_the_population_prediction(history):
+    X, y = history
+    model = LowRankRanker(n_components=3, random_state=0).fit(X, y)
+    cold = X[X["user_id"] == 0].assign(user_id=77)
+    utility = model.predict(cold)
+    assert model.fallbacks_ == {"rows": len(cold), "users": 1}
+    features = cold[["x0", "x1", "x2"]].to_numpy()
+    assert_allclose(utility, features @ model.population_coef_)
+    assert_allclose(model.population_factor_, model.prior_weights_ @ model.prior_means_)
+    assert_allclose(model.user_factors([77, 78]), [model.population_factor_] * 2)
+
+
+def test_user_without_comparisons_gets_the_prior_mean(history):
+    X, y = history
+    tied = X[X["user_id"] == 0].assign(user_id=50)
+    model = LowRankRanker(n_components=3, random_state=0)
+    model.fit(pd.concat([X, tied]), np.concatenate([y, np.full(len(tied), 0.5)]))
+    assert 50 in model.users_
+    assert_allclose(model.user_factors([50])[0], model.population_factor_)
+    model.predict(tied)
+    assert model.fallbacks_["users"] == 0
+
+
+def test_fold_in_follows_the_mixture_component_that_explains_the_user(history):
+    X, y = history
+    model = LowRankRanker(n_components=3, temperature=1.0, random_state=0).fit(X, y)
+    # The three kinds of users each get a component near the axis they are devoted to.
+    factors = model.user_factors(np.arange(12))
+    assert_array_equal(np.argmax(factors, axis=1), np.repeat(np.arange(3), 4))
+    X_new, y_new = best_worst_rows([[0.0, 0.0, 1.0]], 1, seed=7, first_user=30)
+    model.partial_fit(X_new, y_new)
+    assert np.argmax(model.user_factors([30])[0]) == 2
+
+
+def test_partial_fit_changes_that_user_and_no_one_else(history):
+    X, y = history
+    model = LowRankRanker(n_components=3, random_state=0).fit(X, y)
+    X_new, y_new = best_worst_rows([[0.0, 1.0, 0.0]], 2, seed=3, first_user=40)
+    X_back, y_back = best_worst_rows([[0.0, 0.0, 1.0]], 3, seed=4, first_user=1)
+    everyone = pd.concat([X, X_new])
+    before = model.predict(everyone)
+    state = pickle.dumps(
+        (model.basis_, model.prior_means_, model.prior_covariances_, model.temperature_)
+    )
+    model.partial_fit(X_new, y_new)
+    after = model.predict(everyone)
+    is_new = (everyone["user_id"] == 40).to_numpy()
+    assert_allclose(after[~is_new], before[~is_new], rtol=1e-8, atol=1e-8)
+    assert not np.allclose(after[is_new], before[is_new])
+    assert state == pickle.dumps(
+        (model.basis_, model.prior_means_, model.prior_covariances_, model.temperature_)
+    )
+    model.partial_fit(X_back, y_back)
+    again = model.predict(everyone)
+    is_back = (everyone["user_id"] == 1).to_numpy()
+    assert_allclose(again[~is_back], after[~is_back], rtol=1e-8, atol=1e-8)
+    assert not np.allclose(again[is_back], after[is_back])
+
+
+def test_partial_fit_is_close_to_a_full_refit(history):
+    X, y = history
+    X_new, y_new = best_worst_rows([[0.0, 1.0, 0.0]], 3, seed=9, first_user=40)
+    params = dict(n_components=3, temperature=1.0, random_state=0)
+    both = LowRankRanker(**params).fit(pd.concat([X, X_new]), np.concatenate([y, y_new]))
+    added = LowRankRanker(**params).fit(X, y).partial_fit(X_new, y_new)
+    assert_allclose(added.predict(X_new), both.predict(X_new), rtol=0.1, atol=0.1)
+    assert np.corrcoef(added.predict(X_new), both.predict(X_new))[0, 1] > 0.99
+
+
+def test_partial_fit_on_an_unfitted_estimator_fits(history):
+    X, y = history
+    partial = LowRankRanker(n_components=2, random_state=0).partial_fit(X, y)
+    full = LowRankRanker(n_components=2, random_state=0).fit(X, y)
+    assert_array_equal(partial.predict(X), full.predict(X))
+
+
+def test_components_are_capped_by_the_prior_users(history):
+    X, y = history
+    model = LowRankRanker(n_components=50, min_prior_prompts=10, random_state=0).fit(X, y)
+    assert model.prior_weights_.size == 12
+    assert model.temperature_ in TEMPERATURES
+
+
+def test_clone_pickle_and_determinism(history):
+    X, y = history
+    model = LowRankRanker(rank=2, n_components=2, random_state=3)
+    fitted = clone(model).fit(X, y)
+    assert clone(fitted).get_params() == model.get_params()
+    assert not hasattr(clone(fitted), "basis_")
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert_array_equal(restored.predict(X), fitted.predict(X))
+    assert_array_equal(clone(model).fit(X, y).predict(X), fitted.predict(X))
+    from_array = clone(model).fit(X.to_numpy(), y)
+    assert_allclose(from_array.predict(X.to_numpy()), fitted.predict(X))
+
+
+def test_sklearn_parameter_conventions():
+    name, model = "LowRankRanker", LowRankRanker()
+    check_no_attributes_set_in_init(name, model)
+    check_parameters_default_constructible(name, model)
+    check_get_params_invariance(name, model)
+    check_set_params(name, model)
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        (dict(rank=0), ValueError, "rank"),
+        (dict(n_components=0), ValueError, "n_components"),
+        (dict(temperature="warm"), ValueError, "temperature"),
+        (dict(temperature=-1.0), ValueError, "temperature"),
+        (dict(user_l2=0.0), ValueError, "user_l2"),
+        (dict(basis_l2=0.0), ValueError, "basis_l2"),
+        (dict(embedding_l2=-1.0), ValueError, "embedding_l2"),
+        (dict(item_embeddings="yes"), TypeError, "item_embeddings"),
+        (dict(max_iter=0), ValueError, "max_iter"),
+        (dict(tol=-1.0), ValueError, "tol"),
+        (dict(min_prior_prompts=0), ValueError, "min_prior_prompts"),
+    ],
+)
+def test_parameter_errors_name_the_parameter(history, params, error, match):
+    X, y = history
+    with pytest.raises(error, match=match):
+        LowRankRanker(**params).fit(X, y)
+
+
+def test_errors_name_the_problem(history):
+    X, y = history
+    model = LowRankRanker(n_components=2, random_state=0)
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+    with pytest.raises(ValueError, match="response_id"):
+        model.fit(X.drop(columns="response_id"), y)
+    with pytest.raises(TypeError, match="prompt_id"):
+        model.fit(X.assign(prompt_id=X["prompt_id"] + 0.5), y)
+    with pytest.raises(ValueError, match="x2"):
+        model.fit(X.assign(x2=np.where(np.arange(len(X)) == 5, np.inf, 0.0)), y)
+    with pytest.raises(ValueError, match="comparison"):
+        model.fit(X, np.zeros(len(y)))
+    model.fit(X, y)
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(X.rename(columns={"x0": "other"}))
+    with pytest.raises(ValueError, match="no labeled rows"):
+        model.partial_fit(X, np.full(len(y), np.nan))

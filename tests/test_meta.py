@@ -1,0 +1,332 @@
+"""The meta-learned reward head: it learns across users, adapts, and behaves as an estimator."""
+
+import io
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import random_corpus
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+
+from pllm_sk.datasets import Corpus
+from pllm_sk.meta import MetaRewardHead
+from pllm_sk.meta._episodes import Comparisons, draw_episodes
+from pllm_sk.simulation import simulate_feedback
+
+# Small and quick: a few hundred optimiser steps on a few thousand rows.
+FAST = dict(n_prototypes=32, batch_size=32, max_epochs=40, random_state=0)
+# A learned (linear) item tower starts the prototypes at random, so only
+# meta-training can make the head adapt: the planted test fails if it does nothing.
+TOWER = dict(n_components=4)
+N_HISTORY_USERS = 150
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # The tensors here are tiny: more threads only add synchronisation overhead.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+def _with_rewards(corpus, X):
+    scores = corpus.lookup_rewards(X["prompt_id"], X["response_id"])
+    X = X.copy()
+    for b, name in enumerate(corpus.reward_models):
+        X[f"reward_{name}"] = scores[:, b].astype(float)
+    return X
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Users drawn from 3 prototypes, each caring about one reward model only.
+
+    150 historical users label 10 train prompts (best and worst of 8); 60 new users
+    from the same prototypes give 3 support comparisons (best vs worst of 3 train
+    prompts) and have 2 unlabeled query prompts from the test split.
+    """
+    # Independent reward models: one comparison says something about the prototype.
+    shape = random_corpus(200, 40)
+    corpus = Corpus(
+        shape.prompts,
+        shape.responses,
+        np.random.RandomState(1).normal(size=shape.rewards.shape),
+        reward_models=shape.reward_models,
+        response_models=shape.response_models,
+        split=shape.split,
+    )
+    rng = np.random.RandomState(0)
+    n_new = 60
+    prototype = rng.randint(3, size=N_HISTORY_USERS + n_new)
+    weights = np.eye(corpus.n_reward_models)[prototype]
+    history = simulate_feedback(
+        corpus, weights[:N_HISTORY_USERS], n_history=10, n_query=0, random_state=0
+    )
+    new = simulate_feedback(
+        corpus,
+        weights[N_HISTORY_USERS:],
+        n_history=3,
+        n_query=2,
+        feedback="best_worst_pair",
+        random_state=1,
+    )
+    new.X["user_id"] += N_HISTORY_USERS
+    oracle_weights = weights
+
+    def true_reward(X):
+        scores = corpus.lookup_rewards(X["prompt_id"], X["response_id"])
+        return np.einsum("nb,nb->n", scores, oracle_weights[X["user_id"]])
+
+    return dict(
+        history=(_with_rewards(corpus, history.X), history.y),
+        support=(_with_rewards(corpus, new.X[~new.is_query]), new.y[~new.is_query]),
+        query=_with_rewards(corpus, new.X[new.is_query]),
+        true_reward=true_reward,
+    )
+
+
+def top1_accuracy(X, utility, true_reward):
+    """Share of (user, prompt) whose highest-utility candidate is the user's best."""
+    frame = X[["user_id", "prompt_id"]].assign(
+        utility=utility, reward=true_reward(X)
+    )
+    groups = frame.groupby(["user_id", "prompt_id"])
+    chosen = frame.loc[groups["utility"].idxmax(), "reward"].to_numpy()
+    best = groups["reward"].max().to_numpy()
+    return float(np.mean(chosen >= best - 1e-9))
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Reward-track rows: 30 users with 4 best/worst prompts and 1 query prompt."""
+    corpus = random_corpus(40, 10)
+    rng = np.random.RandomState(0)
+    weights = rng.dirichlet(np.full(corpus.n_reward_models, 0.3), size=30)
+    data = simulate_feedback(corpus, weights, n_history=4, n_query=1, random_state=0)
+    return _with_rewards(corpus, data.X), data.y, data.is_query
+
+
+@pytest.fixture(scope="module")
+def fitted(small):
+    X, y, _ = small
+    return MetaRewardHead(**FAST).fit(X, y)
+
+
+# ------------------------------------------------------------------ learning
+
+
+@pytest.mark.parametrize("adaptation", ["encoder", "gradient"])
+def test_adapted_head_ranks_a_new_user_far_better_after_3_comparisons(
+    planted, adaptation
+):
+    # Both adaptation modes run and learn.
+    head = MetaRewardHead(adaptation=adaptation, **TOWER, **FAST).fit(
+        *planted["history"]
+    )
+    assert head.n_epochs_ == len(head.loss_curve_) == len(head.validation_scores_)
+    assert head.best_loss_ < 0.8 * head.validation_scores_[0]
+    assert min(head.loss_curve_) < 0.8 * head.loss_curve_[0]
+    query, true_reward = planted["query"], planted["true_reward"]
+    before = top1_accuracy(query, head.predict(query), true_reward)
+    assert head.fallbacks_["users"] == 60
+    head.partial_fit(*planted["support"])
+    after = top1_accuracy(query, head.predict(query), true_reward)
+    # The same head barely meta-trained does not adapt nearly as well.
+    untrained = MetaRewardHead(
+        adaptation=adaptation, **TOWER, **{**FAST, "max_steps": 1}
+    ).fit(*planted["history"])
+    untrained.partial_fit(*planted["support"])
+    untrained_after = top1_accuracy(query, untrained.predict(query), true_reward)
+    assert after >= before + 0.3, (before, after)
+    assert after >= untrained_after + 0.3, (untrained_after, after)
+    assert after >= 0.65
+
+
+def test_cold_user_gets_the_prior(fitted, small):
+    X, _, is_query = small
+    query = X[is_query]
+    cold = query.assign(user_id=999)
+    utility = fitted.predict(cold)
+    assert_allclose(utility, cold.filter(like="reward_").to_numpy() @ fitted.prior_)
+    assert_allclose(fitted.user_vectors([999, 1000]), np.stack([fitted.prior_] * 2))
+    # The prior is what the adapter gives a user with an empty support.
+    empty = torch.empty(0, fitted.prior_.size, dtype=torch.float64)
+    with torch.no_grad():
+        prior = fitted._module_for_predict().adapter(
+            empty, torch.empty(0, dtype=torch.int64), 1
+        )
+    assert_allclose(prior[0].numpy(), fitted.prior_)
+    assert fitted.fallbacks_["users"] >= 1
+    # A warm user moves away from the prior.
+    assert not np.allclose(fitted.user_vectors([0])[0], fitted.prior_)
+
+
+def test_partial_fit_adapts_new_users_with_the_meta_parameters_frozen(small):
+    X, y, is_query = small
+    warm = (X["user_id"] < 20).to_numpy()
+    head = MetaRewardHead(**FAST).fit(X[warm], y[warm])
+    before = {k: v.clone() for k, v in head.module_.state_dict().items()}
+    new = ~warm & ~is_query
+    vector_cold = head.user_vectors([25])
+    head.partial_fit(X[new], y[new])
+    for name, value in head.module_.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert 25 in head.users_
+    assert not np.allclose(head.user_vectors([25]), vector_cold)
+    # A returning user's repeated rows replace the old ones: nothing changes here.
+    vectors = head.user_vectors(np.arange(30))
+    head.partial_fit(X[new], y[new])
+    assert_allclose(head.user_vectors(np.arange(30)), vectors)
+    # Adding everything at once is the same as adding it in two calls.
+    at_once = MetaRewardHead(**FAST).fit(X[warm], y[warm]).partial_fit(X[~warm], y[~warm])
+    assert_allclose(at_once.predict(X[is_query]), head.predict(X[is_query]))
+
+
+def test_partial_fit_on_an_unfitted_head_is_fit(small):
+    X, y, is_query = small
+    first = MetaRewardHead(**FAST).partial_fit(X, y).predict(X[is_query])
+    assert_array_equal(first, MetaRewardHead(**FAST).fit(X, y).predict(X[is_query]))
+
+
+def test_ids_track_uses_the_response_slot(small):
+    X, y, is_query = small
+    ids_only = X[["user_id", "prompt_id", "response_id"]]
+    head = MetaRewardHead(**FAST).fit(ids_only, y)
+    assert head.n_response_slots_ == 8
+    utility = head.predict(ids_only[is_query])
+    assert utility.shape == (int(is_query.sum()),) and np.isfinite(utility).all()
+
+
+def test_episodes_split_each_user_into_support_and_query():
+    # 2 users: user 0 with 5 prompts of 3 rows, user 1 with 1 prompt.
+    rows = [(0, p, r) for p in range(5) for r in range(3)] + [(1, 9, 0), (1, 9, 1)]
+    ids = np.array(rows)
+    y = np.array([2.0, 1.0, 0.0] * 5 + [1.0, 0.0])
+    comparisons = Comparisons.from_rows(ids, y)
+    assert_array_equal(comparisons.n_groups, [5, 1])
+    (support, support_owner), (query, query_owner) = draw_episodes(
+        comparisons,
+        np.array([0, 1]),
+        np.random.default_rng(0),
+        max_support=10,
+        max_query=2,
+    )
+    support_prompts = set(ids[comparisons.winners[support], 1])
+    query_prompts = set(ids[comparisons.winners[query], 1])
+    # At most all but one prompt in the support; the user with 1 prompt has none.
+    assert 1 <= len(support_prompts) <= 4 and not support_prompts & query_prompts
+    assert len(query_prompts - {9}) <= 2 and 9 in query_prompts
+    assert set(support_owner) == {0}
+    assert_array_equal(query_owner, np.where(ids[comparisons.winners[query], 0], 1, 0))
+
+
+# ------------------------------------------------------------- as an estimator
+
+
+def test_clone_pickle_and_determinism(fitted, small):
+    X, y, is_query = small
+    expected = fitted.predict(X[is_query])
+    assert fitted.device_ == "cpu"
+    buffer = io.BytesIO()
+    joblib.dump(fitted, buffer)
+    buffer.seek(0)
+    loaded = joblib.load(buffer)
+    assert next(loaded.module_.parameters()).device.type == "cpu"
+    assert_array_equal(loaded.set_params(device="cpu").predict(X[is_query]), expected)
+    refit = clone(fitted).fit(X, y)
+    assert_array_equal(refit.predict(X[is_query]), expected)
+    assert isinstance(expected, np.ndarray) and expected.dtype == np.float64
+
+
+def test_verbose_shows_a_progress_bar_and_zero_is_silent(small, capsys):
+    X, y, _ = small
+    MetaRewardHead(**{**FAST, "max_epochs": 2}).fit(X, y)
+    assert capsys.readouterr().err == ""
+    MetaRewardHead(**{**FAST, "max_epochs": 2}, verbose=1).fit(X, y)
+    assert "meta-training" in capsys.readouterr().err
+
+
+def test_max_steps_and_early_stopping(small):
+    X, y, _ = small
+    head = MetaRewardHead(**{**FAST, "max_steps": 3}).fit(X, y)
+    assert head.n_steps_ == 3
+    head = MetaRewardHead(**{**FAST, "max_epochs": 500, "n_iter_no_change": 2}).fit(
+        X, y
+    )
+    assert head.n_epochs_ < 500
+    no_validation = MetaRewardHead(**{**FAST, "validation_fraction": 0.0}).fit(X, y)
+    assert no_validation.validation_scores_ == []
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(adaptation="maml"), "adaptation"),
+        (dict(n_prototypes=0), "n_prototypes"),
+        (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"),
+        (dict(learning_rate=-1.0), "learning_rate"),
+        (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(device="tpu:banana"), "device"),
+    ],
+)
+def test_bad_parameters_are_named(small, params, match):
+    X, y, _ = small
+    with pytest.raises(ValueError, match=match):
+        MetaRewardHead(**params).fit(X, y)
+
+
+def test_bad_input_gets_clear_errors(fitted, small):
+    X, y, is_query = small
+    with pytest.raises(ValueError, match="no comparison"):
+        MetaRewardHead().fit(X, np.where(np.isnan(y), np.nan, 1.0))
+    with pytest.raises(ValueError, match="user_id"):
+        MetaRewardHead().fit(X.drop(columns="user_id"), y)
+    with pytest.raises(ValueError, match="reward_"):
+        bad = X.copy()
+        bad.iloc[0, 3] = np.nan
+        MetaRewardHead().fit(bad, y)
+    with pytest.raises(ValueError, match="feature"):
+        fitted.predict(X[is_query].iloc[:, :-1])
+    with pytest.raises(ValueError, match="feature"):
+        fitted.partial_fit(X.iloc[:, :-1], y)
+
+
+def test_import_pllm_sk_does_not_import_torch():
+    code = "import sys, pllm_sk; pllm_sk.baselines; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_numpy_input_matches_dataframe_input(fitted, small):
+    X, y, is_query = small
+    from_array = clone(fitted).fit(X.to_numpy(), y).predict(X[is_query].to_numpy())
+    assert_allclose(from_array, fitted.predict(X[is_query]))
+    assert isinstance(X, pd.DataFrame)
+
+
+def test_merged_comparisons_equal_those_built_from_all_rows(small):
+    X, y, is_query = small
+    ids = X[["user_id", "prompt_id", "response_id"]].to_numpy()[~is_query]
+    labels = y[~is_query]
+    first = ids[:, 0] < 12
+    part = Comparisons.from_rows(ids[first], labels[first])
+    # Users 10 and 11 come back with all their rows; users 12-29 are new.
+    again = ids[:, 0] >= 10
+    other = Comparisons.from_rows(ids[again], labels[again])
+    kept = first & ~again
+    order = np.concatenate([np.flatnonzero(kept), np.flatnonzero(again)])
+    renumber = np.cumsum(kept[first]) - 1
+    other.winners += kept.sum()
+    other.losers += kept.sum()
+    merged = part.merged(other, renumber)
+    full = Comparisons.from_rows(ids[order], labels[order])
+    assert_array_equal(merged.users, full.users)
+    assert_array_equal(merged.user_group_offsets, full.user_group_offsets)
+    assert_array_equal(merged.group_offsets, full.group_offsets)
+    assert_array_equal(ids[order][merged.winners], ids[order][full.winners])
+    assert_array_equal(ids[order][merged.losers], ids[order][full.losers])

@@ -1,0 +1,321 @@
+"""UserKNNRanker: nearest historical users, on cases small enough to check by hand."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import log_expit
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+
+from pllm_sk.baselines import PopulationRanker
+from pllm_sk.neighbors import UserKNNRanker
+from pllm_sk.utils._user_comparisons import TEMPERATURES
+
+
+def best_worst_rows(weights, n_prompts, *, n_responses=4, n_features=3, seed=0, first_user=0):
+    """Each user labels ``n_prompts`` prompts of their own: best 1, worst 0, others 0.5.
+
+    Items have Gaussian features; a user's utility is ``weights[u] . x``.
+    Returns (X, y) with feature columns ``x0, x1, ...``.
+    """
+    rng = np.random.RandomState(seed)
+    weights = np.asarray(weights, dtype=float)
+    rows, labels = [], []
+    for u, w in enumerate(weights):
+        for q in range(n_prompts):
+            prompt = (first_user + u) * n_prompts + q
+            x = rng.normal(size=(n_responses, n_features))
+            utility = x @ w
+            y = np.full(n_responses, 0.5)
+            y[np.argmin(utility)], y[np.argmax(utility)] = 0.0, 1.0
+            for r in range(n_responses):
+                rows.append((first_user + u, prompt, r, *x[r]))
+            labels.extend(y)
+    columns = ["user_id", "prompt_id", "response_id"] + [f"x{f}" for f in range(n_features)]
+    return pd.DataFrame(rows, columns=columns), np.array(labels)
+
+
+# Three kinds of users, each devoted to one feature.
+KINDS = np.eye(3)
+
+
+@pytest.fixture
+def history():
+    """Nine historical users, three of each kind, twelve prompts each."""
+    return best_worst_rows(np.repeat(KINDS, 3, axis=0), 12)
+
+
+def copy_user(X, y, source, new_id):
+    mask = (X["user_id"] == source).to_numpy()
+    return X[mask].assign(user_id=new_id), y[mask]
+
+
+def test_identical_user_gets_that_users_ranking(history):
+    X, y = history
+    X_copy, y_copy = copy_user(X, y, source=4, new_id=100)
+    knn = UserKNNRanker(n_neighbors=1, min_neighbor_prompts=5, random_state=0)
+    knn.fit(pd.concat([X, X_copy]), np.concatenate([y, y_copy]))
+    neighbors, weights = knn.kneighbors([100])
+    assert neighbors.tolist() == [[4]] and weights.tolist() == [[1.0]]
+    # On a new prompt, the copy ranks exactly as user 4's preference does.
+    new = pd.DataFrame(
+        {"user_id": 100, "prompt_id": 999, "response_id": range(4),
+         "x0": [0.3, -1.0, 2.0, 0.1], "x1": [2.0, 0.5, -1.0, 0.0], "x2": 0.0}
+    )
+    coef_4 = knn.neighbor_coef_[np.searchsorted(knn.neighbor_users_, 4)]
+    assert_allclose(knn.predict(new), new[["x0", "x1", "x2"]].to_numpy() @ coef_4)
+    assert np.argmax(knn.predict(new)) == 0  # user 4 is devoted to x1
+
+
+def test_identical_user_on_the_ids_track_reproduces_the_neighbours_labels(history):
+    X, y = history
+    X = X[["user_id", "prompt_id", "response_id"]]
+    X_copy, y_copy = copy_user(X, y, source=4, new_id=100)
+    knn = UserKNNRanker(n_neighbors=1, min_neighbor_prompts=5, temperature=1.0)
+    knn.fit(pd.concat([X, X_copy]), np.concatenate([y, y_copy]))
+    assert knn.kneighbors([100])[0].tolist() == [[4]]
+    utility = knn.predict(X_copy)
+    # User 4's best row of every prompt comes first and the worst last, whatever the
+    # response slot: the neighbour's labels on the same (prompt, response) ids.
+    for prompt in np.unique(X_copy["prompt_id"]):
+        in_prompt = (X_copy["prompt_id"] == prompt).to_numpy()
+        assert np.argmax(utility[in_prompt]) == np.argmax(y_copy[in_prompt])
+        assert np.argmin(utility[in_prompt]) == np.argmin(y_copy[in_prompt])
+    # A prompt no neighbour labeled backs off to the neighbour's response-slot weights.
+    new = pd.DataFrame({"user_id": 100, "prompt_id": 999, "response_id": range(4)})
+    coef_4 = knn.neighbor_coef_[np.searchsorted(knn.neighbor_users_, 4)]
+    assert_allclose(knn.predict(new), coef_4)
+
+
+def test_likelihood_weights_are_the_posterior_over_candidates(history):
+    X, y = history
+    X_new, y_new = best_worst_rows([[0.0, 1.0, 0.2]], 2, seed=5, first_user=50)
+    knn = UserKNNRanker(n_neighbors=8, min_neighbor_prompts=5, temperature=2.0)
+    knn.fit(pd.concat([X, X_new]), np.concatenate([y, y_new]))
+    neighbors, weights = knn.kneighbors([50])
+    assert 50 not in neighbors[0] and neighbors.shape == (1, 8)
+    # Every within-prompt comparison of user 50, chosen minus rejected features.
+    features = X_new[["x0", "x1", "x2"]].to_numpy()
+    differences = [
+        features[a] - features[b]
+        for a in range(len(y_new))
+        for b in range(len(y_new))
+        if X_new["prompt_id"].iat[a] == X_new["prompt_id"].iat[b] and y_new[a] > y_new[b]
+    ]
+    coef = knn.neighbor_coef_[np.searchsorted(knn.neighbor_users_, neighbors[0])]
+    loglik = log_expit(np.array(differences) @ coef.T).sum(axis=0) / 2.0
+    expected = np.exp(loglik - loglik.max())
+    assert_allclose(weights[0], expected / expected.sum(), rtol=1e-4)
+    assert set(neighbors[0, :3]) == {3, 4, 5}  # the users devoted to x1
+
+
+def test_pruned_search_finds_the_exact_top_neighbours():
+    # 24 candidates of random preferences and few neighbours: the bound prunes.
+    rng = np.random.RandomState(0)
+    X, y = best_worst_rows(rng.dirichlet(np.full(3, 0.3), 24), 10, seed=1)
+    X_new, y_new = best_worst_rows([[0.2, 0.7, 0.1], [0.0, 0.0, 1.0]], 3, seed=2, first_user=50)
+    knn = UserKNNRanker(n_neighbors=5, min_neighbor_prompts=5, temperature=1.0)
+    knn.fit(pd.concat([X, X_new]), np.concatenate([y, y_new]))
+    neighbors, _ = knn.kneighbors([50, 51])
+    features = X_new[["x0", "x1", "x2"]].to_numpy()
+    for row, user in enumerate([50, 51]):
+        mine = (X_new["user_id"] == user).to_numpy()
+        differences = [
+            features[a] - features[b]
+            for a in np.flatnonzero(mine)
+            for b in np.flatnonzero(mine)
+            if X_new["prompt_id"].iat[a] == X_new["prompt_id"].iat[b] and y_new[a] > y_new[b]
+        ]
+        loglik = log_expit(np.array(differences) @ knn.neighbor_coef_.T).sum(axis=0)
+        expected = knn.neighbor_users_[np.argsort(-loglik)[:5]]
+        assert_array_equal(neighbors[row], expected)
+
+
+@pytest.mark.parametrize(
+    "similarity, kind",
+    [("cosine_chosen", 1), ("cosine_rejected", 2), ("cosine_difference", 1)],
+)
+def test_cosine_similarities_use_the_papers_representations(similarity, kind):
+    # Items are one-hot: each kind of user chooses their own feature's row and
+    # rejects the row of the next kind's feature.
+    rows, labels = [], []
+    for user in range(7):
+        kind_of_user = user % 3 if user < 6 else kind
+        for q in range(6):
+            for r in range(3):
+                rows.append((user, 10 * user + q, r, *np.eye(3)[r]))
+                label = {kind_of_user: 1.0, (kind_of_user + 1) % 3: 0.0}.get(r, 0.5)
+                labels.append(label)
+    X = pd.DataFrame(rows, columns=["user_id", "prompt_id", "response_id", "a", "b", "c"])
+    knn = UserKNNRanker(
+        n_neighbors=2, similarity=similarity, weights="uniform", min_neighbor_prompts=6
+    ).fit(X, np.array(labels))
+    neighbors, weights = knn.kneighbors([6])
+    assert sorted(neighbors[0].tolist()) == [kind, kind + 3]
+    assert_allclose(weights, [[0.5, 0.5]])
+    assert knn.temperature_ is None
+
+
+def test_cold_user_gets_the_population_prediction(history):
+    X, y = history
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    cold = X[X["user_id"] == 0].assign(user_id=77)
+    features = cold[["x0", "x1", "x2"]].to_numpy()
+    utility = knn.predict(cold)
+    assert knn.fallbacks_ == {"rows": len(cold), "users": 1}
+    assert_allclose(utility, features @ knn.population_coef_)
+    population = PopulationRanker().fit(X, y)
+    assert_allclose(utility, population.predict(cold), rtol=1e-4, atol=1e-6)
+    knn.predict(X)
+    assert knn.fallbacks_ == {"rows": len(cold), "users": 1}
+
+
+def test_partial_fit_changes_that_user_and_no_one_else(history):
+    X, y = history
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    X_new, y_new = best_worst_rows([[0.0, 0.0, 1.0]], 3, seed=3, first_user=40)
+    X_back, y_back = best_worst_rows([[0.0, 0.0, 1.0]], 2, seed=4, first_user=1)
+    everyone = pd.concat([X, X_new])
+    before = knn.predict(everyone)
+    state = pickle.dumps(knn.neighbor_coef_), knn.temperature_
+
+    knn.partial_fit(X_new, y_new)
+    after = knn.predict(everyone)
+    is_new = (everyone["user_id"] == 40).to_numpy()
+    assert_allclose(after[~is_new], before[~is_new], rtol=1e-8, atol=1e-8)
+    assert not np.allclose(after[is_new], before[is_new])
+    assert 40 in knn.users_ and 40 not in knn.neighbor_users_
+    assert (pickle.dumps(knn.neighbor_coef_), knn.temperature_) == state
+
+    # A returning user (user 1, devoted to x0) adds comparisons for x2: only theirs move.
+    knn.partial_fit(X_back, y_back)
+    again = knn.predict(everyone)
+    is_back = (everyone["user_id"] == 1).to_numpy()
+    assert_allclose(again[~is_back], after[~is_back], rtol=1e-8, atol=1e-8)
+    assert not np.allclose(again[is_back], after[is_back])
+
+
+def test_partial_fit_is_close_to_a_full_refit(history):
+    X, y = history
+    X_new, y_new = best_worst_rows([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], 3, seed=9, first_user=40)
+    both = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(
+        pd.concat([X, X_new]), np.concatenate([y, y_new])
+    )
+    added = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    added.partial_fit(X_new, y_new)
+    assert_array_equal(added.kneighbors([40, 41])[0], both.kneighbors([40, 41])[0])
+    assert_allclose(added.predict(X_new), both.predict(X_new), rtol=0.05, atol=0.05)
+
+
+def test_partial_fit_on_an_unfitted_estimator_fits(history):
+    X, y = history
+    partial = UserKNNRanker(min_neighbor_prompts=5, random_state=0).partial_fit(X, y)
+    full = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    assert_array_equal(partial.predict(X), full.predict(X))
+
+
+def test_auto_temperature_is_calibrated_and_deterministic(history):
+    X, y = history
+    first = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    second = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    assert first.temperature_ in TEMPERATURES
+    assert first.temperature_ == second.temperature_
+    assert_array_equal(first.predict(X), second.predict(X))
+    # Uniform weights do not depend on the temperature.
+    uniform = UserKNNRanker(weights="uniform", min_neighbor_prompts=5).fit(X, y)
+    assert uniform.temperature_ == 1.0
+
+
+def test_callable_weights(history):
+    X, y = history
+    knn = UserKNNRanker(
+        n_neighbors=4, weights=lambda similarity: np.ones_like(similarity),
+        min_neighbor_prompts=5, temperature=1.0,
+    ).fit(X, y)
+    assert_allclose(knn.kneighbors([0, 3])[1], 0.25)
+    bad = clone(knn).set_params(weights=lambda similarity: -np.ones_like(similarity))
+    with pytest.raises(ValueError, match="non-negative"):
+        bad.fit(X, y).predict(X)
+
+
+def test_array_input_matches_dataframe_input(history):
+    X, y = history
+    from_frame = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    from_array = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X.to_numpy(), y)
+    assert_allclose(from_array.predict(X.to_numpy()), from_frame.predict(X))
+
+
+def test_clone_pickle_and_determinism(history):
+    X, y = history
+    knn = UserKNNRanker(n_neighbors=5, min_neighbor_prompts=5, random_state=3)
+    fitted = clone(knn).fit(X, y)
+    assert clone(fitted).get_params() == knn.get_params()
+    assert not hasattr(clone(fitted), "neighbor_coef_")
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert_array_equal(restored.predict(X), fitted.predict(X))
+    assert_array_equal(clone(knn).fit(X, y).predict(X), fitted.predict(X))
+
+
+def test_sklearn_parameter_conventions():
+    name, knn = "UserKNNRanker", UserKNNRanker()
+    check_no_attributes_set_in_init(name, knn)
+    check_parameters_default_constructible(name, knn)
+    check_get_params_invariance(name, knn)
+    check_set_params(name, knn)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(n_neighbors=0), "n_neighbors"),
+        (dict(similarity="euclidean"), "similarity"),
+        (dict(weights="distance"), "weights"),
+        (dict(temperature="warm"), "temperature"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(shrinkage=0.0), "shrinkage"),
+        (dict(alpha=-1.0), "alpha"),
+        (dict(min_neighbor_prompts=0), "min_neighbor_prompts"),
+        (dict(max_iter=0), "max_iter"),
+    ],
+)
+def test_parameter_errors_name_the_parameter(history, params, match):
+    X, y = history
+    with pytest.raises(ValueError, match=match):
+        UserKNNRanker(**params).fit(X, y)
+
+
+def test_errors_name_the_problem(history):
+    X, y = history
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0)
+    with pytest.raises(NotFittedError):
+        knn.predict(X)
+    with pytest.raises(ValueError, match="prompt_id"):
+        knn.fit(X.drop(columns="prompt_id"), y)
+    with pytest.raises(TypeError, match="user_id"):
+        knn.fit(X.assign(user_id=X["user_id"] + 0.5), y)
+    with pytest.raises(ValueError, match="x1"):
+        knn.fit(X.assign(x1=np.where(np.arange(len(X)) == 2, np.nan, 0.0)), y)
+    with pytest.raises(ValueError, match="different lengths"):
+        knn.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="comparison"):
+        knn.fit(X, np.ones(len(y)))
+    with pytest.raises(ValueError, match="min_neighbor_prompts=20"):
+        clone(knn).set_params(min_neighbor_prompts=20).fit(X, y)
+    knn.fit(X, y)
+    with pytest.raises(ValueError, match="feature names"):
+        knn.predict(X.rename(columns={"x1": "other"}))
+    with pytest.raises(ValueError, match="feature names"):
+        knn.partial_fit(X.rename(columns={"x1": "other"}), y)
+    with pytest.raises(ValueError, match="no labeled rows"):
+        knn.partial_fit(X, np.full(len(y), np.nan))
+    with pytest.raises(ValueError, match="User 77"):
+        knn.kneighbors([0, 77])
