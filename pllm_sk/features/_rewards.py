@@ -2,16 +2,13 @@
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-# One id extraction for the whole library: the splitter's, which reads only the
-# id columns (no copy of the feature columns of a multi-million-row X).
-from ..utils._validation import ID_COLUMNS, _is_dataframe, check_id_input, id_column
+from ._base import AppendFeaturesMixin
 
 __all__ = ["RewardFeatures"]
 
 
-class RewardFeatures(TransformerMixin, BaseEstimator):
+class RewardFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
     """Append the reward-model scores of each row's (prompt, response) as columns.
 
     The scores are the corpus's normalised rewards, looked up by ``prompt_id`` and
@@ -77,23 +74,9 @@ class RewardFeatures(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        X = check_id_input(X)
-        for name in ID_COLUMNS:
-            id_column(X, name)
-        if not (
-            hasattr(self.corpus, "rewards") and hasattr(self.corpus, "reward_models")
-        ):
-            raise TypeError(
-                f"corpus must be a pllm_sk Corpus; got {type(self.corpus).__name__}."
-            )
+        X = self._check_fit_input(X)
         self.reward_models_, self._reward_columns = self._resolve_reward_models()
-        validate_data(self, X, skip_check_array=True, reset=True)
-        clashes = set(self._new_names()) & set(getattr(self, "feature_names_in_", ()))
-        if clashes:
-            raise ValueError(
-                f"X already has the column(s) {sorted(clashes)} that RewardFeatures "
-                "appends; were the rewards appended twice?"
-            )
+        self._record_input(X)
         return self
 
     def transform(self, X):
@@ -109,58 +92,12 @@ class RewardFeatures(TransformerMixin, BaseEstimator):
         X_out : DataFrame or ndarray of shape (n_rows, 3 + n_features + n_rewards)
             ``X`` with ``len(reward_models_)`` columns appended.
         """
-        check_is_fitted(self)
-        X = check_id_input(X)
-        validate_data(self, X, skip_check_array=True, reset=False)
         # check_ids raises naming prompt_id / response_id and the value outside.
-        prompt_ids, response_ids = self.corpus.check_ids(
-            id_column(X, "prompt_id"), id_column(X, "response_id")
-        )
-        # One gather straight into (n_chosen_models, n_rows): each output column is a
-        # contiguous row, and unchosen reward models are never copied.
+        X, prompt_ids, response_ids = self._transform_ids(X)
         rewards = self.corpus.rewards[
-            prompt_ids[None, :], response_ids[None, :], self._reward_columns[:, None]
+            prompt_ids[:, None], response_ids[:, None], self._reward_columns[None, :]
         ]
-        if _is_dataframe(X):
-            return X.assign(**dict(zip(self._new_names(), rewards)))
-        return np.hstack(
-            [X.astype(np.float64, copy=False), rewards.T.astype(np.float64)]
-        )
-
-    def get_feature_names_out(self, input_features=None):
-        """Names of the output columns: the input columns, then ``reward_<name>``.
-
-        Parameters
-        ----------
-        input_features : array-like of str, default=None
-            Input column names; ``None`` uses ``feature_names_in_``, or, after a fit
-            on an array, ``user_id``, ``prompt_id``, ``response_id``, ``x3``, ...
-
-        Returns
-        -------
-        feature_names_out : ndarray of str
-        """
-        check_is_fitted(self)
-        if input_features is None:
-            input_features = getattr(self, "feature_names_in_", None)
-        if input_features is None:
-            input_features = list(ID_COLUMNS) + [
-                f"x{j}" for j in range(len(ID_COLUMNS), self.n_features_in_)
-            ]
-        input_features = [str(name) for name in input_features]
-        if len(input_features) != self.n_features_in_:
-            raise ValueError(
-                f"input_features has {len(input_features)} names; X had "
-                f"{self.n_features_in_} columns in fit."
-            )
-        if hasattr(self, "feature_names_in_") and not np.array_equal(
-            input_features, self.feature_names_in_
-        ):
-            raise ValueError(
-                "input_features is not equal to feature_names_in_: "
-                f"{input_features} != {list(self.feature_names_in_)}."
-            )
-        return np.asarray(input_features + self._new_names(), dtype=object)
+        return self._append(X, rewards)
 
     def _resolve_reward_models(self):
         available = tuple(self.corpus.reward_models)
