@@ -55,6 +55,7 @@ from pllm_sk.features import (
     RewardFeatures,
     TextEmbedder,
 )
+from pllm_sk.meta import MetaRewardHead
 from pllm_sk.model_selection import METRICS, ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
@@ -77,6 +78,10 @@ METHODS = {
     "LowRank": (
         ("rewards", "ids", "embeddings", "distilled"),
         lambda ctx: LowRankRanker(random_state=0),
+    ),
+    "MetaHead": (
+        ("rewards", "ids", "embeddings", "distilled"),
+        lambda ctx: MetaRewardHead(random_state=0),
     ),
     "Bayes": (
         ("rewards",),

@@ -5,8 +5,9 @@ rows, best/worst feedback, and 1,000 test users with ``--n-support`` labeled tra
 prompts and one query prompt from the test split) and at 1/4 and 1/16 of it (users
 scaled, the 10,402-prompt corpus kept), every method is fitted on the training fold of
 one ``ColdStartSplit`` (all test users in the fold) and predicts the test users'
-query rows. Each method runs in a forked child process, so its peak resident memory
-(the process's, data included, and the part the method added) is its own.
+query rows. Before each method the process's peak resident memory is reset (Linux
+``/proc/self/clear_refs``), so the peak reported (the process's, data included, and
+the part the method added) is that method's own.
 
 Printed per size, track and method: fit seconds (the feature step included), predict
 seconds, peak memory, gap closed, and for our methods the gap closed when the test
@@ -22,18 +23,23 @@ is a known item), and the ratio of ours to the best of them.
 """
 
 import argparse
-import multiprocessing
+import copy
+import gc
+import os
 import sys
 import time
 from fractions import Fraction
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import make_pipeline
 
+from pllm_sk.baselines import PerUserRanker, PopulationRanker
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
+from pllm_sk.meta import MetaRewardHead
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
@@ -42,11 +48,14 @@ FULL = dict(n_history_users=10_000, n_test_users=1_000)
 OURS = {
     "UserKNN": lambda: UserKNNRanker(random_state=0),
     "LowRank": lambda: LowRankRanker(random_state=0),
+    "MetaHead": lambda: MetaRewardHead(random_state=0),
 }
+# References in the same run: the zero-shot floor and each user on their own.
+REFERENCES = {"Population": PopulationRanker, "PerUser": PerUserRanker}
 TRACKS = {"rewards": lambda corpus: [RewardFeatures(corpus)], "ids": lambda corpus: []}
 
 
-class SurpriseRanker:
+class SurpriseRanker(BaseEstimator):
     """A scikit-surprise algorithm behind ``fit(X, y)`` / ``predict(X)``: labels as ratings.
 
     ``items="id"``: an item is a (prompt_id, response_id), rated by its label.
@@ -75,13 +84,13 @@ class SurpriseRanker:
             ratings = ratings.groupby(["user", "item"], as_index=False)["rating"].mean()
         reader = Reader(rating_scale=(float(y[labeled].min()), float(y[labeled].max())))
         trainset = Dataset.load_from_df(ratings, reader).build_full_trainset()
-        self.algorithm.fit(trainset)
+        self.algorithm_ = copy.deepcopy(self.algorithm).fit(trainset)
         return self
 
     def predict(self, X):
         users, items = X["user_id"].to_numpy(), self._item(X)
         return np.array(
-            [self.algorithm.predict(u, i).est for u, i in zip(users.tolist(), items.tolist())]
+            [self.algorithm_.predict(u, i).est for u, i in zip(users.tolist(), items.tolist())]
         )
 
 
@@ -108,6 +117,9 @@ def parse_args(argv):
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--tracks", nargs="+", default=list(TRACKS), choices=list(TRACKS))
     parser.add_argument("--no-surprise", action="store_true")
+    parser.add_argument(
+        "--methods", nargs="+", help="run only these (default: every method)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -142,10 +154,21 @@ def memory_gb(field):
     return float("nan")
 
 
-def run_method(corpus, data, track, make, partial, queue):
-    """In a child process: fit, predict, score; optionally the partial_fit variant."""
+def reset_peak_memory():
+    """Start a new peak of resident memory (Linux); returns the resident memory now."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass  # the peak then counts from the start of the process
+    return memory_gb("VmRSS")
+
+
+def run_method(corpus, data, track, make, partial):
+    """Fit, predict, score; optionally the partial_fit variant."""
     X, y = data["X"], data["y"]
-    start_gb = memory_gb("VmRSS")
+    start_gb = reset_peak_memory()
     scorer = make_personal_scorer(data["oracle"], metric="gap_closed")
     estimator = make_pipeline(*TRACKS[track](corpus), make())
     start = time.perf_counter()
@@ -162,22 +185,13 @@ def run_method(corpus, data, track, make, partial, queue):
     if partial:
         estimator = make_pipeline(*TRACKS[track](corpus), make())
         estimator.fit(X.iloc[data["history"]], y[data["history"]])
-        features = estimator[:-1]
         support = X.iloc[data["support"]]
+        for step in estimator[:-1]:
+            support = step.transform(support)
         start = time.perf_counter()
-        estimator[-1].partial_fit(features.transform(support), y[data["support"]])
+        estimator[-1].partial_fit(support, y[data["support"]])
         row["partial_fit_s"] = time.perf_counter() - start
         row["gap_partial_fit"] = scorer(estimator, X_query)
-    queue.put(row)
-
-
-def in_child(*args):
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=run_method, args=(*args, queue))
-    child.start()
-    row = queue.get()
-    child.join()
     return row
 
 
@@ -185,15 +199,19 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     corpus = make_personalllm(random_state=args.seed)
-    methods = {name: (make, True) for name, make in OURS.items()}
+    methods = {name: (make, False) for name, make in REFERENCES.items()}
+    methods.update({name: (make, True) for name, make in OURS.items()})
     if not args.no_surprise:
         methods.update({name: (make, False) for name, make in surprise_methods().items()})
+    if args.methods:
+        methods = {name: methods[name] for name in args.methods}
     print(
         f"Corpus: {corpus.name} ({corpus.n_prompts} prompts x {corpus.n_responses} "
         f"responses); users alpha={args.alpha}; feedback={args.feedback}; historical "
         f"users x 50 train prompts, test users x {args.n_support} support prompts + 1 "
         f"test-split query prompt; one ColdStartSplit fold; seed={args.seed}; "
-        f"{multiprocessing.cpu_count()} CPU cores.",
+        f"{os.cpu_count()} CPU cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the start.",
         flush=True,
     )
     rows = []
@@ -211,12 +229,14 @@ def main(argv=None):
                 if name.startswith("surprise") and track != "ids":
                     continue
                 row = dict(size=size_text, track=track, method=name)
-                row.update(in_child(corpus, data, track, make, partial))
+                row.update(run_method(corpus, data, track, make, partial))
                 rows.append(row)
+                row["load"] = os.getloadavg()[0]
                 print(
                     f"  {track:8s} {name:28s} fit {row['fit_s']:6.1f} s  predict "
                     f"{row['predict_s']:5.2f} s  peak {row['peak_gb']:.2f} GB "
-                    f"(+{row['added_gb']:.2f})  gap_closed {row['gap']:+.3f}"
+                    f"(+{row['added_gb']:.2f})  gap_closed {row['gap']:+.3f}  "
+                    f"load {row['load']:.1f}"
                     + (
                         f"  partial_fit gap {row['gap_partial_fit']:+.3f}"
                         if "gap_partial_fit" in row else ""
@@ -228,15 +248,26 @@ def main(argv=None):
 
 
 def report(results):
-    columns = ["fit_s", "predict_s", "peak_gb", "added_gb", "gap"]
+    columns = ["fit_s", "predict_s", "peak_gb", "added_gb", "gap", "load"]
     if "gap_partial_fit" in results:
         columns += ["gap_partial_fit"]
-    print("\nAll runs (peak_gb: the process, data included; added_gb: by the method)")
+    print(
+        "\nAll runs (peak_gb: the process, data included; added_gb: by the method; "
+        "load: the machine's 1-minute load average after the run)"
+    )
     print(
         results.set_index(["size", "track", "method"])[columns].to_string(
             float_format=lambda v: f"{v:.3f}"
         )
     )
+    if "gap_partial_fit" in results:
+        print("\npartial_fit: test users added to a model fitted on the historical users")
+        for _, row in results.dropna(subset=["gap_partial_fit"]).iterrows():
+            print(
+                f"  size {row['size']:5s} {row['track']:8s} {row['method']:8s} gap "
+                f"{row['gap_partial_fit']:+.3f} vs {row['gap']:+.3f} for the full fit: "
+                f"difference {row['gap_partial_fit'] - row['gap']:+.3f}"
+            )
     ids = results[results["track"] == "ids"]
     peers = ids[ids["method"].str.startswith("surprise")]
     if peers.empty:
@@ -246,7 +277,8 @@ def report(results):
         peer = table[table["method"].str.startswith("surprise")]
         best = peer.loc[peer["gap"].idxmax()]
         fastest = peer["fit_s"].min()
-        for _, ours in table[~table["method"].str.startswith("surprise")].iterrows():
+        ours_rows = table[table["method"].isin(list(OURS))]
+        for _, ours in ours_rows.iterrows():
             print(
                 f"  size {size:5s} {ours['method']:8s} gap {ours['gap']:+.3f} vs "
                 f"{best['gap']:+.3f} ({best['method']}): difference "

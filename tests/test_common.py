@@ -13,7 +13,9 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
+from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.meta import MetaRewardHead
+from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
 
 _ORACLE = PreferenceOracle(
@@ -29,6 +31,8 @@ def public_estimators():
         OracleRanker(_ORACLE),
         BayesRanker(n_draws=200, n_chains=4, n_burnin=10, random_state=0),
         MetaRewardHead(n_prototypes=16, max_epochs=3, random_state=0),
+        UserKNNRanker(min_neighbor_prompts=2, random_state=0),
+        LowRankRanker(n_components=4, random_state=0),
     ]
 
 
@@ -202,6 +206,8 @@ def _population_prediction(estimator, X):
         return features @ estimator.population_coef_
     if isinstance(estimator, MetaRewardHead):
         return features @ estimator.prior_
+    if isinstance(estimator, (UserKNNRanker, LowRankRanker)):
+        return features @ estimator.population_coef_
     return features @ estimator.prior_mean_
 
 

@@ -216,6 +216,14 @@ def test_partial_fit_is_close_to_a_full_refit(history):
     assert_allclose(added.predict(X_new), both.predict(X_new), rtol=0.05, atol=0.05)
 
 
+def test_predicting_users_in_chunks_changes_nothing(history, monkeypatch):
+    X, y = history
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    at_once = knn.predict(X)
+    monkeypatch.setattr("pllm_sk.neighbors._knn._USERS_PER_CHUNK", 2)
+    assert_allclose(knn.predict(X), at_once, rtol=1e-12)
+
+
 def test_partial_fit_on_an_unfitted_estimator_fits(history):
     X, y = history
     partial = UserKNNRanker(min_neighbor_prompts=5, random_state=0).partial_fit(X, y)

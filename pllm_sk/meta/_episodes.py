@@ -129,7 +129,8 @@ def draw_episodes(comparisons, user_positions, rng, *, max_support, max_query):
 
     Each user gets a support size drawn uniformly from ``1..max_support``, capped at
     one less than their number of groups so that at least one group is left for the
-    query; the query part is at most ``max_query`` of the remaining groups.
+    query (a user with one group has an empty support: an episode of the prior); the
+    query part is the remaining groups, at most ``max_query`` of them if set.
 
     Parameters
     ----------
@@ -156,7 +157,9 @@ def draw_episodes(comparisons, user_positions, rng, *, max_support, max_query):
         np.cumsum(n_groups) - n_groups, n_groups
     )
     in_support = rank < n_support[owner]
-    in_query = ~in_support & (rank < n_support[owner] + max_query)
+    in_query = ~in_support
+    if max_query is not None:
+        in_query &= rank < n_support[owner] + max_query
     parts = []
     for chosen in (in_support, in_query):
         pairs, group_index = _expand(

@@ -40,31 +40,45 @@ class MetaRewardHead(BaseRanker):
 
     Adaptation (how ``u`` is computed from a user's comparisons):
 
-    - ``"encoder"``: an amortised posterior. The model holds ``n_prototypes``
-      learned prototype users. Each comparison ``d = h(x_chosen) - h(x_rejected)``
-      contributes its log-likelihood ``log sigmoid(s * p_m . d)`` under each
-      prototype ``p_m``; the sum over the user's comparisons (a permutation-invariant
-      pooling, as in neural-process preference models) plus a learned log-prior
-      gives the posterior over prototypes, and ``u`` is its posterior mean. When the
-      users are linear in the features this is the shape of the Bayes estimator, so
-      the head can learn to approach it.
+    - ``"encoder"`` (default): an amortised posterior over ``n_prototypes`` learned
+      prototype users ``p_m``, a permutation-invariant encoder of the comparisons as
+      in neural-process preference models. Each comparison
+      ``d = h(x_chosen) - h(x_rejected)`` is embedded as its log-likelihood under
+      every prototype, ``log sigmoid(s * p_m . d)``; the embeddings are summed over
+      the user's comparisons and added to a learned log-prior; the softmax of the
+      total is the posterior over prototypes, and ``u`` is the posterior mean of
+      the ``p_m`` (times a learned scale). The sharpness ``s`` is learned, as a
+      power of the user's number of comparisons (a finite set of prototypes must
+      read many comparisons less sharply than a few). When users are linear in the
+      features, as on the reward track, this is the form of the Bayes estimator
+      (posterior-mean weights) with a learned, discrete prior. With the identity
+      tower the prototypes start at the unit-norm Bradley-Terry fits of the users
+      with the most comparisons (an empirical prior); otherwise at random.
     - ``"gradient"``: a learned initialisation plus ``n_inner_steps`` gradient steps
       on the user's Bradley-Terry loss with a pull toward the initialisation, with
-      learned per-component step sizes (MAML / Meta-SGD).
+      learned per-component step sizes (MAML with Meta-SGD step sizes; the steps are
+      written out, so no second-order autograd is needed).
 
     Meta-training is episodic over the users of ``fit``: each step takes a batch of
     users, splits each user's labeled prompts at random into a support part (a size
     drawn uniformly from ``1..max_support``, at most all but one prompt) and a query
-    part (at most ``max_query`` other prompts), adapts ``u`` on the support, and
-    takes the Bradley-Terry loss of the query comparisons under ``u``; Adam updates
-    the tower and the adapter. A slice of the users is held out: their loss on fixed
-    episodes is measured after each epoch, training stops when it has not improved
-    by ``tol`` for ``n_iter_no_change`` epochs, and the best parameters are kept.
+    part (the other prompts, at most ``max_query``), adapts ``u`` on the support
+    comparisons, and takes the Bradley-Terry loss of the query comparisons under
+    ``u`` (averaged per user); Adam updates the tower and the adapter. A share
+    ``validation_fraction`` of the users is held out: their loss on episodes drawn
+    once is measured after each epoch, training stops when it has not improved by
+    ``tol`` for ``n_iter_no_change`` epochs, and the best parameters are kept.
 
     At predict time every user with labeled rows is adapted the same way, from all
-    of their comparisons; a user without any (a cold user) gets the prior: the user
-    vector of an empty support, counted in ``fallbacks_``. :meth:`partial_fit` adds
-    the feedback of new or returning users without touching the meta-parameters.
+    their comparisons in ``fit`` and ``partial_fit`` (the labeled rows are kept,
+    their item features in float32); a user without any (a cold
+    user) gets the prior ``prior_``: the adapter's output for an empty support,
+    counted in ``fallbacks_``. :meth:`partial_fit` adds the feedback of new or
+    returning users and leaves the meta-parameters frozen.
+
+    Prediction runs in float64 on a copy of the model, so a user's utilities do not
+    depend on the other users predicted with them; utilities come back as NumPy.
+    Torch is imported with :mod:`pllm_sk.meta`, not with :mod:`pllm_sk`.
 
     Parameters
     ----------
@@ -82,8 +96,10 @@ class MetaRewardHead(BaseRanker):
         number of item features.
     max_support : int, default=10
         Largest support set of a meta-training episode, in prompts.
-    max_query : int, default=10
-        Largest query set of a meta-training episode, in prompts.
+    max_query : int or None, default=None
+        Largest query set of a meta-training episode, in prompts; None takes all the
+        user's prompts outside the support (query comparisons are cheap: one dot
+        product each).
     batch_size : int, default=256
         Users per meta-training step.
     learning_rate : float, default=0.01
@@ -101,7 +117,9 @@ class MetaRewardHead(BaseRanker):
         Smallest improvement of the held-out loss that counts.
     device : str, default="auto"
         Torch device of meta-training and prediction; ``"auto"`` takes CUDA when it
-        is available, the CPU otherwise.
+        is available, the CPU otherwise, resolved again at each call. The fitted
+        model is kept on the CPU, so it pickles and loads on any machine; predict
+        moves a copy to the device.
     verbose : int, default=0
         0 for silence; 1 shows a progress bar over epochs.
     random_state : int, RandomState instance or None, default=None
@@ -152,17 +170,23 @@ class MetaRewardHead(BaseRanker):
     >>> import pandas as pd
     >>> from pllm_sk.meta import MetaRewardHead
     >>> rng = np.random.default_rng(0)
-    >>> n_users, n_prompts = 40, 6
     >>> user, prompt, response = np.meshgrid(
-    ...     np.arange(n_users), np.arange(n_prompts), np.arange(4), indexing="ij")
+    ...     np.arange(60), np.arange(8), np.arange(4), indexing="ij")
     >>> X = pd.DataFrame({"user_id": user.ravel(), "prompt_id": prompt.ravel(),
     ...                   "response_id": response.ravel(),
     ...                   "a": rng.normal(size=user.size), "b": rng.normal(size=user.size)})
-    >>> taste = np.where(X["user_id"] % 2 == 0, X["a"], X["b"])  # two kinds of users
+    >>> taste = pd.Series(np.where(X["user_id"] % 2 == 0, X["a"], X["b"]))  # 2 kinds
     >>> y = taste.groupby([X["user_id"], X["prompt_id"]]).rank().to_numpy()
-    >>> head = MetaRewardHead(max_epochs=20, random_state=0).fit(X, y)
-    >>> head.predict(X.head(4)).shape
-    (4,)
+    >>> head = MetaRewardHead(n_prototypes=16, max_epochs=50, random_state=0).fit(X, y)
+    >>> # A new user chooses the candidate with the higher "b" once ...
+    >>> support = pd.DataFrame({"user_id": [99, 99], "prompt_id": [50, 50],
+    ...                         "response_id": [0, 1], "a": [1.0, 0.0], "b": [0.0, 1.0]})
+    >>> _ = head.partial_fit(support, [0.0, 1.0])
+    >>> # ... and the head now ranks a high-"b" candidate first for them.
+    >>> query = support.assign(prompt_id=51)
+    >>> utility = head.predict(query)
+    >>> bool(utility[1] > utility[0])
+    True
     """
 
     def __init__(
@@ -173,7 +197,7 @@ class MetaRewardHead(BaseRanker):
         hidden_layer_sizes=(),
         n_components=None,
         max_support=10,
-        max_query=10,
+        max_query=None,
         batch_size=256,
         learning_rate=0.01,
         max_epochs=200,
@@ -337,7 +361,8 @@ class MetaRewardHead(BaseRanker):
         if self.n_components is not None:
             check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
         check_scalar(self.max_support, "max_support", numbers.Integral, min_val=1)
-        check_scalar(self.max_query, "max_query", numbers.Integral, min_val=1)
+        if self.max_query is not None:
+            check_scalar(self.max_query, "max_query", numbers.Integral, min_val=1)
         check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
         check_scalar(
             self.learning_rate,
@@ -389,90 +414,71 @@ class MetaRewardHead(BaseRanker):
     # ------------------------------------------------------------ meta-training
 
     def _meta_train(self, module, comparisons, rng, device):
+        """Episodic meta-training with early stopping on held-out users (in place)."""
         trainable = np.flatnonzero(comparisons.n_groups > 0)
         n_validation = int(np.ceil(self.validation_fraction * trainable.size))
-        if self.validation_fraction == 0 or n_validation >= trainable.size:
+        if n_validation >= trainable.size:
             n_validation = 0
         shuffled = rng.permutation(trainable)
         validation, train = np.sort(shuffled[:n_validation]), shuffled[n_validation:]
-        items = torch.from_numpy(self._items).to(device)
-        winners = torch.from_numpy(comparisons.winners).to(device)
-        losers = torch.from_numpy(comparisons.losers).to(device)
+        episode_loss = _EpisodeLoss(module, comparisons, self._items, device)
 
-        def episode_loss(users, episodes):
-            (support, support_owner), (query, query_owner) = episodes
-            support_owner = torch.from_numpy(support_owner).to(device)
-            query_owner = torch.from_numpy(query_owner).to(device)
-            support = torch.from_numpy(support).to(device)
-            query = torch.from_numpy(query).to(device)
-            vectors = module.user_vectors(
-                items[winners[support]], items[losers[support]], support_owner,
-                users.size,
-            )
-            margins = module.margins(
-                vectors, items[winners[query]], items[losers[query]], query_owner
-            )
-            return pair_loss(margins, query_owner, users.size)
-
-        def episodes(users, generator):
+        def episodes(users):
             return draw_episodes(
                 comparisons,
                 users,
-                generator,
+                rng,
                 max_support=self.max_support,
                 max_query=self.max_query,
             )
 
-        validation_batches = [
-            (batch, episodes(batch, rng))
+        validation_episodes = [
+            (batch, episodes(batch))
             for batch in np.array_split(
                 validation, max(1, -(-validation.size // self.batch_size))
             )
             if batch.size
         ]
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        max_steps = self.max_steps or np.inf
         self.loss_curve_, self.validation_scores_ = [], []
         self.n_steps_ = self.n_epochs_ = 0
-        best_loss, best_state, stale = np.inf, None, 0
-        max_steps = self.max_steps or np.inf
+        best_loss, best_state, n_stale = np.inf, None, 0
         progress = tqdm(
             total=self.max_epochs, disable=not self.verbose, desc="meta-training"
         )
-        for _ in range(self.max_epochs):
+        while self.n_epochs_ < self.max_epochs and self.n_steps_ < max_steps:
             order = rng.permutation(train)
-            losses = []
+            total, n_users = 0.0, 0
             for start in range(0, order.size, self.batch_size):
                 batch = order[start : start + self.batch_size]
-                loss = episode_loss(batch, episodes(batch, rng))
+                loss = episode_loss(batch.size, episodes(batch))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                losses.append(loss.item() * batch.size)
+                total, n_users = total + loss.item() * batch.size, n_users + batch.size
                 self.n_steps_ += 1
                 if self.n_steps_ >= max_steps:
                     break
             self.n_epochs_ += 1
-            self.loss_curve_.append(float(np.sum(losses) / order.size))
+            self.loss_curve_.append(total / n_users)
             current = self.loss_curve_[-1]
-            if validation_batches:
+            if validation_episodes:
                 with torch.no_grad():
-                    current = float(
-                        sum(
-                            episode_loss(batch, batch_episodes).item() * batch.size
-                            for batch, batch_episodes in validation_batches
-                        )
-                        / validation.size
-                    )
+                    current = sum(
+                        episode_loss(batch.size, batch_episodes).item() * batch.size
+                        for batch, batch_episodes in validation_episodes
+                    ) / validation.size
                 self.validation_scores_.append(current)
             progress.update()
             progress.set_postfix(loss=f"{current:.4f}")
             if current < best_loss - self.tol:
-                best_loss, stale = current, 0
+                best_loss, n_stale = current, 0
                 best_state = copy.deepcopy(module.state_dict())
             else:
-                stale += 1
-            if stale >= self.n_iter_no_change or self.n_steps_ >= max_steps:
-                break
+                n_stale += 1
+                if n_stale >= self.n_iter_no_change:
+                    break
         progress.close()
         if best_state is not None:
             module.load_state_dict(best_state)
@@ -565,3 +571,33 @@ def _chunks_by_count(counts, limit=_PREDICT_PAIRS):
         total += count
     chunks.append((first, counts.size))
     return chunks
+
+
+class _EpisodeLoss:
+    """Query loss of a batch of episodes, the labeled rows held on ``device``."""
+
+    def __init__(self, module, comparisons, items, device):
+        self.module = module
+        self.device = device
+        self.items = torch.from_numpy(items).to(device)
+        self.winners = torch.from_numpy(comparisons.winners).to(device)
+        self.losers = torch.from_numpy(comparisons.losers).to(device)
+
+    def __call__(self, n_users, episodes):
+        (support, support_owner), (query, query_owner) = (
+            tuple(torch.from_numpy(part).to(self.device) for part in episode)
+            for episode in episodes
+        )
+        users = self.module.user_vectors(
+            self.items[self.winners[support]],
+            self.items[self.losers[support]],
+            support_owner,
+            n_users,
+        )
+        margins = self.module.margins(
+            users,
+            self.items[self.winners[query]],
+            self.items[self.losers[query]],
+            query_owner,
+        )
+        return pair_loss(margins, query_owner, n_users)

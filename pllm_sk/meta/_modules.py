@@ -71,6 +71,10 @@ class ParticleEncoder(nn.Module):
     learned log-prior over prototypes. The softmax of the total is the posterior over
     prototypes, and the user vector is ``scale`` times the posterior mean of the
     prototype positions. A user without comparisons gets the prior mean.
+
+    The sharpness is ``exp(a + b * log(1 + n))`` for a user with ``n`` comparisons,
+    ``a`` and ``b`` learned: with finitely many prototypes, none may satisfy all of
+    many comparisons, and the posterior should not collapse onto one of them.
     """
 
     def __init__(self, positions):

@@ -31,6 +31,8 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 _BLOCK_ENTRIES = 1 << 24
 # Users sampled for temperature="auto".
 _CALIBRATION_USERS = 200
+# Users whose neighbours are found together in predict.
+_USERS_PER_CHUNK = 256
 
 
 class UserKNNRanker(BaseRanker):
@@ -44,8 +46,9 @@ class UserKNNRanker(BaseRanker):
     candidate ``v != u`` from ``u``'s own comparisons:
 
     - ``similarity="likelihood"`` (default): how well ``v``'s preference explains
-      ``u``'s comparisons, ``sum_pairs log sigmoid(m / T)`` with ``m`` the margin of
-      ``v``'s utility for the chosen over the rejected row. With
+      ``u``'s comparisons, ``sum_pairs log sigmoid(m)`` divided by a temperature
+      ``T``, with ``m`` the margin of ``v``'s utility for the chosen over the
+      rejected row. With
       ``weights="similarity"`` the weights ``exp(loglik)`` make the prediction the
       posterior mean of ``u``'s preference when the historical users are a sample
       of the prior (an empirical Bayes estimate).
@@ -313,15 +316,18 @@ class UserKNNRanker(BaseRanker):
         positions, known = self._store.positions(ids[:, 0])
         self._record_fallbacks(ids[:, 0], ~known)
         utility = items @ self.population_coef_
-        if known.any():
-            users, row_user = np.unique(positions[known], return_inverse=True)
-            neighbors, weights = self._neighbors(users)
+        rows = np.flatnonzero(known)
+        users, row_user = np.unique(positions[rows], return_inverse=True)
+        keys = item_keys(ids[rows], self._n_response_keys)
+        # Users in chunks: the neighbours' weights take (users x n_neighbors) memory.
+        for start in range(0, users.size, _USERS_PER_CHUNK):
+            neighbors, weights = self._neighbors(users[start : start + _USERS_PER_CHUNK])
             coef = np.einsum("nk,nkf->nf", weights, self.neighbor_coef_[neighbors])
-            utility[known] = np.einsum(
-                "nf,nf->n", items[known], coef[row_user]
-            ) + self._item_level_term(
-                item_keys(ids[known], self._n_response_keys), row_user, neighbors, weights
-            )
+            in_chunk = (row_user >= start) & (row_user < start + _USERS_PER_CHUNK)
+            local = row_user[in_chunk] - start
+            utility[rows[in_chunk]] = np.einsum(
+                "nf,nf->n", items[rows[in_chunk]], coef[local]
+            ) + self._item_level_term(keys[in_chunk], local, neighbors, weights)
         return utility
 
     # ----------------------------------------------------------------- neighbours
@@ -455,8 +461,9 @@ class UserKNNRanker(BaseRanker):
                         bound[own[g]] = -np.inf
                     kept = np.argpartition(-bound, k - 1)[:k]
                     exact = _summed_log_sigmoid(group_margin[:, kept])
-                    extra = np.flatnonzero(bound >= exact.min())
-                    extra = extra[~np.isin(extra, kept)]
+                    reaches = bound >= exact.min()
+                    reaches[kept] = False
+                    extra = np.flatnonzero(reaches)
                     kept = np.concatenate([kept, extra])
                     values = np.concatenate(
                         [exact, _summed_log_sigmoid(group_margin[:, extra])]
@@ -466,7 +473,8 @@ class UserKNNRanker(BaseRanker):
                     values = _summed_log_sigmoid(group_margin)
                     if own[g] >= 0:
                         values[own[g]] = -np.inf
-                best = np.argsort(-values, kind="stable")[:k]
+                best = np.argpartition(-values, k - 1)[:k]
+                best = best[np.argsort(-values[best], kind="stable")]
                 neighbors[g], loglik[g] = kept[best], values[best]
             group = stop
         return neighbors, loglik
