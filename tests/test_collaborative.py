@@ -222,7 +222,7 @@ def test_partial_fit_on_an_unfitted_estimator_fits(history):
 def test_components_are_capped_by_the_prior_users(history):
     X, y = history
     model = LowRankRanker(n_components=50, min_prior_prompts=10, random_state=0).fit(X, y)
-    assert model.prior_weights_.size == 12
+    assert model.n_components_ == model.prior_weights_.size == 12
     assert model.temperature_ in TEMPERATURES
 
 

@@ -51,7 +51,9 @@ class LowRankRanker(BaseRanker):
        the identity without loss of generality (any invertible map folds into the
        user factors) and one batched Newton solve per user is exact. Otherwise the
        solver alternates batched Newton steps for the users with L-BFGS for the map
-       and the embeddings, starting from the truncated SVD of per-user weights.
+       and the embeddings, starting from the truncated SVD of per-user weights; each
+       of the ``max_iter`` alternations passes over every comparison a few dozen
+       times, so this path is the slow one at the paper's full size.
     2. A prior over user factors is learned from the users with at least
        ``min_prior_prompts`` labeled prompts: a Gaussian mixture with
        ``n_components`` full-covariance components (one component is a Gaussian
@@ -114,6 +116,8 @@ class LowRankRanker(BaseRanker):
     user_factors_ : ndarray of shape (n_fit_users, rank_)
         Factors of the users of ``fit`` from the joint fit, which shaped the map and
         the prior (predictions use the fold-in).
+    n_components_ : int
+        Components of the prior: ``n_components`` at most the number of prior users.
     prior_weights_ : ndarray of shape (n_components_,)
     prior_means_ : ndarray of shape (n_components_, rank_)
     prior_covariances_ : ndarray of shape (n_components_, rank_, rank_)
@@ -428,6 +432,7 @@ class LowRankRanker(BaseRanker):
             self.prior_weights_ = mixture.weights_
             self.prior_means_ = mixture.means_
             self.prior_covariances_ = mixture.covariances_
+        self.n_components_ = self.prior_weights_.size
         self._prior_precisions = np.linalg.inv(self.prior_covariances_)
         self.population_factor_ = self.prior_weights_ @ self.prior_means_
         self.population_coef_ = self.basis_.T @ self.population_factor_

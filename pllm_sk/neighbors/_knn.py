@@ -413,7 +413,9 @@ class UserKNNRanker(BaseRanker):
         are kept, ``sum min(m, 0)``, an upper bound of ``sum log sigmoid(m)`` that
         costs no transcendental function, prunes the candidates that cannot make the
         top: the exact value is computed for the top candidates by the bound, and for
-        any other candidate whose bound reaches the lowest of those exact values.
+        any other candidate whose bound reaches the lowest of those exact values. When
+        the bound prunes little (preferences of small norm, as on the ids track, keep
+        the margins small and the bound loose), the search stops trying.
 
         Parameters
         ----------
@@ -433,6 +435,7 @@ class UserKNNRanker(BaseRanker):
         n_candidates = self.neighbor_users_.size
         k = self._n_neighbors()
         prune = 2 * k < n_candidates
+        n_tried = n_pruned = 0
         coef = self.neighbor_coef_.astype(np.float32)
         columns = self._store.columns
         neighbors = np.empty((counts.size, k), dtype=np.int64)
@@ -468,6 +471,10 @@ class UserKNNRanker(BaseRanker):
                     values = np.concatenate(
                         [exact, _summed_log_sigmoid(group_margin[:, extra])]
                     )
+                    n_tried += 1
+                    n_pruned += n_candidates - kept.size
+                    # Give up after a few groups if less than half was pruned.
+                    prune = n_tried < 8 or 2 * n_pruned >= n_tried * n_candidates
                 else:
                     kept = np.arange(n_candidates)
                     values = _summed_log_sigmoid(group_margin)
