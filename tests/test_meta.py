@@ -1,5 +1,6 @@
 """The meta-learned reward head: it learns across users, adapts, and behaves as an estimator."""
 
+import functools
 import io
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 
 from pllm_sk.datasets import Corpus
-from pllm_sk.meta import MetaRewardHead
+from pllm_sk.meta import MetaRewardHead, _modules
 from pllm_sk.meta._episodes import Comparisons, draw_episodes
+from pllm_sk.meta._modules import pooled_log_likelihood
 from pllm_sk.simulation import simulate_feedback
 
 # Small and quick: a few hundred optimiser steps on a few thousand rows.
@@ -93,9 +95,7 @@ def planted():
 
 def top1_accuracy(X, utility, true_reward):
     """Share of (user, prompt) whose highest-utility candidate is the user's best."""
-    frame = X[["user_id", "prompt_id"]].assign(
-        utility=utility, reward=true_reward(X)
-    )
+    frame = X[["user_id", "prompt_id"]].assign(utility=utility, reward=true_reward(X))
     groups = frame.groupby(["user_id", "prompt_id"])
     chosen = frame.loc[groups["utility"].idxmax(), "reward"].to_numpy()
     best = groups["reward"].max().to_numpy()
@@ -184,7 +184,9 @@ def test_partial_fit_adapts_new_users_with_the_meta_parameters_frozen(small):
     head.partial_fit(X[new], y[new])
     assert_allclose(head.user_vectors(np.arange(30)), vectors)
     # Adding everything at once is the same as adding it in two calls.
-    at_once = MetaRewardHead(**FAST).fit(X[warm], y[warm]).partial_fit(X[~warm], y[~warm])
+    at_once = (
+        MetaRewardHead(**FAST).fit(X[warm], y[warm]).partial_fit(X[~warm], y[~warm])
+    )
     assert_allclose(at_once.predict(X[is_query]), head.predict(X[is_query]))
 
 
@@ -330,3 +332,24 @@ def test_merged_comparisons_equal_those_built_from_all_rows(small):
     assert_array_equal(merged.group_offsets, full.group_offsets)
     assert_array_equal(ids[order][merged.winners], ids[order][full.winners])
     assert_array_equal(ids[order][merged.losers], ids[order][full.losers])
+
+
+def test_pooled_log_likelihood_matches_autograd_and_its_gradient_checks(monkeypatch):
+    # Blocks of 2 pairs (8 margins of 4 prototypes), so that several blocks run.
+    monkeypatch.setattr(
+        _modules, "_blocks", functools.partial(_modules._blocks, entries=8)
+    )
+    generator = torch.Generator().manual_seed(0)
+    differences = torch.randn(7, 3, dtype=torch.float64, generator=generator)
+    positions = torch.randn(4, 3, dtype=torch.float64, generator=generator)
+    owner = torch.tensor([0, 0, 2, 2, 2, 1, 0])
+    differences.requires_grad_(True)
+    positions.requires_grad_(True)
+    pooled = pooled_log_likelihood(differences, positions, owner, 3)
+    direct = torch.zeros(3, 4, dtype=torch.float64).index_add(
+        0, owner, torch.nn.functional.logsigmoid(differences @ positions.T)
+    )
+    assert_allclose(pooled.detach().numpy(), direct.detach().numpy())
+    assert torch.autograd.gradcheck(
+        lambda d, p: pooled_log_likelihood(d, p, owner, 3), (differences, positions)
+    )

@@ -39,9 +39,7 @@ class Comparisons:
         self.users = users
         self.winners, self.losers = winners, losers
         self.group_user, self.group_offsets = group_user, group_offsets
-        self.user_group_offsets = np.searchsorted(
-            group_user, np.arange(users.size + 1)
-        )
+        self.user_group_offsets = np.searchsorted(group_user, np.arange(users.size + 1))
 
     @classmethod
     def from_rows(cls, ids, y):
@@ -148,7 +146,9 @@ def draw_episodes(comparisons, user_positions, rng, *, max_support, max_query):
     """
     first = comparisons.user_group_offsets[user_positions]
     n_groups = comparisons.user_group_offsets[user_positions + 1] - first
-    n_support = np.minimum(rng.integers(1, max_support + 1, n_groups.size), n_groups - 1)
+    n_support = np.minimum(
+        rng.integers(1, max_support + 1, n_groups.size), n_groups - 1
+    )
     groups, owner = _expand(first, first + n_groups)
     # A random rank of each group within its user: the first n_support are support.
     order = np.lexsort((rng.random(groups.size), owner))

@@ -304,9 +304,7 @@ class MetaRewardHead(BaseRanker):
         comparisons = Comparisons.from_rows(ids, y)
         comparisons.winners += n_kept
         comparisons.losers += n_kept
-        self._comparisons = self._comparisons.merged(
-            comparisons, np.cumsum(kept) - 1
-        )
+        self._comparisons = self._comparisons.merged(comparisons, np.cumsum(kept) - 1)
         self._ids = np.concatenate([self._ids[kept], ids])
         self._items = np.concatenate([self._items[kept], items])
         self._y = np.concatenate([self._y[kept], y])
@@ -329,7 +327,8 @@ class MetaRewardHead(BaseRanker):
         most = most[n_groups[most] > 0][: self.n_prototypes]
         pairs, owner = comparisons.user_pairs(most)
         differences = (
-            self._items[comparisons.winners[pairs]] - self._items[comparisons.losers[pairs]]
+            self._items[comparisons.winners[pairs]]
+            - self._items[comparisons.losers[pairs]]
         )
         coef = fit_bradley_terry_groups(
             differences.astype(np.float64),
@@ -465,10 +464,13 @@ class MetaRewardHead(BaseRanker):
             current = self.loss_curve_[-1]
             if validation_episodes:
                 with torch.no_grad():
-                    current = sum(
-                        episode_loss(batch.size, batch_episodes).item() * batch.size
-                        for batch, batch_episodes in validation_episodes
-                    ) / validation.size
+                    current = (
+                        sum(
+                            episode_loss(batch.size, batch_episodes).item() * batch.size
+                            for batch, batch_episodes in validation_episodes
+                        )
+                        / validation.size
+                    )
                 self.validation_scores_.append(current)
             progress.update()
             progress.set_postfix(loss=f"{current:.4f}")

@@ -93,11 +93,10 @@ class ParticleEncoder(nn.Module):
         sharpness = torch.exp(
             self.log_sharpness + self.sharpness_slope * torch.log1p(n_pairs[owner])
         )
-        log_likelihood = F.logsigmoid(
-            sharpness[:, None] * (differences @ self.positions.T)
+        log_likelihood = pooled_log_likelihood(
+            sharpness[:, None] * differences, self.positions, owner, n_users
         )
-        total = self.log_prior.expand(n_users, -1).index_add(0, owner, log_likelihood)
-        posterior = torch.softmax(total, dim=1)
+        posterior = torch.softmax(self.log_prior + log_likelihood, dim=1)
         return self.log_scale.exp() * posterior @ self.positions
 
 
@@ -130,6 +129,64 @@ class GradientAdapter(nn.Module):
             )
             users = users + step * (descent - pull * (users - self.init))
         return users
+
+
+def pooled_log_likelihood(differences, positions, owner, n_users):
+    """``sum over each user's pairs of log sigmoid(differences @ positions.T)``.
+
+    Parameters
+    ----------
+    differences : Tensor of shape (n_pairs, n_components)
+    positions : Tensor of shape (n_prototypes, n_components)
+    owner : Tensor of int64, shape (n_pairs,)
+        User of each pair, in ``[0, n_users)``.
+    n_users : int
+
+    Returns
+    -------
+    log_likelihood : Tensor of shape (n_users, n_prototypes)
+    """
+    return _PooledLogLikelihood.apply(differences, positions, owner, n_users)
+
+
+class _PooledLogLikelihood(torch.autograd.Function):
+    """:func:`pooled_log_likelihood`, computed over blocks of pairs.
+
+    The (n_pairs, n_prototypes) margins are the largest tensor of meta-training and
+    would be written and read several times by the unfused operations. Here each
+    block of pairs is small enough to stay in the CPU cache, and the backward pass
+    recomputes the margins of a block instead of keeping them: faster, and memory
+    that does not grow with the number of prototypes.
+    """
+
+    @staticmethod
+    def forward(ctx, differences, positions, owner, n_users):
+        total = differences.new_zeros(n_users, positions.shape[0])
+        for block in _blocks(differences.shape[0], positions.shape[0]):
+            total.index_add_(
+                0, owner[block], F.logsigmoid(differences[block] @ positions.T)
+            )
+        ctx.save_for_backward(differences, positions, owner)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        differences, positions, owner = ctx.saved_tensors
+        grad_differences = torch.empty_like(differences)
+        grad_positions = torch.zeros_like(positions)
+        for block in _blocks(differences.shape[0], positions.shape[0]):
+            # d log sigmoid(m) / dm = sigmoid(-m).
+            grad_margins = torch.sigmoid(-(differences[block] @ positions.T))
+            grad_margins *= grad_total[owner[block]]
+            grad_differences[block] = grad_margins @ positions
+            grad_positions += grad_margins.T @ differences[block]
+        return grad_differences, grad_positions, None, None
+
+
+def _blocks(n_pairs, n_prototypes, entries=1 << 16):
+    """Slices of at most ``entries`` pair-prototype margins (256 KiB of float32)."""
+    size = max(1, entries // max(n_prototypes, 1))
+    return [slice(start, start + size) for start in range(0, n_pairs, size)]
 
 
 def pair_loss(margins, owner, n_users):
