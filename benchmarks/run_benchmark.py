@@ -159,6 +159,13 @@ def parse_args(argv):
         choices=["prompt", "response"],
         help="texts embedded on the embeddings track",
     )
+    parser.add_argument(
+        "--query-split",
+        choices=["test", "train"],
+        default="test",
+        help="where test users' query prompts come from: test (no one labeled them, "
+        "the paper's setting) or train (historical users may have labeled them)",
+    )
     parser.add_argument("--cache-dir", help="feature cache folder")
     parser.add_argument(
         "--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS)
@@ -189,12 +196,14 @@ def build_data(args):
         random_state=args.seed,
     )
     # Test users label just enough prompts for the largest support set, and bring
-    # one query prompt from the test split.
+    # one query prompt from the test split (or, with --query-split train, from the
+    # prompts historical users label, so that labels on the same ids exist).
     test = simulate_feedback(
         corpus,
         weights[args.n_history_users :],
         n_history=max(args.shots),
         n_query=1,
+        query_split=args.query_split,
         feedback=args.feedback,
         random_state=args.seed + 1,
     )
@@ -338,7 +347,8 @@ def main(argv=None):
         f"Settings: corpus={corpus.name} ({corpus.n_prompts} prompts, "
         f"{corpus.n_responses} responses, {corpus.n_reward_models} reward models); "
         f"users alpha={args.alpha}: {args.n_history_users} historical x "
-        f"{args.n_history} prompts, {args.n_test_users} test users x 1 query prompt; "
+        f"{args.n_history} prompts, {args.n_test_users} test users x 1 query prompt "
+        f"({args.query_split} split); "
         f"feedback={args.feedback}; ColdStartSplit(n_splits={args.n_splits}, "
         f"support={args.support}); n_support={args.shots}; seed={args.seed}; "
         f"{len(X):,} rows{embedding_note}"

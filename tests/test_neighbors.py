@@ -18,6 +18,7 @@ from sklearn.utils.estimator_checks import (
 
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.neighbors import UserKNNRanker
+from pllm_sk.neighbors._knn import IMPUTATIONS
 from pllm_sk.utils._user_comparisons import TEMPERATURES
 
 
@@ -94,6 +95,43 @@ def test_identical_user_on_the_ids_track_reproduces_the_neighbours_labels(histor
     new = pd.DataFrame({"user_id": 100, "prompt_id": 999, "response_id": range(4)})
     coef_4 = knn.neighbor_coef_[np.searchsorted(knn.neighbor_users_, 4)]
     assert_allclose(knn.predict(new), coef_4)
+
+
+@pytest.mark.parametrize("imputation", [0.0, 0.5, 1.0])
+def test_item_imputation_stands_the_labelers_in_for_the_other_neighbours(
+    history, imputation
+):
+    X, y = history
+    X = X[["user_id", "prompt_id", "response_id"]]
+    params = dict(n_neighbors=8, weights="uniform", min_neighbor_prompts=5)
+    knn = UserKNNRanker(item_imputation=imputation, **params).fit(X, y)
+    assert knn.item_imputation_ == imputation
+    # User 0's 8 neighbours are the other users, 1/8 each; only user 4 labeled
+    # prompt 48, so W = 1/8 and S = b_4(48, r) / 8.
+    rows = pd.DataFrame({"user_id": 0, "prompt_id": 48, "response_id": range(4)})
+    others = np.setdiff1d(knn.neighbor_users_, [0])
+    slot_level = knn.neighbor_coef_[np.searchsorted(knn.neighbor_users_, others)].mean(0)
+    shift_4 = 8.0 * (
+        UserKNNRanker(item_imputation=0.0, **params).fit(X, y).predict(rows) - slot_level
+    )
+    in_prompt = (X["prompt_id"] == 48).to_numpy()
+    # b_4 reproduces user 4's labels: best above all, worst below all.
+    assert np.argmax(shift_4) == np.argmax(y[in_prompt])
+    assert np.argmin(shift_4) == np.argmin(y[in_prompt])
+    expected = slot_level + (1 / 8 + imputation * 7 / 8) * shift_4
+    assert_allclose(knn.predict(rows), expected)
+    # A prompt that no neighbour labeled does not depend on the imputation.
+    unseen = rows.assign(prompt_id=999)
+    assert_allclose(knn.predict(unseen), slot_level)
+
+
+def test_auto_item_imputation_is_one_of_the_candidates(history):
+    X, y = history
+    X = X[["user_id", "prompt_id", "response_id"]]
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
+    assert knn.item_imputation_ in IMPUTATIONS
+    cosine = UserKNNRanker(similarity="cosine_chosen", min_neighbor_prompts=5)
+    assert cosine.fit(X, y).item_imputation_ == 1.0
 
 
 def test_likelihood_weights_are_the_posterior_over_candidates(history):
@@ -289,6 +327,8 @@ def test_sklearn_parameter_conventions():
         (dict(weights="distance"), "weights"),
         (dict(temperature="warm"), "temperature"),
         (dict(temperature=0.0), "temperature"),
+        (dict(item_imputation="some"), "item_imputation"),
+        (dict(item_imputation=1.5), "item_imputation"),
         (dict(shrinkage=0.0), "shrinkage"),
         (dict(alpha=-1.0), "alpha"),
         (dict(min_neighbor_prompts=0), "min_neighbor_prompts"),

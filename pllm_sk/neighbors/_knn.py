@@ -21,6 +21,7 @@ from ..utils._user_comparisons import (
     log_sigmoid_,
     temperature_scores,
     validate_partial_fit_data,
+    within_one_standard_error,
 )
 
 __all__ = ["SIMILARITIES", "UserKNNRanker"]
@@ -29,6 +30,8 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 
 # Float32 entries of one (comparisons x neighbours) block of the likelihood.
 _BLOCK_ENTRIES = 1 << 24
+# Candidate shares of item_imputation="auto".
+IMPUTATIONS = np.array([0.0, 0.25, 0.5, 1.0])
 # Users sampled for temperature="auto".
 _CALIBRATION_USERS = 200
 # Users whose neighbours are found together in predict.
@@ -75,6 +78,17 @@ class UserKNNRanker(BaseRanker):
     take the slot level; the support prompts, labeled by other users too, sharpen
     the similarity.
 
+    Most neighbours never labeled a given prompt (a historical user labels 50 of
+    thousands), so their ``b_v(p, r)`` is unknown rather than zero. In the
+    prediction, the neighbours who did not label ``p`` are given the weighted mean
+    of the shifts of those who did, in the share ``item_imputation``: with ``W`` the
+    summed weight of the neighbours who labeled ``p`` and ``S`` their weighted sum
+    of shifts, the term is ``S (W + c (1 - W)) / W``. ``c = 0`` keeps unknown labels
+    at zero (the term is ``S``); ``c = 1`` predicts the labelers' weighted mean for
+    everyone. ``"auto"`` chooses ``c`` on the calibration users below (held-out
+    prompts that other users labeled), the smallest of ``IMPUTATIONS`` within one
+    standard error of the best top-1 accuracy.
+
     Temperature. One best/worst choice yields many correlated pairs, and features may
     explain choices exactly (the reward track) or only partly (the ids track), so how
     much one pair counts is calibrated: ``temperature="auto"`` samples historical
@@ -107,6 +121,11 @@ class UserKNNRanker(BaseRanker):
     temperature : "auto" or float, default="auto"
         Divides the log-likelihood of the likelihood similarity, > 0; ``"auto"``
         calibrates it (see above). Ignored by the cosine similarities.
+    item_imputation : "auto" or float, default="auto"
+        Share in [0, 1] of the neighbours' unknown item-level labels that the
+        labels of the neighbours who labeled the prompt stand in for (see above).
+        ``"auto"`` calibrates it with the likelihood similarity and means 1 with
+        the cosine similarities.
     shrinkage : float, default=0.01
         Penalty pulling each candidate's preference toward the population's, > 0.
     alpha : float, default=1.0
@@ -132,6 +151,8 @@ class UserKNNRanker(BaseRanker):
     temperature_ : float or None
         Temperature of the likelihood similarity (chosen when ``"auto"``); None for
         the cosine similarities.
+    item_imputation_ : float
+        The share of unknown item-level labels imputed (chosen when ``"auto"``).
     users_ : ndarray of int64
         Users with labeled rows in ``fit`` or ``partial_fit``, sorted.
     n_response_slots_ : int or None
@@ -178,6 +199,7 @@ class UserKNNRanker(BaseRanker):
         similarity="likelihood",
         weights="similarity",
         temperature="auto",
+        item_imputation="auto",
         shrinkage=0.01,
         alpha=1.0,
         min_neighbor_prompts=10,
@@ -188,6 +210,7 @@ class UserKNNRanker(BaseRanker):
         self.similarity = similarity
         self.weights = weights
         self.temperature = temperature
+        self.item_imputation = item_imputation
         self.shrinkage = shrinkage
         self.alpha = alpha
         self.min_neighbor_prompts = min_neighbor_prompts
@@ -303,13 +326,14 @@ class UserKNNRanker(BaseRanker):
         )
         del differences
         self._item_table = self._item_level_table(ids, items, structure, row_candidate)
+        self._prompt_table = _prompt_table(ids, structure, row_candidate)
         self._store = self._user_comparisons(ids, items, structure)
         self._representations = _choice_sums(items, structure)
         self.users_ = self._store.users
         self._candidate_representation = _normalized(
             self._represent(self._store.positions(self.neighbor_users_)[0])
         )
-        self.temperature_ = self._calibrate_temperature()
+        self.temperature_, self.item_imputation_ = self._calibrate()
 
     def _predict(self, ids, features):
         items = item_features(ids, features, self.n_response_slots_)
@@ -319,6 +343,7 @@ class UserKNNRanker(BaseRanker):
         rows = np.flatnonzero(known)
         users, row_user = np.unique(positions[rows], return_inverse=True)
         keys = item_keys(ids[rows], self._n_response_keys)
+        prompts = ids[rows, 1]
         # Users in chunks: the neighbours' weights take (users x n_neighbors) memory.
         for start in range(0, users.size, _USERS_PER_CHUNK):
             neighbors, weights = self._neighbors(users[start : start + _USERS_PER_CHUNK])
@@ -327,7 +352,9 @@ class UserKNNRanker(BaseRanker):
             local = row_user[in_chunk] - start
             utility[rows[in_chunk]] = np.einsum(
                 "nf,nf->n", items[rows[in_chunk]], coef[local]
-            ) + self._item_level_term(keys[in_chunk], local, neighbors, weights)
+            ) + self._item_level_term(
+                keys[in_chunk], prompts[in_chunk], local, neighbors, weights
+            )
         return utility
 
     # ----------------------------------------------------------------- neighbours
@@ -522,91 +549,149 @@ class UserKNNRanker(BaseRanker):
             shift[keep][order],
         )
 
-    def _table_entries(self, keys):
-        """Item-table entries matching ``keys``: (index into keys, table entry)."""
-        table_keys = self._item_table[0]
-        low = np.searchsorted(table_keys, keys, side="left")
-        high = np.searchsorted(table_keys, keys, side="right")
-        n_matches = high - low
-        total = int(n_matches.sum())
-        which = np.repeat(np.arange(keys.size), n_matches)
-        entry = np.repeat(low, n_matches) + (
-            np.arange(total) - np.repeat(np.cumsum(n_matches) - n_matches, n_matches)
-        )
-        return which, entry
-
     def _add_item_level(self, margin, winner_keys, loser_keys):
         """Add the candidates' item-level shifts to the margins of comparisons."""
         _, candidate, shift = self._item_table
         for keys, sign in ((winner_keys, 1.0), (loser_keys, -1.0)):
-            which, entry = self._table_entries(keys)
+            which, entry = _matching_entries(self._item_table[0], keys)
             if which.size:
                 np.add.at(
                     margin, (which, candidate[entry]), sign * shift[entry].astype(margin.dtype)
                 )
 
-    def _item_level_term(self, keys, row_user, neighbors, weights):
-        """``sum_v a_uv * b_v(p, r)`` for each row."""
-        row, entry = self._table_entries(keys)
-        if row.size == 0:
-            return np.zeros(keys.size)
+    def _item_level_term(self, keys, prompts, row_user, neighbors, weights):
+        """The neighbours' labels on each row's item, the others' imputed.
+
+        ``S = sum_{v in L} a_uv b_v(p, r)`` over the neighbours ``L`` of the row's
+        user who labeled its prompt, whose weights sum to ``W``; the neighbours who
+        did not are given the weighted mean ``S / W`` of the others' shifts, in the
+        share ``item_imputation_``: the term is ``S (W + c (1 - W)) / W``.
+        """
+        labeled, mass = self._item_level_sums(keys, prompts, row_user, neighbors, weights)
+        return labeled * _imputation_factor(mass, self.item_imputation_)
+
+    def _item_level_sums(self, keys, prompts, row_user, neighbors, weights):
+        """Per row: ``sum_v a_uv b_v(p, r)`` and the weight of the neighbours who labeled ``p``.
+
+        Parameters
+        ----------
+        keys, prompts : ndarray of int64, shape (n_rows,)
+            Item key (see ``item_keys``) and prompt id of each row.
+        row_user : ndarray of int64, shape (n_rows,)
+            Index of each row's user into ``neighbors`` and ``weights``.
+        neighbors, weights : ndarray of shape (n_users, k)
+            From :meth:`_neighbors`.
+
+        Returns
+        -------
+        labeled, mass : ndarray of shape (n_rows,)
+        """
         n_candidates = self.neighbor_users_.size
         neighbor_key = (
             np.arange(neighbors.shape[0])[:, np.newaxis] * n_candidates + neighbors
         ).ravel()
         order = np.argsort(neighbor_key)
         sorted_key = neighbor_key[order]
-        wanted = row_user[row] * n_candidates + self._item_table[1][entry]
-        found = np.minimum(np.searchsorted(sorted_key, wanted), sorted_key.size - 1)
-        weight = np.where(
-            sorted_key[found] == wanted, weights.ravel()[order[found]], 0.0
+        flat_weights = weights.ravel()[order]
+
+        def weight_of(row, candidate):
+            # a_uv of each (row's user, candidate) pair; 0 when not a neighbour.
+            if row.size == 0:
+                return np.zeros(0)
+            wanted = row_user[row] * n_candidates + candidate
+            found = np.minimum(np.searchsorted(sorted_key, wanted), sorted_key.size - 1)
+            return np.where(sorted_key[found] == wanted, flat_weights[found], 0.0)
+
+        table_keys, table_candidate, shift = self._item_table
+        row, entry = _matching_entries(table_keys, keys)
+        labeled = np.bincount(
+            row,
+            weights=weight_of(row, table_candidate[entry]) * shift[entry],
+            minlength=keys.size,
         )
-        return np.bincount(row, weights=weight * self._item_table[2][entry], minlength=keys.size)
+        prompt_keys, prompt_candidate = self._prompt_table
+        row, entry = _matching_entries(prompt_keys, prompts)
+        mass = np.bincount(
+            row, weights=weight_of(row, prompt_candidate[entry]), minlength=keys.size
+        )
+        return labeled, mass
 
     # --------------------------------------------------------------- calibration
 
-    def _calibrate_temperature(self):
-        if self.similarity != "likelihood":
-            return None
-        if self.temperature != "auto":
-            return float(self.temperature)
-        if self.weights == "uniform":
-            return 1.0  # the order of the neighbours does not depend on T
+    def _calibrate(self):
+        """``temperature_`` and ``item_imputation_``, calibrated when ``"auto"``.
+
+        Both are chosen on the same calibration users: sampled historical users who
+        reveal a few prompts, their other prompts held out. The temperature first
+        (on the preference-level margins), then the imputation (on the margins with
+        the item-level term, whose held-out prompts other users labeled too).
+        """
+        likelihood = self.similarity == "likelihood"
+        temperature = None if not likelihood else self.temperature
+        imputation = self.item_imputation
+        if not likelihood and imputation == "auto":
+            imputation = 1.0  # no calibration users without a likelihood
+        if temperature == "auto" and self.weights == "uniform":
+            temperature = 1.0  # the order of the neighbours does not depend on T
+        if temperature != "auto" and imputation != "auto":
+            return _float_or_none(temperature), float(imputation)
         rng = check_random_state(self.random_state)
         candidates, _ = self._store.positions(self.neighbor_users_)
         positions, support, held_out = calibration_split(
             self._store, candidates, rng, _CALIBRATION_USERS
         )
         if positions.size == 0:
-            return 1.0
+            return (
+                1.0 if temperature == "auto" else float(temperature),
+                1.0 if imputation == "auto" else float(imputation),
+            )
         top, top_loglik = self._likelihood_neighbors(
             support[0],
             np.bincount(support[1], minlength=positions.size),
             self._own_candidate(positions),
         )
-        # Each user's predicted preference at every temperature: (users, T, features).
-        coef = np.stack(
-            [
-                np.einsum(
-                    "nk,nkf->nf",
-                    self._neighbor_weights(top_loglik / temperature),
-                    self.neighbor_coef_[top],
-                )
-                for temperature in TEMPERATURES
-            ],
-            axis=1,
-        )
+        columns = self._store.columns
         rows, owner = held_out
-        is_top = self._store.columns["top"][rows]
+        is_top = columns["top"][rows]
         rows, owner = rows[is_top], owner[is_top]
-        margins = np.einsum(
-            "nf,ntf->nt", self._store.columns["difference"][rows], coef[owner]
-        )
-        return best_temperature(
-            temperature_scores(
-                margins, self._store.columns["prompt"][rows], owner, positions.size
+        prompts = columns["prompt"][rows]
+
+        def margins(temperatures):
+            # Each user's predicted preference at each temperature: (users, T, features).
+            coef = np.stack(
+                [
+                    np.einsum(
+                        "nk,nkf->nf",
+                        self._neighbor_weights(top_loglik / t),
+                        self.neighbor_coef_[top],
+                    )
+                    for t in temperatures
+                ],
+                axis=1,
             )
-        )
+            return np.einsum("nf,ntf->nt", columns["difference"][rows], coef[owner])
+
+        if temperature == "auto":
+            temperature = best_temperature(
+                temperature_scores(margins(TEMPERATURES), prompts, owner, positions.size)
+            )
+        if imputation == "auto":
+            weights = self._neighbor_weights(top_loglik / float(temperature))
+            winner, mass = self._item_level_sums(
+                columns["winner_key"][rows], prompts, owner, top, weights
+            )
+            loser, _ = self._item_level_sums(
+                columns["loser_key"][rows], prompts, owner, top, weights
+            )
+            scaled = (winner - loser)[:, np.newaxis] * _imputation_factor(
+                mass[:, np.newaxis], IMPUTATIONS
+            )
+            scores = temperature_scores(
+                margins([temperature]) + scaled, prompts, owner, positions.size
+            )
+            # The smallest within one SE of the best: the least imputation.
+            imputation = IMPUTATIONS[within_one_standard_error(scores).min()]
+        return float(temperature), float(imputation)
 
     # ------------------------------------------------------------------- helpers
 
@@ -645,6 +730,19 @@ class UserKNNRanker(BaseRanker):
                 numbers.Real,
                 min_val=0.0,
                 include_boundaries="neither",
+            )
+        if not (isinstance(self.item_imputation, str) and self.item_imputation == "auto"):
+            if isinstance(self.item_imputation, str):
+                raise ValueError(
+                    "item_imputation must be 'auto' or a float in [0, 1]; got "
+                    f"{self.item_imputation!r}."
+                )
+            check_scalar(
+                self.item_imputation,
+                "item_imputation",
+                numbers.Real,
+                min_val=0.0,
+                max_val=1.0,
             )
         for name in ("shrinkage", "alpha"):
             check_scalar(
@@ -717,3 +815,39 @@ def _candidate_positions(candidates, user_ids):
     """Position of each user among the sorted candidates, and whether it is one."""
     position = np.minimum(np.searchsorted(candidates, user_ids), candidates.size - 1)
     return position, candidates[position] == user_ids
+
+
+def _prompt_table(ids, structure, row_candidate):
+    """(prompt ids, candidate) of every prompt a candidate neighbour labeled, sorted."""
+    n_groups = structure.group_user.size
+    prompt = np.empty(n_groups, dtype=np.int64)
+    prompt[structure.group_of_row] = ids[:, 1]
+    candidate = np.full(n_groups, -1, dtype=np.int64)
+    candidate[structure.group_of_row] = row_candidate
+    keep = candidate >= 0
+    order = np.argsort(prompt[keep], kind="stable")
+    return prompt[keep][order], candidate[keep][order]
+
+
+def _matching_entries(table_keys, keys):
+    """Entries of a sorted table matching ``keys``: (index into keys, table entry)."""
+    low = np.searchsorted(table_keys, keys, side="left")
+    high = np.searchsorted(table_keys, keys, side="right")
+    n_matches = high - low
+    total = int(n_matches.sum())
+    which = np.repeat(np.arange(keys.size), n_matches)
+    entry = np.repeat(low, n_matches) + (
+        np.arange(total) - np.repeat(np.cumsum(n_matches) - n_matches, n_matches)
+    )
+    return which, entry
+
+
+def _imputation_factor(mass, imputation):
+    """``(W + c (1 - W)) / W``, and 0 where ``W`` is 0 (no neighbour labeled it)."""
+    mass = np.asarray(mass, dtype=np.float64)
+    safe = np.where(mass > 0, mass, 1.0)
+    return np.where(mass > 0, (mass + imputation * (1.0 - mass)) / safe, 0.0)
+
+
+def _float_or_none(value):
+    return None if value is None else float(value)

@@ -26,6 +26,7 @@ __all__ = [
     "best_temperature",
     "comparisons",
     "temperature_scores",
+    "within_one_standard_error",
     "validate_partial_fit_data",
 ]
 
@@ -236,12 +237,28 @@ def best_temperature(scores):
     """
     if scores.shape[0] == 0:
         return 1.0
+    return float(TEMPERATURES[within_one_standard_error(scores).max()])
+
+
+def within_one_standard_error(scores):
+    """Indices of the settings whose mean score is within one SE of the best one's.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_users, n_settings)
+        Per-user scores, greater is better; at least one user.
+
+    Returns
+    -------
+    qualified : ndarray of int64
+        Column indices, increasing; the best column is always among them. The
+        standard error is that of the paired per-user difference to the best.
+    """
     mean = scores.mean(axis=0)
     best = int(np.argmax(mean))
     difference = scores - scores[:, [best]]
     error = difference.std(axis=0) / np.sqrt(scores.shape[0])
-    qualified = np.flatnonzero(mean >= mean[best] - error)
-    return float(TEMPERATURES[qualified.max()])
+    return np.flatnonzero(mean >= mean[best] - error)
 
 
 def calibration_split(store, candidates, rng, n_users):
