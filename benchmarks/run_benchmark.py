@@ -28,10 +28,17 @@ within-prompt comparison that the linear methods make; each part is reduced to
 ``--n-components`` (8) by a PCA fitted within prompts on the training fold, which
 keeps ``PerUser``'s per-user Newton solves (cubic in the features) affordable.
 
+``--query-split train`` draws the test users' query prompts from the prompts that
+historical users label, instead of the test split: then other users' labels on the
+very (prompt, response) ids being ranked exist, which is what collaborative
+filtering on the ``ids`` track can use (with test-split queries, the response slot is
+all an ids-only method knows about a candidate).
+
     python benchmarks/run_benchmark.py              # defaults: a few minutes on 2 cores
     python benchmarks/run_benchmark.py --full       # the paper's sizes
     python benchmarks/run_benchmark.py --n-prompts 1000 \
         --tracks rewards ids embeddings distilled --support nearest
+    python benchmarks/run_benchmark.py --tracks ids --query-split train
     python benchmarks/run_benchmark.py --data personalllm --data-files train.parquet test.parquet
 """
 
