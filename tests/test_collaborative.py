@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, linalg, special
+from scipy.optimize import minimize
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import (
@@ -18,6 +19,7 @@ from sklearn.utils.estimator_checks import (
 from test_neighbors import best_worst_rows
 
 from pllm_sk.collaborative import LowRankRanker
+from pllm_sk.collaborative._low_rank import _embedding_differences
 from pllm_sk.utils._preferences import fit_bradley_terry_groups
 from pllm_sk.utils._user_comparisons import TEMPERATURES, fit_user_preferences
 
@@ -287,3 +289,30 @@ def test_errors_name_the_problem(history):
         model.predict(X.rename(columns={"x0": "other"}))
     with pytest.raises(ValueError, match="no labeled rows"):
         model.partial_fit(X, np.full(len(y), np.nan))
+
+
+def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
+    # The item step's block-Jacobi Newton against a direct L-BFGS solve of the same
+    # convex problem: margins f . (e_w - e_l) + offset, L2 on the embeddings.
+    rng = np.random.RandomState(0)
+    n_pairs, n_items, rank = 300, 40, 3
+    pair_items = rng.randint(0, n_items, size=(n_pairs, 2))
+    pair_items[:10, 1] = -1  # an item outside the embedded ones counts as 0
+    pair_factor = rng.normal(size=(n_pairs, rank))
+    offset = rng.normal(size=n_pairs)
+    model = LowRankRanker(embedding_l2=0.1, tol=0.0)
+    embedding, loss = model._fit_embeddings(
+        pair_items, pair_factor, offset, np.zeros((n_items, rank)), n_steps=50
+    )
+
+    def objective(flat):
+        e = flat.reshape(n_items, rank)
+        margin = offset + np.einsum(
+            "pr,pr->p", pair_factor, _embedding_differences(e, pair_items)
+        )
+        return np.logaddexp(0.0, -margin).sum() + 0.1 * np.sum(e**2)
+
+    reference = minimize(objective, np.zeros(n_items * rank), method="L-BFGS-B")
+    assert loss == pytest.approx(objective(embedding.ravel()))
+    assert loss == pytest.approx(reference.fun, rel=1e-6)
+    assert loss < objective(np.zeros(n_items * rank))

@@ -50,10 +50,11 @@ class LowRankRanker(BaseRanker):
        least the number of item features and there are no embeddings, the map is
        the identity without loss of generality (any invertible map folds into the
        user factors) and one batched Newton solve per user is exact. Otherwise the
-       solver alternates batched Newton steps for the users with L-BFGS for the map
-       and the embeddings, starting from the truncated SVD of per-user weights; each
-       of the ``max_iter`` alternations passes over every comparison a few dozen
-       times, so this path is the slow one at the paper's full size.
+       solver alternates batched Newton steps for the users, L-BFGS for the map and
+       block-Jacobi Newton steps for the embeddings (one ``rank x rank`` block per
+       item), starting from the truncated SVD of per-user weights; each of the
+       ``max_iter`` alternations passes over every comparison a few dozen times, so
+       this path is the slow one at the paper's full size.
     2. A prior over user factors is learned from the users with at least
        ``min_prior_prompts`` labeled prompts: a Gaussian mixture with
        ``n_components`` full-covariance components (one component is a Gaussian
@@ -356,52 +357,108 @@ class LowRankRanker(BaseRanker):
         )
 
     def _fit_items(self, differences, pair_user, pair_items, factors, basis, embedding):
-        """L-BFGS over the map and the embeddings with the user factors fixed."""
+        """The map and the embeddings with the user factors fixed.
+
+        The map (``rank x n_item_features`` numbers) by L-BFGS, the embeddings held
+        fixed; then the embeddings by block-Jacobi Newton steps, the map held
+        fixed. Each embedding has its own ``rank x rank`` Hessian block (the pairs
+        that the item is in), so a step costs a few passes over the pairs, whatever
+        the number of items; a backtracking line search on the objective makes up
+        for the coupling of a pair's two items that the blocks leave out.
+
+        Returns
+        -------
+        basis, embedding, objective
+            The objective without the users' L2 term.
+        """
+        pair_factor = factors[pair_user]
+        offset = np.zeros(differences.shape[0])
+        if pair_items is not None:
+            offset = np.einsum(
+                "pr,pr->p", pair_factor, _embedding_differences(embedding, pair_items)
+            )
+        basis, loss = self._fit_basis(differences, pair_factor, offset, basis)
+        if pair_items is None:
+            return basis, embedding, loss
+        offset = np.einsum("pr,pr->p", pair_factor, differences @ basis.T)
+        embedding, loss = self._fit_embeddings(pair_items, pair_factor, offset, embedding)
+        return basis, embedding, loss + self.basis_l2 * np.sum(basis**2)
+
+    def _fit_basis(self, differences, pair_factor, offset, basis):
+        """L-BFGS over the map; margins ``f . (A d) + offset``."""
         n_pairs, n_item_features = differences.shape
         rank = self.rank_
-        pair_factor = factors[pair_user]
-        n_basis = rank * n_item_features
 
         def objective(parameters):
-            basis = parameters[:n_basis].reshape(rank, n_item_features)
-            embedding = parameters[n_basis:].reshape(-1, rank)
-            margin = np.einsum(
-                "pr,pr->p",
-                pair_factor,
-                _pair_vectors(differences, basis, embedding, pair_items),
-            )
-            loss = np.logaddexp(0.0, -margin).sum()
-            loss += self.basis_l2 * np.sum(basis**2)
-            loss += self.embedding_l2 * np.sum(embedding**2)
+            basis = parameters.reshape(rank, n_item_features)
+            margin = np.einsum("pr,pr->p", pair_factor, differences @ basis.T) + offset
+            loss = np.logaddexp(0.0, -margin).sum() + self.basis_l2 * np.sum(basis**2)
             slope = -expit(-margin)[:, np.newaxis] * pair_factor
-            gradient_basis = slope.T @ differences + 2.0 * self.basis_l2 * basis
-            gradient_embedding = 2.0 * self.embedding_l2 * embedding
-            if pair_items is not None:
-                for column, sign in ((0, 1.0), (1, -1.0)):
-                    known = pair_items[:, column] >= 0
-                    for r in range(rank):
-                        gradient_embedding[:, r] += sign * np.bincount(
-                            pair_items[known, column],
-                            weights=slope[known, r],
-                            minlength=embedding.shape[0],
-                        )
-            gradient = np.concatenate([gradient_basis.ravel(), gradient_embedding.ravel()])
+            gradient = slope.T @ differences + 2.0 * self.basis_l2 * basis
             # The mean pair loss keeps L-BFGS's tolerances independent of the size.
-            return loss / n_pairs, gradient / n_pairs
+            return loss / n_pairs, gradient.ravel() / n_pairs
 
         result = minimize(
-            objective,
-            np.concatenate([basis.ravel(), embedding.ravel()]),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 100},
+            objective, basis.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": 100}
         )
-        parameters = result.x
-        return (
-            parameters[:n_basis].reshape(rank, n_item_features),
-            parameters[n_basis:].reshape(-1, rank),
-            float(result.fun) * n_pairs,
-        )
+        return result.x.reshape(rank, n_item_features), float(result.fun) * n_pairs
+
+    def _fit_embeddings(self, pair_items, pair_factor, offset, embedding, n_steps=5):
+        """Block-Jacobi Newton over the embeddings; margins ``f . (e_w - e_l) + offset``.
+
+        Returns the embeddings and the objective (pair losses plus their L2 term).
+        """
+        n_items, rank = embedding.shape
+        l2 = self.embedding_l2
+        # Each (pair, side) with a known item: the item, the pair and the sign.
+        item = np.concatenate([pair_items[:, 0], pair_items[:, 1]])
+        pair = np.tile(np.arange(pair_items.shape[0]), 2)
+        sign = np.repeat([1.0, -1.0], pair_items.shape[0])
+        known = item >= 0
+        item, pair, sign = item[known], pair[known], sign[known]
+        side_factor = pair_factor[pair]
+        upper = np.triu_indices(rank)
+
+        def margins(embedding):
+            side = sign * np.einsum("sr,sr->s", side_factor, embedding[item])
+            return offset + np.bincount(pair, weights=side, minlength=offset.size)
+
+        def objective(embedding, margin):
+            return np.logaddexp(0.0, -margin).sum() + l2 * np.sum(embedding**2)
+
+        margin = margins(embedding)
+        loss = objective(embedding, margin)
+        for _ in range(n_steps):
+            slope = -expit(-margin)[pair] * sign
+            gradient = 2.0 * l2 * embedding
+            for r in range(rank):
+                gradient[:, r] += np.bincount(
+                    item, weights=slope * side_factor[:, r], minlength=n_items
+                )
+            curvature = (expit(margin) * expit(-margin))[pair]
+            hessian = np.zeros((n_items, rank, rank))
+            for a, b in zip(*upper):
+                hessian[:, a, b] = hessian[:, b, a] = np.bincount(
+                    item,
+                    weights=curvature * side_factor[:, a] * side_factor[:, b],
+                    minlength=n_items,
+                )
+            hessian += 2.0 * l2 * np.eye(rank)
+            step = -np.linalg.solve(hessian, gradient[..., np.newaxis])[..., 0]
+            for _ in range(20):
+                candidate = embedding + step
+                candidate_margin = margins(candidate)
+                candidate_loss = objective(candidate, candidate_margin)
+                if candidate_loss <= loss:
+                    break
+                step *= 0.5
+            else:
+                break
+            improvement = loss - candidate_loss
+            embedding, margin, loss = candidate, candidate_margin, candidate_loss
+            if improvement <= self.tol * abs(loss):
+                break
+        return embedding, loss
 
     def _fit_prior(self, factors, n_prompts, pair_user, rng):
         """Fit the mixture prior; returns the mask of the users that shaped it."""
@@ -565,7 +622,14 @@ def _pair_vectors(differences, basis, embedding, pair_items):
     """Factor-space difference of each pair: ``A (x_w - x_l) + e_w - e_l``."""
     vectors = differences @ basis.T
     if pair_items is not None:
-        for column, sign in ((0, 1.0), (1, -1.0)):
-            known = pair_items[:, column] >= 0
-            vectors[known] += sign * embedding[pair_items[known, column]]
+        vectors += _embedding_differences(embedding, pair_items)
+    return vectors
+
+
+def _embedding_differences(embedding, pair_items):
+    """``e_w - e_l`` of each pair, an unknown item (-1) counting as 0."""
+    vectors = np.zeros((pair_items.shape[0], embedding.shape[1]))
+    for column, sign in ((0, 1.0), (1, -1.0)):
+        known = pair_items[:, column] >= 0
+        vectors[known] += sign * embedding[pair_items[known, column]]
     return vectors
