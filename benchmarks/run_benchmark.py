@@ -82,9 +82,11 @@ METHODS = {
         ("rewards", "ids", "embeddings", "distilled"),
         lambda ctx: UserKNNRanker(random_state=0),
     ),
+    # Free item embeddings only where the candidates ranked have other users' labels
+    # (the ids track with --query-split train); elsewhere they cost fit time only.
     "LowRank": (
         ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: LowRankRanker(random_state=0),
+        lambda ctx: LowRankRanker(item_embeddings=ctx["seen_items"], random_state=0),
     ),
     "MetaHead": (
         ("rewards", "ids", "embeddings", "distilled"),
@@ -272,6 +274,7 @@ def evaluate(args, corpus, oracle, X, y, features=None):
             tracks, factory = METHODS[name]
             if track not in tracks:
                 continue
+            context["seen_items"] = track == "ids" and args.query_split == "train"
             estimator = make_pipeline(*TRACKS[track](context), factory(context))
             for n_support in args.shots:
                 cv = ColdStartSplit(
