@@ -54,6 +54,13 @@ class MetaRewardHead(BaseRanker):
       (posterior-mean weights) with a learned, discrete prior. With the identity
       tower the prototypes start at the unit-norm Bradley-Terry fits of the users
       with the most comparisons (an empirical prior); otherwise at random.
+      Finitely many prototypes are coarse for a user with many comparisons, so the
+      posterior mean is then refined by ``n_newton_steps`` Newton steps of a
+      Laplace fold-in: toward the MAP of the user's Bradley-Terry log-likelihood
+      (with a learned temperature) under a Gaussian prior centred on the posterior
+      mean, with the posterior covariance of the prototypes plus a learned ridge.
+      The steps are differentiable and part of meta-training; a user without
+      comparisons keeps the posterior mean, the prior.
     - ``"gradient"``: a learned initialisation plus ``n_inner_steps`` gradient steps
       on the user's Bradley-Terry loss with a pull toward the initialisation, with
       learned per-component step sizes (MAML with Meta-SGD step sizes; the steps are
@@ -86,6 +93,11 @@ class MetaRewardHead(BaseRanker):
         How the user vector is computed from the user's comparisons.
     n_prototypes : int, default=256
         Prototype users of the encoder.
+    n_newton_steps : int, default=1
+        Newton steps that refine the encoder's posterior mean (see above); 0 keeps
+        the plain posterior mean of the prototypes. Each step solves one
+        ``(n_components, n_components)`` system per user. Ignored by the
+        ``"gradient"`` adaptation.
     n_inner_steps : int, default=5
         Gradient steps of the ``"gradient"`` adaptation.
     hidden_layer_sizes : tuple of int, default=()
@@ -193,6 +205,7 @@ class MetaRewardHead(BaseRanker):
         self,
         adaptation="encoder",
         n_prototypes=256,
+        n_newton_steps=1,
         n_inner_steps=5,
         hidden_layer_sizes=(),
         n_components=None,
@@ -211,6 +224,7 @@ class MetaRewardHead(BaseRanker):
     ):
         self.adaptation = adaptation
         self.n_prototypes = n_prototypes
+        self.n_newton_steps = n_newton_steps
         self.n_inner_steps = n_inner_steps
         self.hidden_layer_sizes = hidden_layer_sizes
         self.n_components = n_components
@@ -254,7 +268,8 @@ class MetaRewardHead(BaseRanker):
         n_components = self.n_components or n_inputs
         if self.adaptation == "encoder":
             adapter = ParticleEncoder(
-                self._initial_prototypes(tower, n_components, rng, generator)
+                self._initial_prototypes(tower, n_components, rng, generator),
+                self.n_newton_steps,
             )
         else:
             adapter = GradientAdapter(n_components, self.n_inner_steps, generator)
@@ -348,6 +363,7 @@ class MetaRewardHead(BaseRanker):
                 f"adaptation must be 'encoder' or 'gradient'; got {self.adaptation!r}."
             )
         check_scalar(self.n_prototypes, "n_prototypes", numbers.Integral, min_val=1)
+        check_scalar(self.n_newton_steps, "n_newton_steps", numbers.Integral, min_val=0)
         check_scalar(self.n_inner_steps, "n_inner_steps", numbers.Integral, min_val=0)
         if not isinstance(self.hidden_layer_sizes, (tuple, list)) or not all(
             isinstance(size, numbers.Integral) and size > 0

@@ -6,6 +6,8 @@ the user's support comparisons, given as differences ``h(x_chosen) - h(x_rejecte
 with the position of their user in the batch (``owner``).
 """
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,6 +17,7 @@ __all__ = [
     "ParticleEncoder",
     "RewardHead",
     "make_tower",
+    "newton_refine",
     "pair_loss",
 ]
 
@@ -75,16 +78,28 @@ class ParticleEncoder(nn.Module):
     The sharpness is ``exp(a + b * log(1 + n))`` for a user with ``n`` comparisons,
     ``a`` and ``b`` learned: with finitely many prototypes, none may satisfy all of
     many comparisons, and the posterior should not collapse onto one of them.
+
+    A finite set of prototypes is still coarse for a user with many comparisons, so
+    the posterior mean ``mu`` is then refined by ``n_newton_steps`` Newton steps
+    (:func:`newton_refine`) toward the MAP of the user's Bradley-Terry likelihood
+    ``sum log sigmoid(t * u . d)`` under the Gaussian prior ``N(mu, Sigma)``, where
+    ``Sigma`` is the posterior covariance of the (scaled) prototypes plus a ridge:
+    ``scale**2 * (Cov + r * I)``; the temperature ``t`` and the ridge ``r`` are
+    learned. A user without comparisons has a zero gradient: they keep ``mu``.
     """
 
-    def __init__(self, positions):
+    def __init__(self, positions, n_newton_steps=1):
         super().__init__()
         n_prototypes = positions.shape[0]
+        self.n_newton_steps = n_newton_steps
         self.positions = nn.Parameter(positions)
         self.log_prior = nn.Parameter(torch.zeros(n_prototypes))
         self.log_sharpness = nn.Parameter(torch.zeros(()))
         self.sharpness_slope = nn.Parameter(torch.zeros(()))
         self.log_scale = nn.Parameter(torch.zeros(()))
+        # The refinement: ridge of its prior covariance, temperature of its likelihood.
+        self.log_ridge = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, differences, owner, n_users):
         # A finite set of prototypes fits many comparisons less sharply than a few.
@@ -97,7 +112,29 @@ class ParticleEncoder(nn.Module):
             sharpness[:, None] * differences, self.positions, owner, n_users
         )
         posterior = torch.softmax(self.log_prior + log_likelihood, dim=1)
-        return self.log_scale.exp() * posterior @ self.positions
+        scale = self.log_scale.exp()
+        mean = posterior @ self.positions
+        # Models pickled before the refinement existed have no such attribute.
+        n_steps = getattr(self, "n_newton_steps", 0)
+        if n_steps == 0:
+            return scale * mean
+        n_prototypes, n_components = self.positions.shape
+        outer = self.positions[:, :, None] * self.positions[:, None, :]
+        second = (posterior @ outer.reshape(n_prototypes, -1)).reshape(
+            n_users, n_components, n_components
+        )
+        eye = torch.eye(n_components, dtype=mean.dtype, device=mean.device)
+        covariance = scale**2 * (
+            second - mean[:, :, None] * mean[:, None, :] + self.log_ridge.exp() * eye
+        )
+        return newton_refine(
+            scale * mean,
+            covariance,
+            differences,
+            owner,
+            self.log_temperature.exp(),
+            n_steps,
+        )
 
 
 class GradientAdapter(nn.Module):
@@ -129,6 +166,66 @@ class GradientAdapter(nn.Module):
             )
             users = users + step * (descent - pull * (users - self.init))
         return users
+
+
+def newton_refine(prior_mean, covariance, differences, owner, temperature, n_steps):
+    """Newton steps toward the MAP of a Gaussian prior times a Bradley-Terry likelihood.
+
+    Each user's log posterior is ``sum over their pairs of log sigmoid(t * u . d)``
+    minus ``(u - mu)^T Sigma^-1 (u - mu) / 2``. From ``u = mu``, each step is
+    ``u += (Sigma^-1 + H)^-1 (g - Sigma^-1 (u - mu))`` with ``g`` and ``H`` the
+    gradient and the negative Hessian of the log-likelihood at ``u``, solved as
+    ``(I + Sigma H)^-1 (Sigma g - (u - mu))`` so that ``Sigma`` is never inverted.
+    A user without pairs has ``g = 0``, ``H = 0``: they stay at ``mu`` exactly.
+
+    Parameters
+    ----------
+    prior_mean : Tensor of shape (n_users, n_components)
+    covariance : Tensor of shape (n_users, n_components, n_components)
+        Symmetric positive definite.
+    differences : Tensor of shape (n_pairs, n_components)
+    owner : Tensor of int64, shape (n_pairs,)
+    temperature : Tensor or float
+        ``t``, positive.
+    n_steps : int
+
+    Returns
+    -------
+    users : Tensor of shape (n_users, n_components)
+    """
+    users = prior_mean
+    n_users, n_components = users.shape
+    eye = torch.eye(n_components, dtype=users.dtype, device=users.device)
+    for _ in range(n_steps):
+        margins = temperature * (users[owner] * differences).sum(dim=1)
+        # d log sigmoid(m) / dm = sigmoid(-m); -d2 / dm2 = sigmoid(m) sigmoid(-m).
+        slope = torch.sigmoid(-margins)
+        gradient = torch.zeros_like(users).index_add(
+            0, owner, (temperature * slope)[:, None] * differences
+        )
+        hessian = pooled_gram(
+            temperature**2 * slope * (1 - slope), differences, owner, n_users
+        )
+        target = (covariance @ gradient[:, :, None])[:, :, 0] - (users - prior_mean)
+        step = torch.linalg.solve(eye + covariance @ hessian, target[:, :, None])
+        users = users + step[:, :, 0]
+    return users
+
+
+def pooled_gram(weights, differences, owner, n_users):
+    """``sum over each user's pairs of weight * d d^T``, shape (n_users, k, k).
+
+    Computed over blocks of pairs, so that the (pairs, k, k) outer products never
+    take more than a few MiB at once.
+    """
+    n_components = differences.shape[1]
+    total = differences.new_zeros(n_users, n_components, n_components)
+    for block in _blocks(differences.shape[0], n_components**2, entries=1 << 18):
+        weighted = weights[block, None] * differences[block]
+        total = total.index_add(
+            0, owner[block], weighted[:, :, None] * differences[block, None, :]
+        )
+    return total
 
 
 def pooled_log_likelihood(differences, positions, owner, n_users):
