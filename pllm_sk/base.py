@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .utils._validation import check_feedback, check_id_input, split_ids_features
 
-__all__ = ["BaseRanker"]
+__all__ = ["BaseRanker", "IncrementalRankerMixin"]
 
 
 class BaseRanker(BaseEstimator):
@@ -109,3 +109,44 @@ class BaseRanker(BaseEstimator):
         tags.target_tags.single_output = True
         return tags
 
+
+class IncrementalRankerMixin:
+    """``partial_fit`` for rankers that add users without refitting the population.
+
+    Subclasses implement ``_partial_fit(ids, features, y)``, which sees only the
+    labeled rows of the call, checked against ``fit``; its docstring says what stays
+    fixed. ``_completed_fit_attribute`` names a fitted attribute that ``fit`` sets
+    only once it has completed.
+    """
+
+    _completed_fit_attribute = "users_"
+
+    def partial_fit(self, X, y):
+        """Add the feedback of new or returning users; the population part stays fixed.
+
+        Only the users in ``X`` change: their predictions update and no other
+        user's do. On an unfitted estimator this is ``fit``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...), with the same
+            feature columns as in ``fit``.
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which is ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if not hasattr(self, self._completed_fit_attribute):
+            return self.fit(X, y)
+        ids, features = self._validate_predict_data(X)
+        y = check_feedback(y, ids.shape[0])
+        labeled = ~np.isnan(y)
+        if not labeled.any():
+            raise ValueError(
+                "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
+            )
+        self._partial_fit(ids[labeled], features[labeled], y[labeled])
+        return self

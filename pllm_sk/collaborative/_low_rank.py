@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from ..base import BaseRanker
+from ..base import BaseRanker, IncrementalRankerMixin
 from ..baselines._population import item_features
 from ..utils._user_comparisons import (
     TEMPERATURES,
@@ -22,7 +22,6 @@ from ..utils._user_comparisons import (
     float32_differences,
     item_keys,
     temperature_scores,
-    validate_partial_fit_data,
 )
 
 __all__ = ["LowRankRanker"]
@@ -31,7 +30,7 @@ __all__ = ["LowRankRanker"]
 _CALIBRATION_USERS = 200
 
 
-class LowRankRanker(BaseRanker):
+class LowRankRanker(IncrementalRankerMixin, BaseRanker):
     """Low-rank utility ``u_user . (A x_item + e_item)``, folded in per user.
 
     The utility of row ``(u, p, r)`` is ``factor_u . v_pr`` with a user factor of
@@ -166,6 +165,8 @@ class LowRankRanker(BaseRanker):
     True
     """
 
+    _completed_fit_attribute = "basis_"
+
     def __init__(
         self,
         rank=10,
@@ -193,36 +194,18 @@ class LowRankRanker(BaseRanker):
         self.min_prior_prompts = min_prior_prompts
         self.random_state = random_state
 
-    def partial_fit(self, X, y):
-        """Fold in the feedback of new or returning users, the population part fixed.
+    def _partial_fit(self, ids, features, y):
+        """Add the users' comparisons to what they gave before, to be folded in.
 
         The item map, the embeddings, the prior and the temperature stay as ``fit``
-        left them; the comparisons of the users in ``X`` (formed within the rows of
-        this call) are added to what they gave before, so their factors and
-        predictions update and no other user's do. On an unfitted estimator this is
-        ``fit``.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...), with the same
-            feature columns as in ``fit``.
-        y : array-like of shape (n_rows,)
-            Feedback labels; NaN marks an unlabeled row, which is ignored.
-
-        Returns
-        -------
-        self : object
+        left them; the comparisons (formed within the rows of this call) are added
+        to the users' earlier ones, so their factors and predictions update.
         """
-        if not hasattr(self, "basis_"):
-            return self.fit(X, y)
-        ids, features, y = validate_partial_fit_data(self, X, y)
         items = item_features(ids, features, self.n_response_slots_)
         self._store = self._store.merged(
             self._user_comparisons(ids, items, comparisons(ids, y))
         )
         self.users_ = self._store.users
-        return self
 
     def user_factors(self, user_ids):
         """The folded-in factor of each user; ``population_factor_`` for cold users.

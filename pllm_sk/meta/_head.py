@@ -9,10 +9,9 @@ from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ..base import BaseRanker
+from ..base import BaseRanker, IncrementalRankerMixin
 from ..baselines._population import item_features
 from ..utils._preferences import fit_bradley_terry_groups
-from ..utils._user_comparisons import validate_partial_fit_data
 from ._episodes import Comparisons, draw_episodes
 from ._modules import (
     GradientAdapter,
@@ -28,7 +27,7 @@ __all__ = ["MetaRewardHead"]
 _PREDICT_PAIRS = 1 << 15
 
 
-class MetaRewardHead(BaseRanker):
+class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     """A torch reward head meta-learned across users to adapt from a few comparisons.
 
     A candidate row's utility for a user is ``u . h(x)``: ``x`` are the row's item
@@ -201,6 +200,8 @@ class MetaRewardHead(BaseRanker):
     True
     """
 
+    _completed_fit_attribute = "module_"
+
     def __init__(
         self,
         adaptation="encoder",
@@ -281,29 +282,13 @@ class MetaRewardHead(BaseRanker):
         self.prior_ = self.user_vectors([-1])[0]
         return self
 
-    def partial_fit(self, X, y):
-        """Add the feedback of new or returning users; the meta-parameters stay frozen.
+    def _partial_fit(self, ids, features, y):
+        """Store the users' rows; the meta-parameters stay frozen.
 
         Rows whose (user_id, prompt_id, response_id) were already given replace the
         old ones; other rows are appended. The users are adapted at predict time,
-        like every user. An estimator not fitted yet is fitted (meta-trained) on
-        ``X`` and ``y`` instead.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...), with the same
-            feature columns as in ``fit``.
-        y : array-like of shape (n_rows,)
-            Feedback labels; NaN marks an unlabeled row, which is ignored.
-
-        Returns
-        -------
-        self : object
+        like every user.
         """
-        if not hasattr(self, "module_"):
-            return self.fit(X, y)
-        ids, features, y = validate_partial_fit_data(self, X, y)
         items = self._item_features(ids, features)
         # The stored rows of the users in X, then X's rows; the last of a repeat wins.
         old = np.flatnonzero(np.isin(self._ids[:, 0], np.unique(ids[:, 0])))
@@ -324,7 +309,6 @@ class MetaRewardHead(BaseRanker):
         self._items = np.concatenate([self._items[kept], items])
         self._y = np.concatenate([self._y[kept], y])
         self.users_ = self._comparisons.users
-        return self
 
     def _initial_prototypes(self, tower, n_components, rng, generator):
         """Starting prototype positions, as a float32 tensor ``(n_prototypes, n_components)``.

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import BaseRanker
+from ..base import BaseRanker, IncrementalRankerMixin
 from ..baselines._population import item_features
 from ..utils._user_comparisons import (
     TEMPERATURES,
@@ -20,7 +20,6 @@ from ..utils._user_comparisons import (
     item_keys,
     log_sigmoid_,
     temperature_scores,
-    validate_partial_fit_data,
     within_one_standard_error,
 )
 
@@ -38,7 +37,7 @@ _CALIBRATION_USERS = 200
 _USERS_PER_CHUNK = 256
 
 
-class UserKNNRanker(BaseRanker):
+class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     """Predict each user's utility from the historical users most similar to them.
 
     Every user with at least ``min_neighbor_prompts`` labeled prompts in ``fit`` is
@@ -192,6 +191,8 @@ class UserKNNRanker(BaseRanker):
     True
     """
 
+    _completed_fit_attribute = "neighbor_coef_"
+
     def __init__(
         self,
         n_neighbors=1000,
@@ -217,30 +218,14 @@ class UserKNNRanker(BaseRanker):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def partial_fit(self, X, y):
-        """Add the feedback of new or returning users, keeping the neighbours fixed.
+    def _partial_fit(self, ids, features, y):
+        """Add the users' comparisons to what they gave before, neighbours fixed.
 
         The candidates, their preferences, the population and the temperature stay
-        as ``fit`` left them; only the users in ``X`` change: their comparisons
-        (formed within the rows of this call) are added to what they gave before, so
-        their neighbours and predictions update and no other user's do. On an
-        unfitted estimator this is ``fit``.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...), with the same
-            feature columns as in ``fit``.
-        y : array-like of shape (n_rows,)
-            Feedback labels; NaN marks an unlabeled row, which is ignored.
-
-        Returns
-        -------
-        self : object
+        as ``fit`` left them; the comparisons (formed within the rows of this call)
+        are added to the users' earlier ones, so their neighbours and predictions
+        update.
         """
-        if not hasattr(self, "neighbor_coef_"):
-            return self.fit(X, y)
-        ids, features, y = validate_partial_fit_data(self, X, y)
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
         self._store = self._store.merged(self._user_comparisons(ids, items, structure))
@@ -248,7 +233,6 @@ class UserKNNRanker(BaseRanker):
             self._representations, _choice_sums(items, structure)
         )
         self.users_ = self._store.users
-        return self
 
     def kneighbors(self, user_ids):
         """The neighbours of each user and their weights.

@@ -12,8 +12,6 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from ._validation import check_feedback
-
 __all__ = [
     "TEMPERATURES",
     "UserComparisons",
@@ -27,7 +25,6 @@ __all__ = [
     "comparisons",
     "temperature_scores",
     "within_one_standard_error",
-    "validate_partial_fit_data",
 ]
 
 # Candidate temperatures of ``temperature="auto"``: the log-likelihood of a user's
@@ -337,25 +334,6 @@ def log_sigmoid_(margin):
     np.minimum(margin, 0, out=margin)
     margin -= penalty
     return margin
-
-
-def validate_partial_fit_data(estimator, X, y):
-    """Ids, features and labels of the labeled rows of ``X``, checked against ``fit``.
-
-    Returns
-    -------
-    ids : ndarray of int64, shape (n_labeled, 3)
-    features : ndarray of shape (n_labeled, n_features)
-    y : ndarray of shape (n_labeled,)
-    """
-    ids, features = estimator._validate_predict_data(X)
-    y = check_feedback(y, ids.shape[0])
-    labeled = ~np.isnan(y)
-    if not labeled.any():
-        raise ValueError(
-            "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
-        )
-    return ids[labeled], features[labeled], y[labeled]
 
 
 def fit_pooled_preference(differences, *, l2, max_iter=50, tol=1e-10, chunk_size=1 << 20):
