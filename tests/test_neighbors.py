@@ -134,6 +134,27 @@ def test_auto_item_imputation_is_one_of_the_candidates(history):
     assert cosine.fit(X, y).item_imputation_ == 1.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_item_imputation_imputes_when_other_users_labels_predict_choices(seed):
+    # Everyone shares each item's quality (the response slot says nothing); each
+    # prompt is labeled by about 3 of 100 users, so the labelers' weight W is small
+    # and only imputing their votes for the other neighbours ranks well.
+    rng = np.random.RandomState(0)
+    n_users, n_prompts, n_responses = 100, 150, 4
+    quality = rng.normal(size=(n_prompts, n_responses))
+    rows, labels = [], []
+    for u in range(n_users):
+        for p in rng.choice(n_prompts, 12, replace=False):
+            utility = quality[p] + 0.3 * rng.normal(size=n_responses)
+            y = np.full(n_responses, 0.5)
+            y[utility.argmin()], y[utility.argmax()] = 0.0, 1.0
+            rows.extend((u, p, r) for r in range(n_responses))
+            labels.extend(y)
+    X = pd.DataFrame(rows, columns=["user_id", "prompt_id", "response_id"])
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=seed)
+    assert knn.fit(X, np.array(labels)).item_imputation_ > 0
+
+
 def test_likelihood_weights_are_the_posterior_over_candidates(history):
     X, y = history
     X_new, y_new = best_worst_rows([[0.0, 1.0, 0.2]], 2, seed=5, first_user=50)
