@@ -342,7 +342,10 @@ class FeatureCache:
                 identity = {}
             n_entries, n_shards = 0, 0
             for path in folder.glob("*" + _SHARD_SUFFIX):
-                header = _read_header(path)
+                try:
+                    header = _read_header(path)
+                except FileNotFoundError:  # compacted away meanwhile
+                    continue
                 if header is not None:
                     n_entries += header[0]
                     n_shards += 1
@@ -505,12 +508,13 @@ def _listing(folder):
 
 
 def _read_header(path):
-    """(n_rows, dim, payload crc) from a shard's header, or None if it is invalid."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_HEADER_SIZE)
-    except FileNotFoundError:
-        return None
+    """(n_rows, dim, payload crc) from a shard's header, or None if it is invalid.
+
+    A shard that another process's compaction removed raises FileNotFoundError:
+    it vanished, which is not corruption.
+    """
+    with open(path, "rb") as handle:
+        raw = handle.read(_HEADER_SIZE)
     if len(raw) < _HEADER_SIZE:
         return None
     fields = raw[: _HEADER.size]
