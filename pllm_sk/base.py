@@ -1,16 +1,21 @@
-"""Base class shared by every personalization estimator.
+"""Base classes shared by every personalization estimator.
 
-The public ``fit`` / ``predict`` here validate ``X`` and ``y`` and extract the id
-columns; subclasses implement the mathematics in ``_fit`` and ``_predict``.
+The public ``fit`` / ``predict`` here validate the parameters, ``X`` and ``y`` and
+extract the id columns; subclasses implement the mathematics in ``_fit`` and
+``_predict``.
 """
-
-from collections import Counter
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .utils._validation import check_feedback, check_id_input, split_ids_features
+from .utils._param_validation import validate_params
+from .utils._validation import (
+    check_feedback,
+    check_id_input,
+    check_unique_candidates,
+    split_ids_features,
+)
 
 __all__ = ["BaseRanker", "IncrementalRankerMixin"]
 
@@ -18,12 +23,20 @@ __all__ = ["BaseRanker", "IncrementalRankerMixin"]
 class BaseRanker(BaseEstimator):
     """Base class for estimators that predict a utility per (user, prompt, response).
 
-    Subclasses implement ``_fit(ids, features, y)``, which sees only labeled rows,
-    and ``_predict(ids, features)``, which returns one float per row.
+    Subclasses declare ``_parameter_constraints`` (scikit-learn's declarative
+    constraints, checked at the start of ``fit``) and implement
+    ``_fit(ids, features, y)``, which sees only labeled rows, and
+    ``_predict(ids, features)``, which returns one float per row and leaves the
+    estimator unchanged.
 
     ``ids`` is an int64 array of shape (n_rows, 3) with the columns ``user_id``,
     ``prompt_id`` and ``response_id``; ``features`` is a float64 array of shape
     (n_rows, n_features), possibly with zero columns (the ids track).
+
+    A user without labeled rows in ``fit`` (or ``partial_fit``) gets the population
+    prediction; :meth:`count_fallbacks` says how many rows and users of an ``X``
+    that is. Subclasses set ``users_``, the users with labeled rows, or override
+    ``_has_feedback``.
 
     Fitted attributes set here
     --------------------------
@@ -31,12 +44,9 @@ class BaseRanker(BaseEstimator):
         Number of columns of ``X`` in ``fit``, the three id columns included.
     feature_names_in_ : ndarray of str
         Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Running tally since the last ``fit`` of the predictions that fell back to the
-        population because the user had no labeled rows in ``fit``: ``"rows"`` and
-        ``"users"``, summed over ``predict`` calls (the tally is the only state that
-        ``predict`` touches).
     """
+
+    _parameter_constraints: dict = {}
 
     def fit(self, X, y):
         """Fit the estimator on the labeled rows of ``X``.
@@ -54,13 +64,13 @@ class BaseRanker(BaseEstimator):
         self : object
             The fitted estimator.
         """
+        validate_params(self)
         ids, features, y = self._validate_fit_data(X, y)
         labeled = ~np.isnan(y)
         if not labeled.any():
             raise ValueError(
                 "y has no labeled rows (all NaN): fit needs some feedback to learn from."
             )
-        self.fallbacks_ = Counter(rows=0, users=0)
         self._fit(ids[labeled], features[labeled], y[labeled])
         return self
 
@@ -68,7 +78,7 @@ class BaseRanker(BaseEstimator):
         """Predict the utility of each candidate row for its user.
 
         Only the order within a (user, prompt) is meaningful. Users with no labeled
-        rows in ``fit`` get the population prediction.
+        rows in ``fit`` get the population prediction (see :meth:`count_fallbacks`).
 
         Parameters
         ----------
@@ -84,27 +94,57 @@ class BaseRanker(BaseEstimator):
         ids, features = self._validate_predict_data(X)
         return np.asarray(self._predict(ids, features), dtype=np.float64)
 
+    def count_fallbacks(self, X):
+        """Rows and users of ``X`` that :meth:`predict` gives the population prediction.
+
+        A user falls back when the estimator holds no labeled row of theirs (from
+        ``fit`` or ``partial_fit``). Counting is separate from ``predict``, which
+        leaves the estimator unchanged, so the count of a fold is the same however
+        many scorers predict on it.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows as given to :meth:`predict`.
+
+        Returns
+        -------
+        counts : dict
+            ``{"rows": int, "users": int}``.
+        """
+        check_is_fitted(self)
+        ids, _ = self._validate_predict_data(X)
+        cold = ~self._has_feedback(ids[:, 0])
+        return {"rows": int(cold.sum()), "users": int(np.unique(ids[cold, 0]).size)}
+
+    def _has_feedback(self, user_ids):
+        """Whether each user has labeled rows in the fitted estimator."""
+        return np.isin(user_ids, self.users_)
+
     def _validate_fit_data(self, X, y):
-        X = check_id_input(X)
-        ids, features, _ = split_ids_features(X)
+        # y first, as scikit-learn's validate_data does for estimators requiring y.
+        if y is None:
+            check_feedback(y, 0, estimator_name=type(self).__name__)
+        # A ranking needs two candidates to compare.
+        X = check_id_input(X, min_samples=2)
         validate_data(self, X, skip_check_array=True, reset=True)
-        y = check_feedback(y, ids.shape[0])
+        ids, features, _ = split_ids_features(X)
+        y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
+        labeled = ~np.isnan(y)
+        check_unique_candidates(ids[labeled], y[labeled])
         return ids, features, y
 
     def _validate_predict_data(self, X):
         X = check_id_input(X)
-        ids, features, _ = split_ids_features(X)
         validate_data(self, X, skip_check_array=True, reset=False)
+        ids, features, _ = split_ids_features(X)
         return ids, features
-
-    def _record_fallbacks(self, user_ids, is_cold):
-        """Add the rows and distinct users predicted from the population to the tally."""
-        if is_cold.any():
-            self.fallbacks_["rows"] += int(is_cold.sum())
-            self.fallbacks_["users"] += int(np.unique(user_ids[is_cold]).size)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        # The id columns are categorical (integer codes); scikit-learn's checks then
+        # build X of non-negative integers, which is what the ids must be.
+        tags.input_tags.categorical = True
         tags.target_tags.required = True
         tags.target_tags.single_output = True
         return tags
@@ -141,12 +181,15 @@ class IncrementalRankerMixin:
         """
         if not hasattr(self, self._completed_fit_attribute):
             return self.fit(X, y)
+        if y is None:
+            check_feedback(y, 0, estimator_name=type(self).__name__)
         ids, features = self._validate_predict_data(X)
-        y = check_feedback(y, ids.shape[0])
+        y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
         labeled = ~np.isnan(y)
         if not labeled.any():
             raise ValueError(
                 "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
             )
+        check_unique_candidates(ids[labeled], y[labeled])
         self._partial_fit(ids[labeled], features[labeled], y[labeled])
         return self

@@ -104,11 +104,13 @@ def test_population_ids_track_one_hot_of_response_slot():
     assert ranker.n_response_slots_ == 3
     assert np.argmax(ranker.coef_) == 2 and np.argmin(ranker.coef_) == 0
     new = pd.DataFrame(
-        {"user_id": [99] * 4, "prompt_id": [77] * 4, "response_id": range(4)}
+        {"user_id": [99] * 3, "prompt_id": [77] * 3, "response_id": range(3)}
     )
-    utility = ranker.predict(new)
-    assert_allclose(utility, [*ranker.coef_, 0.0])  # an unseen slot gets 0
-    assert ranker.fallbacks_["users"] == 1 and ranker.fallbacks_["rows"] == 4
+    assert_allclose(ranker.predict(new), ranker.coef_)
+    assert ranker.count_fallbacks(new) == {"rows": 3, "users": 1}
+    # Nothing is known about a slot that fit never saw: an error, not a silent 0.
+    with pytest.raises(ValueError, match=r"response_id=3 \(row 2\) was not seen in fit"):
+        ranker.predict(new.assign(response_id=[0, 1, 3]))
 
 
 def test_population_needs_comparisons():
@@ -163,7 +165,7 @@ def test_per_user_cold_user_gets_the_population(feedback_data, corpus):
     cold = X[feedback_data.is_query].assign(user_id=lambda d: d["user_id"] + 1000)
     features = cold.filter(like="reward_").to_numpy()
     assert_allclose(ranker.predict(cold), features @ ranker.population_coef_)
-    assert ranker.fallbacks_["users"] == 40 and ranker.fallbacks_["rows"] == len(cold)
+    assert ranker.count_fallbacks(cold) == {"rows": len(cold), "users": 40}
 
 
 @pytest.mark.parametrize("shrinkage", [-1.0, 0.0])
@@ -185,7 +187,8 @@ def test_oracle_ranks_exactly_by_true_reward(feedback_data):
     )
     users, prompts, responses = chosen(X, utility)
     assert_array_equal(responses, oracle.best_response(users, prompts))
-    assert ranker.n_users_ == 40 and sum(ranker.fallbacks_.values()) == 0
+    assert ranker.n_users_ == 40
+    assert ranker.count_fallbacks(X.assign(user_id=0)) == {"rows": 0, "users": 0}
 
 
 def test_oracle_errors(feedback_data):
@@ -346,7 +349,7 @@ def test_bayes_cold_user_gets_the_prior_mean(feedback_data, corpus):
     cold = X[feedback_data.is_query].assign(user_id=lambda d: d["user_id"] + 1000)
     expected = cold.filter(like="reward_").to_numpy().mean(axis=1)
     assert_allclose(ranker.predict(cold), expected)
-    assert ranker.fallbacks_["users"] == 40
+    assert ranker.count_fallbacks(cold)["users"] == 40
 
 
 def test_bayes_inconsistent_user_warns_and_gets_the_prior_mean():

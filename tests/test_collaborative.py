@@ -150,7 +150,7 @@ def test_cold_user_gets_the_population_prediction(history):
     model = LowRankRanker(n_components=3, random_state=0).fit(X, y)
     cold = X[X["user_id"] == 0].assign(user_id=77)
     utility = model.predict(cold)
-    assert model.fallbacks_ == {"rows": len(cold), "users": 1}
+    assert model.count_fallbacks(cold) == {"rows": len(cold), "users": 1}
     features = cold[["x0", "x1", "x2"]].to_numpy()
     assert_allclose(utility, features @ model.population_coef_)
     assert_allclose(model.population_factor_, model.prior_weights_ @ model.prior_means_)
@@ -164,8 +164,8 @@ def test_user_without_comparisons_gets_the_prior_mean(history):
     model.fit(pd.concat([X, tied]), np.concatenate([y, np.full(len(tied), 0.5)]))
     assert 50 in model.users_
     assert_allclose(model.user_factors([50])[0], model.population_factor_)
-    model.predict(tied)
-    assert model.fallbacks_["users"] == 0
+    # Labeled, if all tied: the user is known, not a fallback.
+    assert model.count_fallbacks(tied) == {"rows": 0, "users": 0}
 
 
 def test_fold_in_follows_the_mixture_component_that_explains_the_user(history):

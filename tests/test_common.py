@@ -224,8 +224,7 @@ def test_cold_user_gets_the_population_prediction(estimator, reward_track):
     assert_allclose(
         estimator.predict(cold_rows), _population_prediction(estimator, cold_rows)
     )
-    assert estimator.fallbacks_["users"] == 1
-    assert estimator.fallbacks_["rows"] == len(cold_rows)
+    assert estimator.count_fallbacks(cold_rows) == {"rows": len(cold_rows), "users": 1}
     # The same candidates for a brand-new user id are predicted the same way.
     new_user = cold_rows.assign(user_id=999)
     assert_allclose(estimator.predict(new_user), estimator.predict(cold_rows))
@@ -235,8 +234,7 @@ def test_oracle_never_falls_back(reward_track):
     X, y, is_query = reward_track
     warm = (X["user_id"] != 3).to_numpy()
     oracle = OracleRanker(_ORACLE).fit(X[warm], y[warm])
-    oracle.predict(X[is_query])
-    assert sum(oracle.fallbacks_.values()) == 0
+    assert oracle.count_fallbacks(X[is_query]) == {"rows": 0, "users": 0}
 
 
 @ESTIMATORS

@@ -138,7 +138,7 @@ def test_adapted_head_ranks_a_new_user_far_better_after_3_comparisons(
     assert min(head.loss_curve_) < 0.8 * head.loss_curve_[0]
     query, true_reward = planted["query"], planted["true_reward"]
     before = top1_accuracy(query, head.predict(query), true_reward)
-    assert head.fallbacks_["users"] == 60
+    assert head.count_fallbacks(query)["users"] == 60
     head.partial_fit(*planted["support"])
     after = top1_accuracy(query, head.predict(query), true_reward)
     # The same head barely meta-trained does not adapt nearly as well.
@@ -166,7 +166,7 @@ def test_cold_user_gets_the_prior(fitted, small):
             empty, torch.empty(0, dtype=torch.int64), 1
         )
     assert_allclose(prior[0].numpy(), fitted.prior_)
-    assert fitted.fallbacks_["users"] >= 1
+    assert fitted.count_fallbacks(cold)["users"] >= 1
     # A warm user moves away from the prior.
     assert not np.allclose(fitted.user_vectors([0])[0], fitted.prior_)
 

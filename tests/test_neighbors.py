@@ -230,12 +230,14 @@ def test_cold_user_gets_the_population_prediction(history):
     cold = X[X["user_id"] == 0].assign(user_id=77)
     features = cold[["x0", "x1", "x2"]].to_numpy()
     utility = knn.predict(cold)
-    assert knn.fallbacks_ == {"rows": len(cold), "users": 1}
+    assert knn.count_fallbacks(cold) == {"rows": len(cold), "users": 1}
     assert_allclose(utility, features @ knn.population_coef_)
     population = PopulationRanker().fit(X, y)
     assert_allclose(utility, population.predict(cold), rtol=1e-4, atol=1e-6)
+    # Predicting leaves the estimator as it was: the count does not grow.
     knn.predict(X)
-    assert knn.fallbacks_ == {"rows": len(cold), "users": 1}
+    assert knn.count_fallbacks(cold) == {"rows": len(cold), "users": 1}
+    assert knn.count_fallbacks(X)["users"] == 0
 
 
 def test_partial_fit_changes_that_user_and_no_one_else(history):

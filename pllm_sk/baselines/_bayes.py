@@ -234,7 +234,6 @@ class BayesRanker(BaseRanker):
         return by_user[np.searchsorted(unique, user_ids)]
 
     def _predict(self, ids, features):
-        self._record_fallbacks(ids[:, 0], ~np.isin(ids[:, 0], self.users_))
         return np.einsum("nb,nb->n", features, self.posterior_mean(ids[:, 0]))
 
     def _sample(self, positions):

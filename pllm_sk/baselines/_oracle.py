@@ -1,5 +1,7 @@
 """The ceiling: predict each user's true reward."""
 
+import numpy as np
+
 from ..base import BaseRanker
 
 __all__ = ["OracleRanker"]
@@ -69,6 +71,10 @@ class OracleRanker(BaseRanker):
         # Raises a ValueError naming the id when a row is unknown to the oracle.
         self.oracle.reward(ids[:, 0], ids[:, 1], ids[:, 2])
         self.n_users_ = int(self.oracle.n_users)
+
+    def _has_feedback(self, user_ids):
+        # The oracle knows every user: no one falls back to the population.
+        return np.ones(np.shape(user_ids), dtype=bool)
 
     def _predict(self, ids, features):
         return self.oracle.reward(ids[:, 0], ids[:, 1], ids[:, 2])

@@ -6,8 +6,9 @@ import numpy as np
 from sklearn.utils import check_scalar
 
 from ..base import BaseRanker
+from ..utils._items import item_features
 from ..utils._preferences import comparison_pairs, fit_bradley_terry_groups
-from ._population import fit_population, item_features
+from ._population import fit_population
 
 __all__ = ["PerUserRanker"]
 
@@ -117,7 +118,6 @@ class PerUserRanker(BaseRanker):
             np.searchsorted(self.users_, ids[:, 0]), self.users_.size - 1
         )
         known = self.users_[position] == ids[:, 0]
-        self._record_fallbacks(ids[:, 0], ~known)
         coef = np.where(
             known[:, np.newaxis], self.coef_[position], self.population_coef_
         )

@@ -7,6 +7,7 @@ from scipy.optimize import minimize
 from sklearn.utils import check_scalar
 
 from ..base import BaseRanker
+from ..utils._items import item_features
 from ..utils._preferences import bradley_terry_loss, comparison_pairs
 
 __all__ = ["PopulationRanker"]
@@ -98,22 +99,7 @@ class PopulationRanker(BaseRanker):
         self.users_ = np.unique(ids[:, 0])
 
     def _predict(self, ids, features):
-        self._record_fallbacks(ids[:, 0], ~np.isin(ids[:, 0], self.users_))
         return item_features(ids, features, self.n_response_slots_) @ self.coef_
-
-
-def item_features(ids, features, n_response_slots):
-    """The feature columns, or a one-hot of ``response_id`` on the ids track.
-
-    Response ids at or above ``n_response_slots`` (slots unseen in ``fit``) get an
-    all-zero row.
-    """
-    if n_response_slots is None:
-        return features
-    onehot = np.zeros((ids.shape[0], n_response_slots))
-    seen = np.flatnonzero(ids[:, 2] < n_response_slots)
-    onehot[seen, ids[seen, 2]] = 1.0
-    return onehot
 
 
 def fit_population(items, ids, y, *, alpha, max_iter, tol):

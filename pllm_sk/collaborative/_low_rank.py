@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from ..base import BaseRanker, IncrementalRankerMixin
-from ..baselines._population import item_features
+from ..utils._items import item_features
 from ..utils._user_comparisons import (
     TEMPERATURES,
     UserComparisons,
@@ -286,7 +286,6 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             ids, item_features(ids, features, self.n_response_slots_)
         )
         positions, known = self._store.positions(ids[:, 0])
-        self._record_fallbacks(ids[:, 0], ~known)
         factors = np.tile(self.population_factor_, (ids.shape[0], 1))
         if known.any():
             users, row_user = np.unique(positions[known], return_inverse=True)

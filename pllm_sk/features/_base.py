@@ -5,7 +5,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..utils._validation import ID_COLUMNS, _is_dataframe, check_id_input, id_column
+from ..utils._validation import ID_COLUMNS, check_id_input, id_column, is_dataframe
 
 __all__ = [
     "PARTS",
@@ -62,7 +62,7 @@ class AppendFeaturesMixin:
         return X, prompt_ids, response_ids
 
     def _append(self, X, block):
-        if _is_dataframe(X):
+        if is_dataframe(X):
             new = pd.DataFrame(
                 block.astype(np.float32, copy=False),
                 index=X.index,

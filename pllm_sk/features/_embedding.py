@@ -7,6 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
+from ..utils._device import resolve_device, resolve_dtype
 from ..utils._validation import id_column
 from ._base import (
     AppendFeaturesMixin,
@@ -24,8 +25,6 @@ from ._models import (
     pad_right,
     progress,
     resolve_cache,
-    resolve_device,
-    resolve_dtype,
 )
 
 __all__ = ["DEFAULT_EMBEDDING_MODEL", "EmbeddingFeatures", "TextEmbedder"]

@@ -21,8 +21,6 @@ __all__ = [
     "pad_right",
     "progress",
     "resolve_cache",
-    "resolve_device",
-    "resolve_dtype",
 ]
 
 # Files whose content changes a model's outputs, hashed into a local folder's identity.
@@ -44,75 +42,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Bytes hashed at each end of a weights file: enough to tell checkpoints apart
 # without reading gigabytes on every fit.
 _WEIGHT_SAMPLE = 1 << 20
-
-
-def resolve_device(device):
-    """``"auto"`` -> CUDA when available, else MPS, else CPU; others are checked.
-
-    Returns
-    -------
-    device : torch.device
-    """
-    import torch
-
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(
-            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or "
-            "'cuda:N'."
-        ) from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} asks for a GPU, but CUDA is not available here; use "
-                "device='auto' (GPU when present, else CPU) or device='cpu'."
-            )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s)."
-            )
-    elif resolved.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"device={device!r}: MPS is not available here.")
-    elif resolved.type != "cpu":
-        raise ValueError(
-            f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'."
-        )
-    return resolved
-
-
-def resolve_dtype(dtype, device):
-    """``"auto"``: bfloat16 on a GPU that has it, else float16 on GPU, float32 elsewhere.
-
-    Returns
-    -------
-    dtype : torch.dtype
-    """
-    import torch
-
-    names = {
-        "float32": torch.float32,
-        "float16": torch.float16,
-        "bfloat16": torch.bfloat16,
-    }
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in names.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in names:
-        return names[dtype]
-    raise ValueError(f"dtype must be 'auto' or one of {sorted(names)}; got {dtype!r}.")
 
 
 def resolve_cache(cache):

@@ -10,7 +10,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..datasets._constants import REWARD_MODEL_STATS
-from ..utils._validation import _is_dataframe
+from ..utils._device import resolve_device, resolve_dtype
+from ..utils._validation import is_dataframe
 from ._models import (
     ModelSource,
     check_batch_size,
@@ -20,8 +21,6 @@ from ._models import (
     pad_right,
     progress,
     resolve_cache,
-    resolve_device,
-    resolve_dtype,
 )
 
 __all__ = ["RewardModelScorer"]
@@ -414,7 +413,7 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
 
 def _check_pairs(X):
     """Prompts and responses from a DataFrame or an (n, 2) array of strings."""
-    if _is_dataframe(X):
+    if is_dataframe(X):
         missing = [c for c in ("prompt", "response") if c not in X.columns]
         if missing:
             raise ValueError(

@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..base import BaseRanker, IncrementalRankerMixin
-from ..baselines._population import item_features
+from ..utils._items import item_features
 from ..utils._preferences import fit_bradley_terry_groups
 from ._episodes import Comparisons, draw_episodes
 from ._modules import (
@@ -510,7 +510,6 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         device = next(module.parameters()).device
         unique, inverse = np.unique(ids[:, 0], return_inverse=True)
         vectors, known = self._unique_user_vectors(unique, module)
-        self._record_fallbacks(ids[:, 0], ~known[inverse])
         items = item_features(ids, features, self.n_response_slots_)
         with torch.no_grad():
             representations = module.tower(torch.from_numpy(items).to(device))

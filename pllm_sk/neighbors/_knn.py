@@ -7,7 +7,7 @@ from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseRanker, IncrementalRankerMixin
-from ..baselines._population import item_features
+from ..utils._items import item_features
 from ..utils._user_comparisons import (
     TEMPERATURES,
     UserComparisons,
@@ -322,7 +322,6 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     def _predict(self, ids, features):
         items = item_features(ids, features, self.n_response_slots_)
         positions, known = self._store.positions(ids[:, 0])
-        self._record_fallbacks(ids[:, 0], ~known)
         utility = items @ self.population_coef_
         rows = np.flatnonzero(known)
         users, row_user = np.unique(positions[rows], return_inverse=True)

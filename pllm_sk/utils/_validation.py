@@ -1,22 +1,101 @@
-"""Validation of id-carrying ``X`` and feedback ``y``, shared by every estimator."""
+"""Validation of id-carrying ``X`` and feedback ``y``, shared by every estimator.
 
-import numbers
+The checks run in scikit-learn's order and, where scikit-learn has one, with its
+wording (sparse input, complex data, empty input, too few columns, ``y=None``), so
+that a user who knows scikit-learn's messages recognises ours, and so that its
+estimator checks reach the point they are testing.
+"""
+
 
 import numpy as np
+from scipy import sparse
 
 __all__ = [
     "ID_COLUMNS",
     "check_feedback",
     "check_id_input",
+    "check_unique_candidates",
     "id_column",
+    "is_dataframe",
     "split_ids_features",
 ]
 
 ID_COLUMNS = ("user_id", "prompt_id", "response_id")
 
 
-def _is_dataframe(X):
+def is_dataframe(X):
+    """Whether ``X`` is a pandas DataFrame (duck-typed, pandas is not imported)."""
     return hasattr(X, "columns") and hasattr(X, "iloc")
+
+
+def check_id_input(X, *, min_samples=1):
+    """``X`` as given if a DataFrame, else a 2-d array with room for the id columns.
+
+    Parameters
+    ----------
+    X : object
+        Candidate input.
+    min_samples : int, default=1
+        Rows that ``X`` needs at least.
+
+    Returns
+    -------
+    X : DataFrame or ndarray
+        A DataFrame is returned as is (its id columns checked to be present); any
+        other input as a 2-d ndarray of at least 3 columns.
+
+    Raises
+    ------
+    TypeError
+        For sparse input, a string or scalar, or a DataFrame without its id columns.
+    ValueError
+        For complex data, an array that is not 2-d, too few rows, or fewer than 3
+        columns.
+    """
+    if sparse.issparse(X):
+        raise TypeError(
+            "Sparse input is not supported: X must be a pandas DataFrame or a dense "
+            f"2-d array whose first columns are {list(ID_COLUMNS)}; use X.toarray() "
+            "to densify."
+        )
+    if is_dataframe(X):
+        missing = [c for c in ID_COLUMNS if c not in X.columns]
+        if missing:
+            raise ValueError(
+                f"X is missing the id column(s) {missing}; a DataFrame X needs the "
+                f"columns {list(ID_COLUMNS)} plus any numeric feature columns."
+            )
+        _check_n_samples(X.shape, min_samples)
+        return X
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+        raise TypeError(
+            f"X must be a pandas DataFrame or a 2-d array; got {type(X).__name__}."
+        )
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError("Complex data not supported: X must hold integer ids and real features.")
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array, got an array of shape {X.shape} instead: X holds "
+            f"rows of {', '.join(ID_COLUMNS)}, then any feature columns. Reshape a "
+            "single row with X.reshape(1, -1)."
+        )
+    _check_n_samples(X.shape, min_samples)
+    if X.shape[1] < len(ID_COLUMNS):
+        raise ValueError(
+            f"Found array with {X.shape[1]} feature(s) (shape={X.shape}) while a "
+            f"minimum of {len(ID_COLUMNS)} is required: an array X needs the id "
+            f"columns {list(ID_COLUMNS)} first, then any feature columns."
+        )
+    return X
+
+
+def _check_n_samples(shape, min_samples):
+    if shape[0] < min_samples:
+        raise ValueError(
+            f"Found array with {shape[0]} sample(s) (shape={tuple(shape)}) while a "
+            f"minimum of {min_samples} is required."
+        )
 
 
 def _check_id_values(values, name):
@@ -24,6 +103,12 @@ def _check_id_values(values, name):
     values = np.asarray(values)
     if values.dtype.kind == "b":
         raise TypeError(f"Column {name!r} must hold integer ids; got booleans.")
+    if values.dtype.kind == "O":
+        # Python ints in an object array are fine; anything else fails here with
+        # numpy's own "argument must be a string or a number" message.
+        values = values.astype(np.float64)
+    if values.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: column {name!r} holds complex ids.")
     if values.dtype.kind == "f":
         finite = np.isfinite(values)
         if not finite.all():
@@ -38,12 +123,7 @@ def _check_id_values(values, name):
                 f"Column {name!r} must hold integer ids; got {values[row]!r} at row {row}."
             )
     elif values.dtype.kind not in "iu":
-        if not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values
-        ):
-            raise TypeError(
-                f"Column {name!r} must hold integer ids; got dtype {values.dtype}."
-            )
+        raise TypeError(f"Column {name!r} must hold integer ids; got dtype {values.dtype}.")
     values = values.astype(np.int64)
     if values.size and values.min() < 0:
         row = int(np.argmin(values))
@@ -58,7 +138,8 @@ def split_ids_features(X):
 
     ``X`` is a pandas DataFrame with integer columns ``user_id``, ``prompt_id`` and
     ``response_id`` (in any position) plus numeric feature columns, or a 2-d array
-    whose first three columns are those ids in that order.
+    whose first three columns are those ids in that order, as returned by
+    :func:`check_id_input`.
 
     Returns
     -------
@@ -69,53 +150,35 @@ def split_ids_features(X):
     feature_names : list of str or None
         Names of the feature columns when ``X`` is a DataFrame.
     """
-    if _is_dataframe(X):
-        missing = [c for c in ID_COLUMNS if c not in X.columns]
-        if missing:
-            raise ValueError(
-                f"X is missing the id column(s) {missing}; a DataFrame X needs the "
-                f"columns {list(ID_COLUMNS)} plus any numeric feature columns."
-            )
+    if is_dataframe(X):
         ids = np.column_stack(
             [_check_id_values(X[c].to_numpy(), c) for c in ID_COLUMNS]
         )
         feature_names = [c for c in X.columns if c not in ID_COLUMNS]
         features = np.empty((len(X), len(feature_names)), dtype=np.float64)
         for j, column in enumerate(feature_names):
-            values = X[column].to_numpy()
-            if values.dtype.kind not in "biuf":
-                raise TypeError(
-                    f"Feature column {column!r} must be numeric; got dtype {values.dtype}."
-                )
-            features[:, j] = values
+            features[:, j] = _numeric_column(X[column].to_numpy(), column)
         _check_finite_features(features, feature_names)
         return ids, features, [str(c) for c in feature_names]
-
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
-        raise TypeError(
-            f"X must be a pandas DataFrame or a 2-d array; got {type(X).__name__}."
-        )
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(
-            f"X must be 2-d (rows of user_id, prompt_id, response_id, features...); "
-            f"got an array of shape {X.shape}."
-        )
-    if X.shape[1] < len(ID_COLUMNS):
-        raise ValueError(
-            f"X has {X.shape[1]} column(s); an array X needs the id columns "
-            f"{list(ID_COLUMNS)} first, then any feature columns."
-        )
     ids = np.column_stack(
         [_check_id_values(X[:, j], c) for j, c in enumerate(ID_COLUMNS)]
     )
-    try:
-        features = X[:, len(ID_COLUMNS) :].astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"Feature columns of X must be numeric: {exc}") from None
     names = [f"x{j}" for j in range(len(ID_COLUMNS), X.shape[1])]
+    features = np.empty((X.shape[0], len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        features[:, j] = _numeric_column(X[:, len(ID_COLUMNS) + j], name)
     _check_finite_features(features, names)
     return ids, features, None
+
+
+def _numeric_column(values, name):
+    if values.dtype.kind == "O":
+        values = values.astype(np.float64)  # numpy's message names the bad element
+    if values.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: feature column {name!r}.")
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"Feature column {name!r} must be numeric; got dtype {values.dtype}.")
+    return values
 
 
 def _check_finite_features(features, names):
@@ -128,22 +191,45 @@ def _check_finite_features(features, names):
         )
 
 
-def check_feedback(y, n_rows):
+def check_feedback(y, n_rows, *, estimator_name="This estimator"):
     """Validate feedback labels: numeric, 1-d, ``n_rows`` long, NaN allowed (unlabeled).
+
+    Parameters
+    ----------
+    y : array-like of shape (n_rows,) or None
+    n_rows : int
+        Rows of ``X``.
+    estimator_name : str, default="This estimator"
+        Named in the error for ``y=None``.
 
     Returns
     -------
     y : ndarray of float64, shape (n_rows,)
     """
     if y is None:
-        raise ValueError("y is required: feedback labels, NaN for unlabeled rows.")
+        raise ValueError(
+            f"{estimator_name} requires y to be passed, but the target y is None: "
+            "give feedback labels, NaN for unlabeled rows."
+        )
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.ravel()
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-d; got an array of shape {y.shape}.")
+        raise ValueError(f"y should be a 1d array; got an array of shape {y.shape}.")
+    if y.dtype.kind == "c":
+        raise ValueError("Complex data not supported: y must hold real feedback labels.")
+    if y.dtype.kind == "O":
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "Unknown label type: y must hold numeric feedback labels (NaN for "
+                "unlabeled rows)."
+            ) from None
     if y.dtype.kind not in "biuf":
-        raise TypeError(f"y must be numeric feedback labels; got dtype {y.dtype}.")
+        raise ValueError(
+            f"Unknown label type: y must hold numeric feedback labels; got dtype {y.dtype}."
+        )
     y = y.astype(np.float64)
     if y.shape[0] != n_rows:
         raise ValueError(
@@ -154,30 +240,33 @@ def check_feedback(y, n_rows):
     return y
 
 
-def check_id_input(X):
-    """``X`` as given if a DataFrame, else as a 2-d array with room for the ids."""
-    if _is_dataframe(X):
-        return X
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
-        raise TypeError(
-            f"X must be a pandas DataFrame or a 2-d array; got {type(X).__name__}."
-        )
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] < len(ID_COLUMNS):
+def check_unique_candidates(ids, y):
+    """Refuse a labeled (user, prompt, response) given twice with different labels.
+
+    Parameters
+    ----------
+    ids : ndarray of int64, shape (n_rows, 3)
+    y : ndarray of float64, shape (n_rows,)
+        Labels, none NaN.
+    """
+    order = np.lexsort(ids.T[::-1])
+    ids, y = ids[order], y[order]
+    repeated = (ids[1:] == ids[:-1]).all(axis=1) & (y[1:] != y[:-1])
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        user_id, prompt_id, response_id = ids[row].tolist()
         raise ValueError(
-            f"X must be a DataFrame or a 2-d array whose first columns are "
-            f"{list(ID_COLUMNS)}; got an array of shape {X.shape}."
+            f"The candidate (user_id={user_id}, prompt_id={prompt_id}, response_id="
+            f"{response_id}) is labeled twice, {y[row]:g} and {y[row + 1]:g}: each "
+            "candidate of a user's prompt takes one label."
         )
-    return X
 
 
 def id_column(X, name):
-    """One id column as int64: by name in a DataFrame, by position in an array."""
-    if _is_dataframe(X):
-        if name not in X.columns:
-            raise ValueError(
-                f"X is missing the id column {name!r}; a DataFrame X needs the columns "
-                f"{list(ID_COLUMNS)}."
-            )
+    """One id column as int64: by name in a DataFrame, by position in an array.
+
+    ``X`` is as returned by :func:`check_id_input`.
+    """
+    if is_dataframe(X):
         return _check_id_values(X[name].to_numpy(), name)
     return _check_id_values(X[:, ID_COLUMNS.index(name)], name)
