@@ -135,7 +135,8 @@ class BaseRanker(BaseEstimator):
         return ids, features, y
 
     def _validate_predict_data(self, X):
-        X = check_id_input(X)
+        # The column count against fit's first, in scikit-learn's words.
+        X = check_id_input(X, min_features=0)
         validate_data(self, X, skip_check_array=True, reset=False)
         ids, features, _ = split_ids_features(X)
         return ids, features

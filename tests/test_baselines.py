@@ -78,18 +78,17 @@ def test_population_recovers_planted_direction(global_random_seed):
     planted = np.array([2.0, -1.0, 0.5, 0.0])
     X, y = planted_pairs(np.tile(planted, (20, 1)), 150, seed=global_random_seed)
     ranker = PopulationRanker().fit(X, y)
-    cosine = (
-        ranker.coef_ @ planted / np.linalg.norm(ranker.coef_) / np.linalg.norm(planted)
-    )
+    coef = ranker.population_coef_
+    cosine = coef @ planted / np.linalg.norm(coef) / np.linalg.norm(planted)
     assert cosine > 0.98
-    assert_allclose(np.linalg.norm(ranker.coef_), np.linalg.norm(planted), rtol=0.2)
+    assert_allclose(np.linalg.norm(ranker.population_coef_), np.linalg.norm(planted), rtol=0.2)
     assert ranker.n_response_slots_ is None
 
 
 def test_population_uses_order_not_magnitude():
     X, y = planted_pairs(np.array([[1.0, -1.0]]), 100)
-    reference = PopulationRanker().fit(X, y).coef_
-    assert_allclose(PopulationRanker().fit(X, 10 * y + 3).coef_, reference)
+    reference = PopulationRanker().fit(X, y).population_coef_
+    assert_allclose(PopulationRanker().fit(X, 10 * y + 3).population_coef_, reference)
 
 
 def test_population_ids_track_one_hot_of_response_slot():
@@ -102,11 +101,11 @@ def test_population_ids_track_one_hot_of_response_slot():
     y = X.pop("y").to_numpy()
     ranker = PopulationRanker().fit(X, y)
     assert ranker.n_response_slots_ == 3
-    assert np.argmax(ranker.coef_) == 2 and np.argmin(ranker.coef_) == 0
+    assert np.argmax(ranker.population_coef_) == 2 and np.argmin(ranker.population_coef_) == 0
     new = pd.DataFrame(
         {"user_id": [99] * 3, "prompt_id": [77] * 3, "response_id": range(3)}
     )
-    assert_allclose(ranker.predict(new), ranker.coef_)
+    assert_allclose(ranker.predict(new), ranker.population_coef_)
     assert ranker.count_fallbacks(new) == {"rows": 3, "users": 1}
     # Nothing is known about a slot that fit never saw: an error, not a silent 0.
     with pytest.raises(ValueError, match=r"response_id=3 \(row 2\) was not seen in fit"):
@@ -136,8 +135,8 @@ def test_per_user_huge_shrinkage_is_the_population():
     X, y = planted_pairs(np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), 40)
     per_user = PerUserRanker(shrinkage=1e9).fit(X, y)
     population = PopulationRanker().fit(X, y)
-    assert_allclose(per_user.population_coef_, population.coef_)
-    assert_allclose(per_user.coef_, np.tile(population.coef_, (3, 1)), atol=1e-6)
+    assert_allclose(per_user.population_coef_, population.population_coef_)
+    assert_allclose(per_user.coef_, np.tile(population.population_coef_, (3, 1)), atol=1e-6)
     assert_allclose(per_user.predict(X), population.predict(X), atol=1e-6)
 
 
@@ -345,7 +344,7 @@ def test_bayes_cold_user_gets_the_prior_mean(feedback_data, corpus):
     ranker = BayesRanker(n_draws=100, random_state=0).fit(
         X[labeled], feedback_data.y[labeled]
     )
-    assert_allclose(ranker.prior_mean_, np.full(10, 0.1))
+    assert_allclose(ranker.population_coef_, np.full(10, 0.1))
     cold = X[feedback_data.is_query].assign(user_id=lambda d: d["user_id"] + 1000)
     expected = cold.filter(like="reward_").to_numpy().mean(axis=1)
     assert_allclose(ranker.predict(cold), expected)

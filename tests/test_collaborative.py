@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy import integrate, linalg, special
+from scipy import linalg
 from scipy.optimize import minimize
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -16,12 +16,10 @@ from sklearn.utils.estimator_checks import (
     check_parameters_default_constructible,
     check_set_params,
 )
-from test_neighbors import best_worst_rows
+from test_neighbors import best_worst_rows, shuffled_within_prompts
 
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.collaborative._low_rank import _embedding_differences
-from pllm_sk.utils._preferences import fit_bradley_terry_groups
-from pllm_sk.utils._user_comparisons import TEMPERATURES, fit_user_preferences
 
 
 @pytest.fixture
@@ -40,47 +38,6 @@ def pairwise_accuracy(utility, truth, groups):
         right += np.sum(np.sign(u[i] - u[j])[keep] == np.sign(t[i] - t[j])[keep])
         total += keep.sum()
     return right / total
-
-
-# ----------------------------------------------------------------- the fold-in solver
-
-
-def test_solver_with_one_isotropic_component_is_penalised_bradley_terry():
-    rng = np.random.RandomState(0)
-    groups = np.repeat(np.arange(5), [1, 7, 20, 3, 40])
-    differences = rng.normal(size=(groups.size, 3))
-    prior = np.array([0.5, -0.2, 0.1])
-    coef, _ = fit_user_preferences(
-        differences, groups, 6, prior_mean=prior[np.newaxis],
-        prior_precision=2 * 0.3 * np.eye(3)[np.newaxis],
-    )
-    expected = fit_bradley_terry_groups(differences, groups, 6, l2=0.3, prior_mean=prior)
-    assert_allclose(coef[:, 0], expected, atol=1e-6)
-    assert_allclose(coef[5, 0], prior)  # a group without pairs keeps the prior mean
-
-
-@pytest.mark.parametrize("weight", [1.0, 0.25])
-def test_solver_laplace_evidence_matches_numerical_integration(weight):
-    # One dimension, 60 pairs: log of the marginal likelihood of the pairs under
-    # a Gaussian prior N(mean, 1 / precision) on the weight.
-    rng = np.random.RandomState(1)
-    differences = rng.normal(size=(60, 1))
-    differences[differences[:, 0] * 0.8 + rng.logistic(size=60) < 0] *= -1
-    means, precisions = np.array([[0.0], [2.0]]), np.array([[[4.0]], [[1.0]]])
-    _, log_evidence = fit_user_preferences(
-        differences, np.zeros(60, dtype=int), 1, prior_mean=means,
-        prior_precision=precisions, weight=weight,
-    )
-    for c in range(2):
-        def integrand(u, c=c):
-            loglik = weight * special.log_expit(differences[:, 0] * u).sum()
-            prior = -0.5 * precisions[c, 0, 0] * (u - means[c, 0]) ** 2
-            return np.exp(loglik + prior + 60 * weight * np.log(2.0))
-
-        value, _ = integrate.quad(integrand, -10, 10, points=[0.0, 1.0])
-        exact = np.log(value * np.sqrt(precisions[c, 0, 0] / (2 * np.pi)))
-        # Up to the constant 60 * weight * log 2 shared by every component.
-        assert_allclose(log_evidence[0, c] + 60 * weight * np.log(2.0), exact, atol=0.02)
 
 
 # ---------------------------------------------------------------------- LowRankRanker
@@ -225,7 +182,15 @@ def test_components_are_capped_by_the_prior_users(history):
     X, y = history
     model = LowRankRanker(n_components=50, min_prior_prompts=10, random_state=0).fit(X, y)
     assert model.n_components_ == model.prior_weights_.size == 12
-    assert model.temperature_ in TEMPERATURES
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_temperature_is_softer_when_features_explain_choices_less(seed):
+    X, y = best_worst_rows(np.repeat(np.eye(3), 10, axis=0), 12)
+    exact = LowRankRanker(n_components=3, random_state=seed).fit(X, y)
+    noisy = LowRankRanker(n_components=3, random_state=seed)
+    noisy.fit(X, shuffled_within_prompts(X, y, seed))
+    assert noisy.temperature_ > exact.temperature_
 
 
 def test_clone_pickle_and_determinism(history):

@@ -7,7 +7,6 @@ import sys
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from conftest import random_corpus
@@ -16,13 +15,14 @@ from sklearn.base import clone
 
 from pllm_sk.datasets import Corpus
 from pllm_sk.meta import MetaRewardHead, _modules
-from pllm_sk.meta._episodes import Comparisons, draw_episodes
+from pllm_sk.meta._episodes import draw_episodes
 from pllm_sk.meta._modules import (
     ParticleEncoder,
     newton_refine,
     pooled_log_likelihood,
 )
 from pllm_sk.simulation import simulate_feedback
+from pllm_sk.utils._comparisons import UserComparisons, comparisons
 
 # Small and quick: a few hundred optimiser steps on a few thousand rows.
 FAST = dict(n_prototypes=32, batch_size=32, max_epochs=40, random_state=0)
@@ -157,18 +157,18 @@ def test_cold_user_gets_the_prior(fitted, small):
     query = X[is_query]
     cold = query.assign(user_id=999)
     utility = fitted.predict(cold)
-    assert_allclose(utility, cold.filter(like="reward_").to_numpy() @ fitted.prior_)
-    assert_allclose(fitted.user_vectors([999, 1000]), np.stack([fitted.prior_] * 2))
+    assert_allclose(utility, cold.filter(like="reward_").to_numpy() @ fitted.population_coef_)
+    assert_allclose(fitted.user_vectors([999, 1000]), np.stack([fitted.population_coef_] * 2))
     # The prior is what the adapter gives a user with an empty support.
-    empty = torch.empty(0, fitted.prior_.size, dtype=torch.float64)
+    empty = torch.empty(0, fitted.population_coef_.size, dtype=torch.float64)
     with torch.no_grad():
         prior = fitted._module_for_predict().adapter(
             empty, torch.empty(0, dtype=torch.int64), 1
         )
-    assert_allclose(prior[0].numpy(), fitted.prior_)
+    assert_allclose(prior[0].numpy(), fitted.population_coef_)
     assert fitted.count_fallbacks(cold)["users"] >= 1
     # A warm user moves away from the prior.
-    assert not np.allclose(fitted.user_vectors([0])[0], fitted.prior_)
+    assert not np.allclose(fitted.user_vectors([0])[0], fitted.population_coef_)
 
 
 def test_partial_fit_adapts_new_users_with_the_meta_parameters_frozen(small):
@@ -214,22 +214,24 @@ def test_episodes_split_each_user_into_support_and_query():
     rows = [(0, p, r) for p in range(5) for r in range(3)] + [(1, 9, 0), (1, 9, 1)]
     ids = np.array(rows)
     y = np.array([2.0, 1.0, 0.0] * 5 + [1.0, 0.0])
-    comparisons = Comparisons.from_rows(ids, y)
-    assert_array_equal(comparisons.n_groups, [5, 1])
+    store = UserComparisons.from_comparisons(ids, comparisons(ids, y), rows=True)
+    groups = store.prompt_groups()
+    assert_array_equal(np.diff(groups[1]), [5, 1])
     (support, support_owner), (query, query_owner) = draw_episodes(
-        comparisons,
+        groups,
         np.array([0, 1]),
         np.random.default_rng(0),
         max_support=10,
         max_query=2,
     )
-    support_prompts = set(ids[comparisons.winners[support], 1])
-    query_prompts = set(ids[comparisons.winners[query], 1])
+    winners = store.columns["winner"]
+    support_prompts = set(ids[winners[support], 1])
+    query_prompts = set(ids[winners[query], 1])
     # At most all but one prompt in the support; the user with 1 prompt has none.
     assert 1 <= len(support_prompts) <= 4 and not support_prompts & query_prompts
     assert len(query_prompts - {9}) <= 2 and 9 in query_prompts
     assert set(support_owner) == {0}
-    assert_array_equal(query_owner, np.where(ids[comparisons.winners[query], 0], 1, 0))
+    assert_array_equal(query_owner, np.where(ids[winners[query], 0], 1, 0))
 
 
 # ------------------------------------------------------------- as an estimator
@@ -313,30 +315,24 @@ def test_numpy_input_matches_dataframe_input(fitted, small):
     X, y, is_query = small
     from_array = clone(fitted).fit(X.to_numpy(), y).predict(X[is_query].to_numpy())
     assert_allclose(from_array, fitted.predict(X[is_query]))
-    assert isinstance(X, pd.DataFrame)
 
 
-def test_merged_comparisons_equal_those_built_from_all_rows(small):
+def test_partial_fit_keeps_the_comparisons_built_from_all_rows(small):
     X, y, is_query = small
-    ids = X[["user_id", "prompt_id", "response_id"]].to_numpy()[~is_query]
-    labels = y[~is_query]
-    first = ids[:, 0] < 12
-    part = Comparisons.from_rows(ids[first], labels[first])
+    labeled, labels = X[~is_query], y[~is_query]
+    first = (labeled["user_id"] < 12).to_numpy()
     # Users 10 and 11 come back with all their rows; users 12-29 are new.
-    again = ids[:, 0] >= 10
-    other = Comparisons.from_rows(ids[again], labels[again])
-    kept = first & ~again
-    order = np.concatenate([np.flatnonzero(kept), np.flatnonzero(again)])
-    renumber = np.cumsum(kept[first]) - 1
-    other.winners += kept.sum()
-    other.losers += kept.sum()
-    merged = part.merged(other, renumber)
-    full = Comparisons.from_rows(ids[order], labels[order])
-    assert_array_equal(merged.users, full.users)
-    assert_array_equal(merged.user_group_offsets, full.user_group_offsets)
-    assert_array_equal(merged.group_offsets, full.group_offsets)
-    assert_array_equal(ids[order][merged.winners], ids[order][full.winners])
-    assert_array_equal(ids[order][merged.losers], ids[order][full.losers])
+    again = (labeled["user_id"] >= 10).to_numpy()
+    head = MetaRewardHead(**{**FAST, "max_epochs": 1}).fit(labeled[first], labels[first])
+    head.partial_fit(labeled[again], labels[again])
+    ids = head._ids
+    full = UserComparisons.from_comparisons(ids, comparisons(ids, head._y), rows=True)
+    store = head._store
+    assert_array_equal(store.users, np.arange(30))
+    for got, expected in zip(store.prompt_groups(), full.prompt_groups()):
+        assert_array_equal(got, expected)
+    for side in ("winner", "loser"):
+        assert_array_equal(ids[store.columns[side]], ids[full.columns[side]])
 
 
 def test_pooled_log_likelihood_matches_autograd_and_its_gradient_checks(monkeypatch):

@@ -19,7 +19,6 @@ from sklearn.utils.estimator_checks import (
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.neighbors._knn import IMPUTATIONS
-from pllm_sk.utils._user_comparisons import TEMPERATURES
 
 
 def best_worst_rows(weights, n_prompts, *, n_responses=4, n_features=3, seed=0, first_user=0):
@@ -65,7 +64,7 @@ def test_identical_user_gets_that_users_ranking(history):
     X_copy, y_copy = copy_user(X, y, source=4, new_id=100)
     knn = UserKNNRanker(n_neighbors=1, min_neighbor_prompts=5, random_state=0)
     knn.fit(pd.concat([X, X_copy]), np.concatenate([y, y_copy]))
-    neighbors, weights = knn.kneighbors([100])
+    neighbors, weights = knn.user_neighbors([100])
     assert neighbors.tolist() == [[4]] and weights.tolist() == [[1.0]]
     # On a new prompt, the copy ranks exactly as user 4's preference does.
     new = pd.DataFrame(
@@ -83,7 +82,7 @@ def test_identical_user_on_the_ids_track_reproduces_the_neighbours_labels(histor
     X_copy, y_copy = copy_user(X, y, source=4, new_id=100)
     knn = UserKNNRanker(n_neighbors=1, min_neighbor_prompts=5, temperature=1.0)
     knn.fit(pd.concat([X, X_copy]), np.concatenate([y, y_copy]))
-    assert knn.kneighbors([100])[0].tolist() == [[4]]
+    assert knn.user_neighbors([100])[0].tolist() == [[4]]
     utility = knn.predict(X_copy)
     # User 4's best row of every prompt comes first and the worst last, whatever the
     # response slot: the neighbour's labels on the same (prompt, response) ids.
@@ -125,11 +124,14 @@ def test_item_imputation_stands_the_labelers_in_for_the_other_neighbours(
     assert_allclose(knn.predict(unseen), slot_level)
 
 
-def test_auto_item_imputation_is_one_of_the_candidates(history):
+def test_auto_item_imputation_imputes_nothing_when_no_prompt_is_shared(history):
+    # Every user labels prompts of their own: no other user's label exists to
+    # impute from, every share ties on the calibration users, and the least
+    # imputation among the ties is kept.
     X, y = history
     X = X[["user_id", "prompt_id", "response_id"]]
     knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
-    assert knn.item_imputation_ in IMPUTATIONS
+    assert knn.item_imputation_ == IMPUTATIONS.min() == 0.0
     cosine = UserKNNRanker(similarity="cosine_chosen", min_neighbor_prompts=5)
     assert cosine.fit(X, y).item_imputation_ == 1.0
 
@@ -160,7 +162,7 @@ def test_likelihood_weights_are_the_posterior_over_candidates(history):
     X_new, y_new = best_worst_rows([[0.0, 1.0, 0.2]], 2, seed=5, first_user=50)
     knn = UserKNNRanker(n_neighbors=8, min_neighbor_prompts=5, temperature=2.0)
     knn.fit(pd.concat([X, X_new]), np.concatenate([y, y_new]))
-    neighbors, weights = knn.kneighbors([50])
+    neighbors, weights = knn.user_neighbors([50])
     assert 50 not in neighbors[0] and neighbors.shape == (1, 8)
     # Every within-prompt comparison of user 50, chosen minus rejected features.
     features = X_new[["x0", "x1", "x2"]].to_numpy()
@@ -184,7 +186,7 @@ def test_pruned_search_finds_the_exact_top_neighbours():
     X_new, y_new = best_worst_rows([[0.2, 0.7, 0.1], [0.0, 0.0, 1.0]], 3, seed=2, first_user=50)
     knn = UserKNNRanker(n_neighbors=5, min_neighbor_prompts=5, temperature=1.0)
     knn.fit(pd.concat([X, X_new]), np.concatenate([y, y_new]))
-    neighbors, _ = knn.kneighbors([50, 51])
+    neighbors, _ = knn.user_neighbors([50, 51])
     features = X_new[["x0", "x1", "x2"]].to_numpy()
     for row, user in enumerate([50, 51]):
         mine = (X_new["user_id"] == user).to_numpy()
@@ -218,7 +220,7 @@ def test_cosine_similarities_use_the_papers_representations(similarity, kind):
     knn = UserKNNRanker(
         n_neighbors=2, similarity=similarity, weights="uniform", min_neighbor_prompts=6
     ).fit(X, np.array(labels))
-    neighbors, weights = knn.kneighbors([6])
+    neighbors, weights = knn.user_neighbors([6])
     assert sorted(neighbors[0].tolist()) == [kind, kind + 3]
     assert_allclose(weights, [[0.5, 0.5]])
     assert knn.temperature_ is None
@@ -273,7 +275,7 @@ def test_partial_fit_is_close_to_a_full_refit(history):
     )
     added = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
     added.partial_fit(X_new, y_new)
-    assert_array_equal(added.kneighbors([40, 41])[0], both.kneighbors([40, 41])[0])
+    assert_array_equal(added.user_neighbors([40, 41])[0], both.user_neighbors([40, 41])[0])
     assert_allclose(added.predict(X_new), both.predict(X_new), rtol=0.05, atol=0.05)
 
 
@@ -283,6 +285,26 @@ def test_predicting_users_in_chunks_changes_nothing(history, monkeypatch):
     at_once = knn.predict(X)
     monkeypatch.setattr("pllm_sk.neighbors._knn._USERS_PER_CHUNK", 2)
     assert_allclose(knn.predict(X), at_once, rtol=1e-12)
+
+
+def shuffled_within_prompts(X, y, seed=0):
+    """The same rows with each prompt's labels permuted: choices the features do
+    not explain."""
+    rng = np.random.RandomState(seed)
+    noise = y.copy()
+    for prompt in np.unique(X["prompt_id"]):
+        rows = (X["prompt_id"] == prompt).to_numpy()
+        noise[rows] = rng.permutation(noise[rows])
+    return noise
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_temperature_is_softer_when_features_explain_choices_less(seed):
+    X, y = best_worst_rows(np.repeat(KINDS, 10, axis=0), 12)
+    exact = UserKNNRanker(min_neighbor_prompts=5, random_state=seed).fit(X, y)
+    noisy = UserKNNRanker(min_neighbor_prompts=5, random_state=seed)
+    noisy.fit(X, shuffled_within_prompts(X, y, seed))
+    assert noisy.temperature_ > exact.temperature_
 
 
 def test_partial_fit_on_an_unfitted_estimator_fits(history):
@@ -296,7 +318,6 @@ def test_auto_temperature_is_calibrated_and_deterministic(history):
     X, y = history
     first = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
     second = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
-    assert first.temperature_ in TEMPERATURES
     assert first.temperature_ == second.temperature_
     assert_array_equal(first.predict(X), second.predict(X))
     # Uniform weights do not depend on the temperature.
@@ -310,7 +331,7 @@ def test_callable_weights(history):
         n_neighbors=4, weights=lambda similarity: np.ones_like(similarity),
         min_neighbor_prompts=5, temperature=1.0,
     ).fit(X, y)
-    assert_allclose(knn.kneighbors([0, 3])[1], 0.25)
+    assert_allclose(knn.user_neighbors([0, 3])[1], 0.25)
     bad = clone(knn).set_params(weights=lambda similarity: -np.ones_like(similarity))
     with pytest.raises(ValueError, match="non-negative"):
         bad.fit(X, y).predict(X)
@@ -389,4 +410,4 @@ def test_errors_name_the_problem(history):
     with pytest.raises(ValueError, match="no labeled rows"):
         knn.partial_fit(X, np.full(len(y), np.nan))
     with pytest.raises(ValueError, match="User 77"):
-        knn.kneighbors([0, 77])
+        knn.user_neighbors([0, 77])

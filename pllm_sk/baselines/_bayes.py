@@ -6,11 +6,13 @@ import warnings
 import numpy as np
 from scipy import special
 from scipy.optimize import linprog
-from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseRanker
-from ..utils._preferences import comparison_pairs
+from ..utils._comparisons import comparisons, positions_in
+from ..utils._docstrings import fill_docstring
+from ..utils._param_validation import Interval
 
 __all__ = ["BayesRanker"]
 
@@ -18,6 +20,7 @@ __all__ = ["BayesRanker"]
 _BATCH_COMPARISONS = 100_000
 
 
+@fill_docstring
 class BayesRanker(BaseRanker):
     """Posterior-mean user weights under the Dirichlet prior: the Bayes limit.
 
@@ -86,11 +89,12 @@ class BayesRanker(BaseRanker):
     0.007, 0.005 and 0.0003 at 1, 3 and 10 best/worst prompts, and 1,000 users x
     10 prompts take about 35 s of one core.
 
-    A user's posterior mean is computed the first time the user is predicted and
-    cached, so ``fit`` is fast and the many historical users of a cold-start split
-    cost nothing unless predicted. A user without labeled rows in ``fit`` gets the
-    prior mean, ``1 / B`` on every score (the population prediction), counted in
-    ``fallbacks_``.
+    A user's posterior mean is computed when the user is predicted (``predict`` and
+    :meth:`posterior_mean` store nothing), so ``fit`` is fast and the many
+    historical users of a cold-start split cost nothing unless predicted; predict
+    once per fold (one scorer with several metrics) when the users are many. A user
+    without labeled rows in ``fit`` gets the prior mean, ``1 / B`` on every score
+    (the population prediction).
 
     Parameters
     ----------
@@ -111,20 +115,14 @@ class BayesRanker(BaseRanker):
 
     Attributes
     ----------
-    users_ : ndarray of int64
-        Users with labeled rows in ``fit``, sorted.
+    {users_attribute}
     n_comparisons_ : ndarray of int64, shape (n_users,)
         Number of comparisons of each user of ``users_`` that constrain the
         weights (with ``temperature=None``, those that do not hold on the whole
         simplex anyway).
-    prior_mean_ : ndarray of shape (n_reward_models,)
-        ``1 / B`` on every score: the cold-user weights.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Rows and users predicted since ``fit`` for users without labeled rows.
+    population_coef_ : ndarray of shape (n_reward_models,)
+        The prior mean, ``1 / B`` on every score: the cold-user weights.
+    {input_attributes}
 
     See Also
     --------
@@ -143,9 +141,19 @@ class BayesRanker(BaseRanker):
     True
     """
 
+    _parameter_constraints = {
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "n_draws": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_chains": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_burnin": [Interval(numbers.Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         alpha=0.05,
+        *,
         temperature=None,
         n_draws=4000,
         n_chains=8,
@@ -160,20 +168,6 @@ class BayesRanker(BaseRanker):
         self.random_state = random_state
 
     def _fit(self, ids, features, y):
-        check_scalar(
-            self.alpha, "alpha", numbers.Real, min_val=0.0, include_boundaries="neither"
-        )
-        if self.temperature is not None:
-            check_scalar(
-                self.temperature,
-                "temperature",
-                numbers.Real,
-                min_val=0.0,
-                include_boundaries="neither",
-            )
-        check_scalar(self.n_draws, "n_draws", numbers.Integral, min_val=1)
-        check_scalar(self.n_chains, "n_chains", numbers.Integral, min_val=1)
-        check_scalar(self.n_burnin, "n_burnin", numbers.Integral, min_val=0)
         n_reward_models = features.shape[1]
         if n_reward_models == 0:
             raise ValueError(
@@ -181,34 +175,35 @@ class BayesRanker(BaseRanker):
                 "rewards track, e.g. RewardFeatures); X has no feature columns."
             )
         deterministic = self.temperature is None
-        winners, losers = comparison_pairs(
-            ids[:, :2], y, transitive_reduction=deterministic
-        )
-        comparisons = features[winners] - features[losers]
+        structure = comparisons(ids, y, transitive_reduction=deterministic)
+        winners, losers = structure.winners, structure.losers
+        constraints = features[winners] - features[losers]
         if deterministic:
             # A constraint w . d > 0 with d >= 0 (and d != 0) holds on the whole
             # simplex: dropping it changes nothing and saves a third of the work.
-            implied = (comparisons >= 0).all(axis=1) & (comparisons > 0).any(axis=1)
-            winners, comparisons = winners[~implied], comparisons[~implied]
+            implied = (constraints >= 0).all(axis=1) & (constraints > 0).any(axis=1)
+            winners, constraints = winners[~implied], constraints[~implied]
             # Scaling a constraint changes nothing either; unit rows keep the
             # feasibility tolerance scale-free.
-            scale = np.abs(comparisons).max(axis=1, keepdims=True)
-            comparisons = comparisons / np.where(scale > 0, scale, 1.0)
-        self.users_ = np.unique(ids[:, 0])
-        # comparison_pairs orders pairs by (user_id, prompt_id): users are contiguous.
+            scale = np.abs(constraints).max(axis=1, keepdims=True)
+            constraints = constraints / np.where(scale > 0, scale, 1.0)
+        self.users_ = structure.users
+        # Pairs are ordered by (user_id, prompt_id): a user's are contiguous.
         self.n_comparisons_ = np.bincount(
             np.searchsorted(self.users_, ids[winners, 0]), minlength=self.users_.size
         )
-        self.prior_mean_ = np.full(n_reward_models, 1.0 / n_reward_models)
-        self._comparisons = comparisons
+        self.population_coef_ = np.full(n_reward_models, 1.0 / n_reward_models)
+        self._constraints = constraints
         self._offsets = np.concatenate([[0], np.cumsum(self.n_comparisons_)])
         self._seed = int(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
-        self._cache = {}
 
     def posterior_mean(self, user_ids):
         """Posterior-mean weights of each user; the prior mean for cold users.
+
+        Computed anew at each call (nothing is stored), deterministically for a
+        fitted ``random_state``.
 
         Parameters
         ----------
@@ -220,44 +215,44 @@ class BayesRanker(BaseRanker):
         """
         check_is_fitted(self)
         user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
-        unique = np.unique(user_ids)
-        position = np.minimum(
-            np.searchsorted(self.users_, unique), self.users_.size - 1
-        )
-        known = self.users_[position] == unique
-        todo = position[known & self.n_comparisons_[position].astype(bool)]
-        todo = todo[[self.users_[p] not in self._cache for p in todo]]
-        self._sample(todo)
-        by_user = np.tile(self.prior_mean_, (unique.size, 1))
-        for row in np.flatnonzero(known):
-            by_user[row] = self._cache.get(int(unique[row]), self.prior_mean_)
-        return by_user[np.searchsorted(unique, user_ids)]
+        unique, inverse = np.unique(user_ids, return_inverse=True)
+        position, known = positions_in(self.users_, unique)
+        by_user = np.tile(self.population_coef_, (unique.size, 1))
+        constrained = np.flatnonzero(known & (self.n_comparisons_[position] > 0))
+        by_user[constrained] = self._sample(position[constrained])
+        return by_user[inverse.reshape(-1)]
 
     def _predict(self, ids, features):
         return np.einsum("nb,nb->n", features, self.posterior_mean(ids[:, 0]))
 
     def _sample(self, positions):
-        """Fill the cache for the users at ``positions`` of ``users_``, in batches."""
+        """Posterior means of the users at ``positions`` of ``users_``, in batches.
+
+        Returns
+        -------
+        means : ndarray of shape (len(positions), n_reward_models)
+        """
+        means = np.empty((positions.size, self.population_coef_.size))
         # Batches of users with similar comparison counts keep the padding small.
-        positions = positions[np.argsort(self.n_comparisons_[positions], kind="stable")]
+        by_count = np.argsort(self.n_comparisons_[positions], kind="stable")
         n_inconsistent = 0
         start = 0
-        while start < positions.size:
+        while start < by_count.size:
             stop = start + 1
             while (
-                stop < positions.size
-                and (stop - start + 1) * self.n_comparisons_[positions[stop]]
+                stop < by_count.size
+                and (stop - start + 1) * self.n_comparisons_[positions[by_count[stop]]]
                 <= _BATCH_COMPARISONS
             ):
                 stop += 1
-            batch = positions[start:stop]
+            batch = positions[by_count[start:stop]]
             counts = self.n_comparisons_[batch]
-            blocks = np.zeros((batch.size, counts.max(), self._comparisons.shape[1]))
+            blocks = np.zeros((batch.size, counts.max(), self._constraints.shape[1]))
             valid = np.arange(counts.max()) < counts[:, np.newaxis]
-            blocks[valid] = self._comparisons[
+            blocks[valid] = self._constraints[
                 (self._offsets[batch][:, np.newaxis] + np.arange(counts.max()))[valid]
             ]
-            means = _posterior_means(
+            batch_means = _posterior_means(
                 blocks,
                 valid,
                 self.users_[batch],
@@ -268,10 +263,10 @@ class BayesRanker(BaseRanker):
                 n_burnin=int(self.n_burnin),
                 seed=self._seed,
             )
-            inconsistent = np.isnan(means).any(axis=1)
+            inconsistent = np.isnan(batch_means).any(axis=1)
             n_inconsistent += int(inconsistent.sum())
-            means[inconsistent] = self.prior_mean_
-            self._cache.update(zip(self.users_[batch].tolist(), means))
+            batch_means[inconsistent] = self.population_coef_
+            means[by_count[start:stop]] = batch_means
             start = stop
         if n_inconsistent:
             warnings.warn(
@@ -281,6 +276,7 @@ class BayesRanker(BaseRanker):
                 UserWarning,
                 stacklevel=4,
             )
+        return means
 
 
 # 0 * inf in the bound computations is NaN on purpose (see the coordinate loop).

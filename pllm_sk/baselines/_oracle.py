@@ -3,10 +3,13 @@
 import numpy as np
 
 from ..base import BaseRanker
+from ..utils._docstrings import fill_docstring
+from ..utils._param_validation import HasMethods
 
 __all__ = ["OracleRanker"]
 
 
+@fill_docstring
 class OracleRanker(BaseRanker):
     """Predict the true reward of each row, read from the oracle (the ceiling).
 
@@ -28,12 +31,7 @@ class OracleRanker(BaseRanker):
     ----------
     n_users_ : int
         Number of users the oracle knows.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Always zero: the oracle knows every user.
+    {input_attributes}
 
     See Also
     --------
@@ -54,6 +52,8 @@ class OracleRanker(BaseRanker):
     [0.25, 0.75]
     """
 
+    _parameter_constraints = {"oracle": [HasMethods(["reward"]), None]}
+
     def __init__(self, oracle=None):
         self.oracle = oracle
 
@@ -62,11 +62,6 @@ class OracleRanker(BaseRanker):
             raise ValueError(
                 "OracleRanker needs an oracle: pass oracle=..., for example the "
                 "oracle returned by simulate_feedback."
-            )
-        if not callable(getattr(self.oracle, "reward", None)):
-            raise TypeError(
-                "oracle must have a method reward(user_ids, prompt_ids, response_ids); "
-                f"got {type(self.oracle).__name__}."
             )
         # Raises a ValueError naming the id when a row is unknown to the oracle.
         self.oracle.reward(ids[:, 0], ids[:, 1], ids[:, 2])

@@ -2,65 +2,58 @@
 
 import numbers
 
-import numpy as np
-from scipy.optimize import minimize
-from sklearn.utils import check_scalar
-
 from ..base import BaseRanker
-from ..utils._items import item_features
-from ..utils._preferences import bradley_terry_loss, comparison_pairs
+from ..utils._bradley_terry import fit_bradley_terry
+from ..utils._comparisons import comparisons, require_comparisons
+from ..utils._docstrings import fill_docstring
+from ..utils._items import count_response_slots, item_features
+from ..utils._param_validation import Interval
 
 __all__ = ["PopulationRanker"]
 
 
+@fill_docstring
 class PopulationRanker(BaseRanker):
     """One preference for every user, learned from all users' comparisons (zero-shot).
 
     Every labeled (user, prompt) gives comparison pairs: two of its rows with
     different labels, the higher-labeled one chosen. The population weight vector
-    ``coef_`` is the L2-penalised Bradley-Terry (logistic) fit on the item-feature
-    differences of all pairs, chosen minus rejected::
+    ``population_coef_`` is the L2-penalised Bradley-Terry (logistic) fit on the
+    item-feature differences of all pairs, chosen minus rejected::
 
-        sum_pairs log(1 + exp(-coef . (x_chosen - x_rejected))) + alpha * ||coef||^2
+        sum_pairs log(1 + exp(-w . (x_chosen - x_rejected))) + alpha * ||w||^2
 
-    Only the order of labels within a (user, prompt) is used, never their magnitude,
-    so pairwise, best/worst, ranked and graded feedback all work. The predicted
-    utility of a row is ``coef_ . x``, the same for every user.
+    solved by Newton's method (see
+    :func:`~pllm_sk.utils._bradley_terry.fit_bradley_terry`). Only the order of
+    labels within a (user, prompt) is used, never their magnitude, so pairwise,
+    best/worst, ranked and graded feedback all work. The predicted utility of a row
+    is ``population_coef_ . x``, the same for every user.
 
     Item features are the feature columns of ``X``. When ``X`` has no feature columns
     (the ids track), the item features are a one-hot encoding of ``response_id``:
     the response slot, i.e. which LLM wrote the response, is the only thing known
     about a candidate of a prompt that no user has labeled. A slot not seen in
-    ``fit`` gets utility 0.
+    ``fit`` is an error in ``predict``.
 
     Parameters
     ----------
     alpha : float, default=1.0
-        Strength of the L2 penalty on ``coef_``, >= 0 (0 only when the pairs are not
-        separable).
-    max_iter : int, default=200
-        Iterations of the L-BFGS solver at most.
-    tol : float, default=1e-6
-        Tolerance of the solver on the gradient of the mean pair loss.
+        Strength of the L2 penalty, > 0 (it makes the problem strictly convex, also
+        on the ids track, whose one-hot differences sum to zero).
+    max_iter : int, default=50
+        Newton steps at most.
+    tol : float, default=1e-10
+        Stop when half the Newton decrement is below ``tol * (1 + loss)``.
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_item_features,)
-        Population weights on the item features.
-    n_response_slots_ : int or None
-        Number of one-hot encoded response slots on the ids track; None when ``X``
-        has feature columns.
+    population_coef_ : ndarray of shape (n_item_features,)
+        Population weights on the item features: every user's prediction.
     n_iter_ : int
-        Iterations run by the solver.
-    users_ : ndarray of int64
-        Users with labeled rows in ``fit``; the others are counted in ``fallbacks_``
-        (for this estimator every user gets the population prediction anyway).
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Rows and users predicted since ``fit`` for users without labeled rows.
+        Newton steps run.
+    {n_response_slots_attribute}
+    {users_attribute}
+    {input_attributes}
 
     See Also
     --------
@@ -76,60 +69,36 @@ class PopulationRanker(BaseRanker):
     ...                   "response_id": [0, 1, 0, 1], "quality": [1.0, 0.0, 0.5, 2.0]})
     >>> y = np.array([1.0, 0.0, 0.0, 1.0])
     >>> ranker = PopulationRanker().fit(X, y)
-    >>> bool(ranker.coef_[0] > 0)
+    >>> bool(ranker.population_coef_[0] > 0)
     True
     """
 
-    def __init__(self, alpha=1.0, max_iter=200, tol=1e-6):
+    _parameter_constraints = {
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, alpha=1.0, *, max_iter=50, tol=1e-10):
         self.alpha = alpha
         self.max_iter = max_iter
         self.tol = tol
 
     def _fit(self, ids, features, y):
-        check_scalar(self.alpha, "alpha", target_type=numbers.Real, min_val=0.0)
-        check_scalar(self.max_iter, "max_iter", target_type=numbers.Integral, min_val=1)
-        check_scalar(self.tol, "tol", target_type=numbers.Real, min_val=0.0)
-        self.n_response_slots_ = (
-            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
-        )
+        self.n_response_slots_ = count_response_slots(ids, features)
         items = item_features(ids, features, self.n_response_slots_)
-        self.coef_, self.n_iter_ = fit_population(
-            items, ids, y, alpha=self.alpha, max_iter=self.max_iter, tol=self.tol
+        structure = comparisons(ids, y)
+        require_comparisons(structure, type(self).__name__)
+        self.population_coef_, self.n_iter_ = fit_bradley_terry(
+            items[structure.winners] - items[structure.losers],
+            l2=float(self.alpha),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            return_n_iter=True,
         )
-        self.users_ = np.unique(ids[:, 0])
+        self.users_ = structure.users
 
     def _predict(self, ids, features):
-        return item_features(ids, features, self.n_response_slots_) @ self.coef_
+        items = item_features(ids, features, self.n_response_slots_)
+        return items @ self.population_coef_
 
-
-def fit_population(items, ids, y, *, alpha, max_iter, tol):
-    """Population Bradley-Terry weights on all within-(user, prompt) comparisons.
-
-    Returns
-    -------
-    coef : ndarray of shape (n_item_features,)
-    n_iter : int
-    """
-    winners, losers = comparison_pairs(ids[:, :2], y)
-    if winners.size == 0:
-        raise ValueError(
-            "y holds no comparison: no (user, prompt) has two labeled rows with "
-            "different labels, and this estimator learns from within-(user, prompt) "
-            "comparisons only."
-        )
-    differences = items[winners] - items[losers]
-    n_pairs = differences.shape[0]
-
-    # The mean pair loss keeps the solver's tolerances independent of the data size.
-    def objective(coef):
-        loss, gradient = bradley_terry_loss(coef, differences, l2=alpha)
-        return loss / n_pairs, gradient / n_pairs
-
-    result = minimize(
-        objective,
-        np.zeros(items.shape[1]),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": tol},
-    )
-    return result.x, int(result.nit)

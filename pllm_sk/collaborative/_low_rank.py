@@ -6,23 +6,27 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.mixture import GaussianMixture
-from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from ..base import BaseRanker, IncrementalRankerMixin
-from ..utils._items import item_features
-from ..utils._user_comparisons import (
+from ..utils._bradley_terry import fit_bradley_terry
+from ..utils._calibration import (
     TEMPERATURES,
-    UserComparisons,
     best_temperature,
     calibration_split,
-    comparisons,
-    fit_user_preferences,
-    float32_differences,
-    item_keys,
     temperature_scores,
 )
+from ..utils._comparisons import (
+    UserComparisons,
+    comparisons,
+    float32_differences,
+    require_comparisons,
+)
+from ..utils._docstrings import fill_docstring
+from ..utils._items import count_response_slots, item_features, item_keys
+from ..utils._param_validation import Interval, StrOptions
 
 __all__ = ["LowRankRanker"]
 
@@ -30,6 +34,7 @@ __all__ = ["LowRankRanker"]
 _CALIBRATION_USERS = 200
 
 
+@fill_docstring
 class LowRankRanker(IncrementalRankerMixin, BaseRanker):
     """Low-rank utility ``u_user . (A x_item + e_item)``, folded in per user.
 
@@ -67,7 +72,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
     probabilities. Every user with feedback is folded in the same way, whether the
     feedback came in ``fit`` or in ``partial_fit``; a user without comparisons gets
     the prior mean ``population_factor_``, and a user without labeled rows the
-    population prediction ``population_coef_ . x`` (counted in ``fallbacks_``).
+    population prediction ``population_coef_ . x``.
 
     Temperature. The comparisons' log-likelihood is divided by ``temperature``;
     ``"auto"`` reveals a few prompts of sampled historical users, folds them in at
@@ -129,16 +134,9 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
     temperature_ : float
     n_iter_ : int
         Alternations run (0 when the map is the identity).
-    users_ : ndarray of int64
-        Users with labeled rows in ``fit`` or ``partial_fit``, sorted.
-    n_response_slots_ : int or None
-        Number of one-hot encoded response slots on the ids track; None otherwise.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Rows and users predicted since ``fit`` for users without labeled rows.
+    {users_attribute}
+    {n_response_slots_attribute}
+    {input_attributes}
 
     See Also
     --------
@@ -166,6 +164,20 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
     """
 
     _completed_fit_attribute = "basis_"
+
+    _parameter_constraints = {
+        "rank": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "temperature": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
+        "user_l2": [Interval(numbers.Real, 0, None, closed="neither")],
+        "basis_l2": [Interval(numbers.Real, 0, None, closed="neither")],
+        "item_embeddings": ["boolean"],
+        "embedding_l2": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "min_prior_prompts": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -228,21 +240,13 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         return factors
 
     def _fit(self, ids, features, y):
-        self._validate_params()
         rng = check_random_state(self.random_state)
-        self.n_response_slots_ = (
-            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
-        )
+        self.n_response_slots_ = count_response_slots(ids, features)
         self._n_response_keys = int(ids[:, 2].max()) + 1
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
+        require_comparisons(structure, type(self).__name__)
         winners, losers = structure.winners, structure.losers
-        if winners.size == 0:
-            raise ValueError(
-                "y holds no comparison: no (user, prompt) has two labeled rows with "
-                "different labels, and LowRankRanker learns from within-(user, "
-                "prompt) comparisons only."
-            )
         differences = items[winners]
         differences -= items[losers]
         users = structure.users
@@ -296,14 +300,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
 
     def _fit_users(self, vectors, pair_user, n_users):
         """Each user's MAP factor under the L2 penalty, vectors given."""
-        dimension = vectors.shape[1]
-        return fit_user_preferences(
-            vectors,
-            pair_user,
-            n_users,
-            prior_mean=np.zeros((1, dimension)),
-            prior_precision=2.0 * self.user_l2 * np.eye(dimension)[np.newaxis],
-        )[0][:, 0]
+        return fit_bradley_terry(vectors, pair_user, n_users, l2=float(self.user_l2))
 
     def _alternate(self, differences, pair_user, pair_items, weights):
         """Alternate user factors (Newton) with the map and embeddings (L-BFGS)."""
@@ -497,7 +494,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         factors : ndarray of shape (n_groups, rank_)
         component_factors : ndarray of shape (n_groups, n_components_, rank_)
         """
-        coef, log_evidence = fit_user_preferences(
+        coef, log_evidence = fit_bradley_terry(
             vectors,
             groups,
             n_groups,
@@ -505,6 +502,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             prior_precision=self._prior_precisions,
             weight=1.0 / temperature,
             start=start,
+            return_log_evidence=True,
         )
         log_posterior = np.log(self.prior_weights_) + log_evidence
         posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
@@ -556,47 +554,10 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
     def _user_comparisons(self, ids, items, structure):
         """Factor-space comparison vectors, frozen map and embeddings applied."""
         vectors = self._item_vectors(ids, items)
-        winners, losers = structure.winners, structure.losers
-        return UserComparisons(
-            structure.users,
-            ids[winners, 0],
-            vector=float32_differences(vectors, winners, losers),
-            prompt=ids[winners, 1],
-            top=structure.top,
-        )
-
-    def _validate_params(self):
-        check_scalar(self.rank, "rank", numbers.Integral, min_val=1)
-        check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
-        if isinstance(self.temperature, str):
-            if self.temperature != "auto":
-                raise ValueError(
-                    f"temperature must be 'auto' or a float > 0; got {self.temperature!r}."
-                )
-        else:
-            check_scalar(
-                self.temperature,
-                "temperature",
-                numbers.Real,
-                min_val=0.0,
-                include_boundaries="neither",
-            )
-        for name in ("user_l2", "basis_l2", "embedding_l2"):
-            check_scalar(
-                getattr(self, name),
-                name,
-                numbers.Real,
-                min_val=0.0,
-                include_boundaries="neither",
-            )
-        if not isinstance(self.item_embeddings, (bool, np.bool_)):
-            raise TypeError(
-                f"item_embeddings must be True or False; got {self.item_embeddings!r}."
-            )
-        check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
-        check_scalar(self.tol, "tol", numbers.Real, min_val=0.0)
-        check_scalar(
-            self.min_prior_prompts, "min_prior_prompts", numbers.Integral, min_val=1
+        return UserComparisons.from_comparisons(
+            ids,
+            structure,
+            vector=float32_differences(vectors, structure.winners, structure.losers),
         )
 
 

@@ -5,14 +5,23 @@ import numbers
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..base import BaseRanker, IncrementalRankerMixin
-from ..utils._items import item_features
-from ..utils._preferences import fit_bradley_terry_groups
-from ._episodes import Comparisons, draw_episodes
+from ..utils._bradley_terry import fit_bradley_terry
+from ..utils._comparisons import (
+    UserComparisons,
+    comparisons,
+    positions_in,
+    require_comparisons,
+)
+from ..utils._device import resolve_device
+from ..utils._docstrings import fill_docstring
+from ..utils._items import count_response_slots, item_features
+from ..utils._param_validation import Interval, StrOptions
+from ._episodes import draw_episodes
 from ._modules import (
     GradientAdapter,
     ParticleEncoder,
@@ -27,6 +36,7 @@ __all__ = ["MetaRewardHead"]
 _PREDICT_PAIRS = 1 << 15
 
 
+@fill_docstring
 class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     """A torch reward head meta-learned across users to adapt from a few comparisons.
 
@@ -78,8 +88,8 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     At predict time every user with labeled rows is adapted the same way, from all
     their comparisons in ``fit`` and ``partial_fit`` (the labeled rows are kept,
     their item features in float32); a user without any (a cold
-    user) gets the prior ``prior_``: the adapter's output for an empty support,
-    counted in ``fallbacks_``. :meth:`partial_fit` adds the feedback of new or
+    user) gets the prior ``population_coef_``: the adapter's output for an empty
+    support. :meth:`partial_fit` adds the feedback of new or
     returning users and leaves the meta-parameters frozen.
 
     Prediction runs in float64 on a copy of the model, so a user's utilities do not
@@ -128,7 +138,8 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         Smallest improvement of the held-out loss that counts.
     device : str, default="auto"
         Torch device of meta-training and prediction; ``"auto"`` takes CUDA when it
-        is available, the CPU otherwise, resolved again at each call. The fitted
+        is available, then MPS, then the CPU, resolved again at each call
+        (prediction runs in float64, on the CPU in place of MPS). The fitted
         model is kept on the CPU, so it pickles and loads on any machine; predict
         moves a copy to the device.
     verbose : int, default=0
@@ -143,15 +154,12 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         The meta-learned model, on the CPU.
     device_ : str
         The device that meta-training ran on.
-    prior_ : ndarray of shape (n_components,)
+    population_coef_ : ndarray of shape (n_components,)
         The user vector of a cold user (no labeled rows): the adapter's output for
         an empty support. With the identity tower, a cold user's utility is
-        ``x . prior_``.
-    users_ : ndarray of int64
-        Users with labeled rows in ``fit`` and ``partial_fit``, sorted.
-    n_response_slots_ : int or None
-        Number of one-hot encoded response slots on the ids track; None when ``X``
-        has feature columns.
+        ``x . population_coef_``.
+    {users_attribute}
+    {n_response_slots_attribute}
     n_epochs_ : int
         Epochs of meta-training run.
     n_steps_ : int
@@ -162,12 +170,7 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         Held-out loss after each epoch (empty when ``validation_fraction=0``).
     best_loss_ : float
         The loss (held-out, else training) of the parameters kept.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Rows and users predicted since ``fit`` for users without labeled rows.
+    {input_attributes}
 
     See Also
     --------
@@ -202,9 +205,31 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
 
     _completed_fit_attribute = "module_"
 
+    _parameter_constraints = {
+        "adaptation": [StrOptions({"encoder", "gradient"})],
+        "n_prototypes": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_newton_steps": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_inner_steps": [Interval(numbers.Integral, 0, None, closed="left")],
+        "hidden_layer_sizes": [tuple, list],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "max_support": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_query": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_steps": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         adaptation="encoder",
+        *,
         n_prototypes=256,
         n_newton_steps=1,
         n_inner_steps=5,
@@ -245,23 +270,25 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     # ------------------------------------------------------------------ fitting
 
     def _fit(self, ids, features, y):
-        self._check_params()
-        device = self._resolve_device()
+        if not all(
+            isinstance(size, numbers.Integral) and size > 0
+            for size in self.hidden_layer_sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a tuple of positive ints; got "
+                f"{self.hidden_layer_sizes!r}."
+            )
+        device = resolve_device(self.device)
         random_state = check_random_state(self.random_state)
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
 
-        self.n_response_slots_ = (
-            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
-        )
-        self._store(ids, self._item_features(ids, features), y)
-        comparisons = self._comparisons
-        if comparisons.winners.size == 0:
-            raise ValueError(
-                "y holds no comparison: no (user, prompt) has two labeled rows with "
-                "different labels, and this estimator learns from within-(user, "
-                "prompt) comparisons only."
-            )
+        self.n_response_slots_ = count_response_slots(ids, features)
+        structure = comparisons(ids, y)
+        require_comparisons(structure, type(self).__name__)
+        self._ids, self._items, self._y = ids, self._item_features(ids, features), y
+        self._store = UserComparisons.from_comparisons(ids, structure, rows=True)
+        self.users_ = self._store.users
         n_inputs = self._items.shape[1]
         tower = make_tower(
             n_inputs, tuple(self.hidden_layer_sizes), self.n_components, generator
@@ -275,12 +302,11 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         else:
             adapter = GradientAdapter(n_components, self.n_inner_steps, generator)
         module = RewardHead(tower, adapter).to(device)
-        self._meta_train(module, comparisons, rng, device)
+        self._meta_train(module, rng, device)
         self.module_ = module.cpu()
         self.device_ = str(device)
         # Ids are non-negative, so user -1 is cold: the prior, as any cold user gets.
-        self.prior_ = self.user_vectors([-1])[0]
-        return self
+        self.population_coef_ = self.user_vectors([-1])[0]
 
     def _partial_fit(self, ids, features, y):
         """Store the users' rows; the meta-parameters stay frozen.
@@ -301,14 +327,20 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         kept = np.ones(self._ids.shape[0], dtype=bool)
         kept[old] = False
         n_kept = int(kept.sum())
-        comparisons = Comparisons.from_rows(ids, y)
-        comparisons.winners += n_kept
-        comparisons.losers += n_kept
-        self._comparisons = self._comparisons.merged(comparisons, np.cumsum(kept) - 1)
+        # The users' comparisons are formed anew over all their rows; the other
+        # users' keep theirs, with their rows renumbered.
+        store = self._store.without(ids[:, 0])
+        renumber = np.cumsum(kept) - 1
+        for side in ("winner", "loser"):
+            store.columns[side] = renumber[store.columns[side]]
+        added = UserComparisons.from_comparisons(ids, comparisons(ids, y), rows=True)
+        for side in ("winner", "loser"):
+            added.columns[side] = added.columns[side] + n_kept
+        self._store = store.merged(added)
         self._ids = np.concatenate([self._ids[kept], ids])
         self._items = np.concatenate([self._items[kept], items])
         self._y = np.concatenate([self._y[kept], y])
-        self.users_ = self._comparisons.users
+        self.users_ = self._store.users
 
     def _initial_prototypes(self, tower, n_components, rng, generator):
         """Starting prototype positions, as a float32 tensor ``(n_prototypes, n_components)``.
@@ -320,111 +352,55 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         noise = torch.randn(self.n_prototypes, n_components, generator=generator)
         if not isinstance(tower, torch.nn.Identity):
             return noise / n_components**0.5
-        comparisons = self._comparisons
-        n_groups = comparisons.n_groups
+        n_groups = np.diff(self._store.prompt_groups()[1])
         most = np.lexsort((rng.random(n_groups.size), -n_groups))
         most = most[n_groups[most] > 0][: self.n_prototypes]
-        pairs, owner = comparisons.user_pairs(most)
+        pairs, owner = self._user_pairs(most)
+        columns = self._store.columns
         differences = (
-            self._items[comparisons.winners[pairs]]
-            - self._items[comparisons.losers[pairs]]
+            self._items[columns["winner"][pairs]] - self._items[columns["loser"][pairs]]
         )
-        coef = fit_bradley_terry_groups(
-            differences.astype(np.float64),
-            owner,
-            most.size,
-            l2=1.0,
-            prior_mean=np.zeros(n_components),
+        coef = fit_bradley_terry(
+            differences.astype(np.float64), owner, most.size, l2=1.0
         )
         coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-12)
         positions = torch.from_numpy(np.resize(coef, (self.n_prototypes, n_components)))
         repeated = torch.arange(self.n_prototypes) >= most.size
         return (positions + 0.1 * repeated[:, None] * noise / n_components**0.5).float()
 
-    def _check_params(self):
-        if self.adaptation not in ("encoder", "gradient"):
-            raise ValueError(
-                f"adaptation must be 'encoder' or 'gradient'; got {self.adaptation!r}."
-            )
-        check_scalar(self.n_prototypes, "n_prototypes", numbers.Integral, min_val=1)
-        check_scalar(self.n_newton_steps, "n_newton_steps", numbers.Integral, min_val=0)
-        check_scalar(self.n_inner_steps, "n_inner_steps", numbers.Integral, min_val=0)
-        if not isinstance(self.hidden_layer_sizes, (tuple, list)) or not all(
-            isinstance(size, numbers.Integral) and size > 0
-            for size in self.hidden_layer_sizes
-        ):
-            raise ValueError(
-                "hidden_layer_sizes must be a tuple of positive ints; got "
-                f"{self.hidden_layer_sizes!r}."
-            )
-        if self.n_components is not None:
-            check_scalar(self.n_components, "n_components", numbers.Integral, min_val=1)
-        check_scalar(self.max_support, "max_support", numbers.Integral, min_val=1)
-        if self.max_query is not None:
-            check_scalar(self.max_query, "max_query", numbers.Integral, min_val=1)
-        check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
-        check_scalar(
-            self.learning_rate,
-            "learning_rate",
-            numbers.Real,
-            min_val=0.0,
-            include_boundaries="neither",
-        )
-        check_scalar(self.max_epochs, "max_epochs", numbers.Integral, min_val=1)
-        if self.max_steps is not None:
-            check_scalar(self.max_steps, "max_steps", numbers.Integral, min_val=1)
-        check_scalar(
-            self.validation_fraction,
-            "validation_fraction",
-            numbers.Real,
-            min_val=0.0,
-            max_val=1.0,
-            include_boundaries="left",
-        )
-        check_scalar(
-            self.n_iter_no_change, "n_iter_no_change", numbers.Integral, min_val=1
-        )
-        check_scalar(self.tol, "tol", numbers.Real, min_val=0.0)
-        check_scalar(self.verbose, "verbose", numbers.Integral, min_val=0)
-
-    def _resolve_device(self):
-        if isinstance(self.device, str) and self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"device must be 'auto' or a torch device name; got {self.device!r}."
-            ) from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but CUDA is not available.")
-        return device
-
     def _item_features(self, ids, features):
         """Item features of labeled rows, in float32: the precision the model trains in."""
         return item_features(ids, features, self.n_response_slots_).astype(np.float32)
 
-    def _store(self, ids, items, y):
-        """Keep the labeled rows: every user is adapted from them at predict time."""
-        self._ids, self._items, self._y = ids, items, y
-        self._comparisons = Comparisons.from_rows(ids, y)
-        self.users_ = self._comparisons.users
+    def _user_pairs(self, positions):
+        """Comparisons of the users at ``positions`` of ``users_``, and their owner.
+
+        Returns
+        -------
+        pairs : ndarray of int64
+            Indices into the store's comparisons, user by user.
+        owner : ndarray of int64
+            Index into ``positions`` of each comparison's user.
+        """
+        pairs, counts = self._store.rows(positions)
+        return pairs, np.repeat(np.arange(counts.size), counts)
 
     # ------------------------------------------------------------ meta-training
 
-    def _meta_train(self, module, comparisons, rng, device):
+    def _meta_train(self, module, rng, device):
         """Episodic meta-training with early stopping on held-out users (in place)."""
-        trainable = np.flatnonzero(comparisons.n_groups > 0)
+        groups = self._store.prompt_groups()
+        trainable = np.flatnonzero(np.diff(groups[1]) > 0)
         n_validation = int(np.ceil(self.validation_fraction * trainable.size))
         if n_validation >= trainable.size:
             n_validation = 0
         shuffled = rng.permutation(trainable)
         validation, train = np.sort(shuffled[:n_validation]), shuffled[n_validation:]
-        episode_loss = _EpisodeLoss(module, comparisons, self._items, device)
+        episode_loss = _EpisodeLoss(module, self._store, self._items, device)
 
         def episodes(users):
             return draw_episodes(
-                comparisons,
+                groups,
                 users,
                 rng,
                 max_support=self.max_support,
@@ -489,7 +465,7 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     # --------------------------------------------------------------- prediction
 
     def user_vectors(self, user_ids):
-        """The adapted user vector of each user; the prior ``prior_`` for cold users.
+        """The adapted user vector of each user; ``population_coef_`` for cold users.
 
         Parameters
         ----------
@@ -521,22 +497,22 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         """A float64 copy of ``module_`` on the ``device`` parameter as resolved now.
 
         Float64 makes a user's vector independent, to round-off, of the other users
-        predicted with them.
+        predicted with them; MPS has no float64, so there the copy runs on the CPU.
         """
-        return copy.deepcopy(self.module_).to(self._resolve_device(), torch.float64)
+        device = resolve_device(self.device)
+        if device.type == "mps":
+            device = torch.device("cpu")
+        return copy.deepcopy(self.module_).to(device, torch.float64)
 
     def _unique_user_vectors(self, unique, module):
         """User vectors of sorted distinct users, a float64 tensor, and a mask.
 
         The mask says which users have labeled rows; the others get the prior.
         """
-        comparisons = self._comparisons
         device = next(module.parameters()).device
-        position = np.minimum(
-            np.searchsorted(comparisons.users, unique), comparisons.users.size - 1
-        )
-        known = comparisons.users[position] == unique
-        pairs, owner = comparisons.user_pairs(position[known])
+        position, known = positions_in(self._store.users, unique)
+        pairs, owner = self._user_pairs(position[known])
+        winners, losers = (self._store.columns[side][pairs] for side in ("winner", "loser"))
         # Cold users own no pairs: the same forward pass gives them the prior.
         owner = np.flatnonzero(known)[owner]
 
@@ -550,8 +526,8 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
                 chosen = slice(*np.searchsorted(owner, [first, last]))
                 vectors.append(
                     module.user_vectors(
-                        rows(comparisons.winners[pairs[chosen]]),
-                        rows(comparisons.losers[pairs[chosen]]),
+                        rows(winners[chosen]),
+                        rows(losers[chosen]),
                         torch.from_numpy(owner[chosen] - first).to(device),
                         last - first,
                     )
@@ -577,12 +553,12 @@ def _chunks_by_count(counts, limit=_PREDICT_PAIRS):
 class _EpisodeLoss:
     """Query loss of a batch of episodes, the labeled rows held on ``device``."""
 
-    def __init__(self, module, comparisons, items, device):
+    def __init__(self, module, store, items, device):
         self.module = module
         self.device = device
         self.items = torch.from_numpy(items).to(device)
-        self.winners = torch.from_numpy(comparisons.winners).to(device)
-        self.losers = torch.from_numpy(comparisons.losers).to(device)
+        self.winners = torch.from_numpy(store.columns["winner"]).to(device)
+        self.losers = torch.from_numpy(store.columns["loser"]).to(device)
 
     def __call__(self, n_users, episodes):
         (support, support_owner), (query, query_owner) = (

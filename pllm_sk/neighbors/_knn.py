@@ -3,25 +3,28 @@
 import numbers
 
 import numpy as np
-from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseRanker, IncrementalRankerMixin
-from ..utils._items import item_features
-from ..utils._user_comparisons import (
+from ..utils._bradley_terry import fit_bradley_terry, log_sigmoid_
+from ..utils._calibration import (
     TEMPERATURES,
-    UserComparisons,
     best_temperature,
     calibration_split,
-    comparisons,
-    fit_pooled_preference,
-    fit_user_preferences,
-    float32_differences,
-    item_keys,
-    log_sigmoid_,
     temperature_scores,
     within_one_standard_error,
 )
+from ..utils._comparisons import (
+    UserComparisons,
+    comparisons,
+    float32_differences,
+    positions_in,
+    require_comparisons,
+)
+from ..utils._docstrings import fill_docstring
+from ..utils._items import count_response_slots, item_features, item_keys
+from ..utils._param_validation import Interval, StrOptions
 
 __all__ = ["SIMILARITIES", "UserKNNRanker"]
 
@@ -37,6 +40,7 @@ _CALIBRATION_USERS = 200
 _USERS_PER_CHUNK = 256
 
 
+@fill_docstring
 class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     """Predict each user's utility from the historical users most similar to them.
 
@@ -97,7 +101,7 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     of it: the most cautious, the closest to the population.
 
     A user with no labeled rows in ``fit`` or ``partial_fit`` gets the population
-    prediction ``population_coef_ . x``, counted in ``fallbacks_``. Neighbours are
+    prediction ``population_coef_ . x``. Neighbours are
     found in ``predict`` for the users predicted, so ``fit`` costs
     ``O(n_comparisons * n_features)`` and ``predict`` costs
     ``O(n_comparisons of the predicted users * n_candidates)``.
@@ -152,16 +156,9 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         the cosine similarities.
     item_imputation_ : float
         The share of unknown item-level labels imputed (chosen when ``"auto"``).
-    users_ : ndarray of int64
-        Users with labeled rows in ``fit`` or ``partial_fit``, sorted.
-    n_response_slots_ : int or None
-        Number of one-hot encoded response slots on the ids track; None otherwise.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
-    fallbacks_ : collections.Counter
-        Rows and users predicted since ``fit`` for users without labeled rows.
+    {users_attribute}
+    {n_response_slots_attribute}
+    {input_attributes}
 
     See Also
     --------
@@ -183,7 +180,7 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     >>> new = pd.DataFrame({"user_id": [9, 9], "prompt_id": [50, 50],
     ...                     "response_id": [0, 1], "x": [1.0, -1.0]})
     >>> _ = knn.partial_fit(new, [0.0, 1.0])   # user 9 prefers a low x
-    >>> neighbors, weights = knn.kneighbors([9])
+    >>> neighbors, weights = knn.user_neighbors([9])
     >>> sorted(neighbors[0].tolist())
     [4, 5, 6, 7]
     >>> utility = knn.predict(new)
@@ -192,6 +189,19 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     """
 
     _completed_fit_attribute = "neighbor_coef_"
+
+    _parameter_constraints = {
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "similarity": [StrOptions(set(SIMILARITIES))],
+        "weights": [StrOptions({"similarity", "uniform"}), callable],
+        "temperature": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
+        "item_imputation": [StrOptions({"auto"}), Interval(numbers.Real, 0, 1, closed="both")],
+        "shrinkage": [Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "min_neighbor_prompts": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -234,8 +244,12 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         )
         self.users_ = self._store.users
 
-    def kneighbors(self, user_ids):
+    def user_neighbors(self, user_ids):
         """The neighbours of each user and their weights.
+
+        Not scikit-learn's ``kneighbors`` (which returns distances and indices of
+        rows): the neighbours here are users, and their weights are what the
+        prediction averages with.
 
         Parameters
         ----------
@@ -262,24 +276,16 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         return self.neighbor_users_[neighbors], weights
 
     def _fit(self, ids, features, y):
-        self._validate_params()
-        self.n_response_slots_ = (
-            int(ids[:, 2].max()) + 1 if features.shape[1] == 0 else None
-        )
+        self.n_response_slots_ = count_response_slots(ids, features)
         self._n_response_keys = int(ids[:, 2].max()) + 1
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
+        require_comparisons(structure, type(self).__name__)
         winners, losers = structure.winners, structure.losers
-        if winners.size == 0:
-            raise ValueError(
-                "y holds no comparison: no (user, prompt) has two labeled rows with "
-                "different labels, and UserKNNRanker learns from within-(user, "
-                "prompt) comparisons only."
-            )
         differences = items[winners]
         differences -= items[losers]
-        identity = np.eye(items.shape[1])[np.newaxis]
-        self.population_coef_ = fit_pooled_preference(
+        # PopulationRanker's objective and solver: the cold-user prediction.
+        self.population_coef_ = fit_bradley_terry(
             differences, l2=float(self.alpha), max_iter=self.max_iter
         )
 
@@ -297,14 +303,14 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         self.neighbor_users_ = users[is_candidate]
         candidate_of_user = np.cumsum(is_candidate) - 1
         pair_user = user_of_row[winners]
-        self.neighbor_coef_ = fit_user_preferences(
+        self.neighbor_coef_ = fit_bradley_terry(
             differences,
             np.where(is_candidate[pair_user], candidate_of_user[pair_user], -1),
             self.neighbor_users_.size,
-            prior_mean=self.population_coef_[np.newaxis],
-            prior_precision=2.0 * self.shrinkage * identity,
+            l2=float(self.shrinkage),
+            prior_mean=self.population_coef_,
             max_iter=self.max_iter,
-        )[0][:, 0]
+        )
         row_candidate = np.where(
             is_candidate[user_of_row], candidate_of_user[user_of_row], -1
         )
@@ -371,7 +377,7 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
 
     def _own_candidate(self, positions):
         """Each user's own index among the candidates, or -1."""
-        own, is_candidate = _candidate_positions(
+        own, is_candidate = positions_in(
             self.neighbor_users_, self._store.users[positions]
         )
         return np.where(is_candidate, own, -1)
@@ -681,64 +687,13 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     def _user_comparisons(self, ids, items, structure):
         keys = item_keys(ids, self._n_response_keys)
         winners, losers = structure.winners, structure.losers
-        return UserComparisons(
-            structure.users,
-            ids[winners, 0],
+        return UserComparisons.from_comparisons(
+            ids,
+            structure,
             difference=float32_differences(items, winners, losers),
             winner_key=keys[winners],
             loser_key=keys[losers],
-            prompt=ids[winners, 1],
-            top=structure.top,
         )
-
-    def _validate_params(self):
-        check_scalar(self.n_neighbors, "n_neighbors", numbers.Integral, min_val=1)
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(
-                f"similarity must be one of {SIMILARITIES}; got {self.similarity!r}."
-            )
-        if not callable(self.weights) and self.weights not in ("similarity", "uniform"):
-            raise ValueError(
-                "weights must be 'similarity', 'uniform' or a callable; got "
-                f"{self.weights!r}."
-            )
-        if not (isinstance(self.temperature, str) and self.temperature == "auto"):
-            if isinstance(self.temperature, str):
-                raise ValueError(
-                    f"temperature must be 'auto' or a float > 0; got {self.temperature!r}."
-                )
-            check_scalar(
-                self.temperature,
-                "temperature",
-                numbers.Real,
-                min_val=0.0,
-                include_boundaries="neither",
-            )
-        if not (isinstance(self.item_imputation, str) and self.item_imputation == "auto"):
-            if isinstance(self.item_imputation, str):
-                raise ValueError(
-                    "item_imputation must be 'auto' or a float in [0, 1]; got "
-                    f"{self.item_imputation!r}."
-                )
-            check_scalar(
-                self.item_imputation,
-                "item_imputation",
-                numbers.Real,
-                min_val=0.0,
-                max_val=1.0,
-            )
-        for name in ("shrinkage", "alpha"):
-            check_scalar(
-                getattr(self, name),
-                name,
-                numbers.Real,
-                min_val=0.0,
-                include_boundaries="neither",
-            )
-        check_scalar(
-            self.min_neighbor_prompts, "min_neighbor_prompts", numbers.Integral, min_val=1
-        )
-        check_scalar(self.max_iter, "max_iter", numbers.Integral, min_val=1)
 
 
 def _choice_sums(items, structure):
@@ -792,12 +747,6 @@ def _summed_log_sigmoid(margin):
 def _normalized(vectors):
     norm = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm > 0)
-
-
-def _candidate_positions(candidates, user_ids):
-    """Position of each user among the sorted candidates, and whether it is one."""
-    position = np.minimum(np.searchsorted(candidates, user_ids), candidates.size - 1)
-    return position, candidates[position] == user_ids
 
 
 def _prompt_table(ids, structure, row_candidate):

@@ -28,7 +28,7 @@ def is_dataframe(X):
     return hasattr(X, "columns") and hasattr(X, "iloc")
 
 
-def check_id_input(X, *, min_samples=1):
+def check_id_input(X, *, min_samples=1, min_features=3):
     """``X`` as given if a DataFrame, else a 2-d array with room for the id columns.
 
     Parameters
@@ -37,6 +37,10 @@ def check_id_input(X, *, min_samples=1):
         Candidate input.
     min_samples : int, default=1
         Rows that ``X`` needs at least.
+    min_features : int, default=3
+        Columns that an array ``X`` needs at least: the three id columns. ``predict``
+        passes 0 and leaves the count to ``validate_data``, whose message compares
+        it with ``fit``'s.
 
     Returns
     -------
@@ -76,15 +80,15 @@ def check_id_input(X, *, min_samples=1):
         raise ValueError("Complex data not supported: X must hold integer ids and real features.")
     if X.ndim != 2:
         raise ValueError(
-            f"Expected a 2D array, got an array of shape {X.shape} instead: X holds "
-            f"rows of {', '.join(ID_COLUMNS)}, then any feature columns. Reshape a "
-            "single row with X.reshape(1, -1)."
+            f"Expected 2D array, got {X.ndim}D array instead (shape {X.shape}): X holds "
+            f"rows of {', '.join(ID_COLUMNS)}, then any feature columns. Reshape your "
+            "data with X.reshape(1, -1) if it is a single row."
         )
     _check_n_samples(X.shape, min_samples)
-    if X.shape[1] < len(ID_COLUMNS):
+    if X.shape[1] < min_features:
         raise ValueError(
             f"Found array with {X.shape[1]} feature(s) (shape={X.shape}) while a "
-            f"minimum of {len(ID_COLUMNS)} is required: an array X needs the id "
+            f"minimum of {min_features} is required: an array X needs the id "
             f"columns {list(ID_COLUMNS)} first, then any feature columns."
         )
     return X

@@ -1,0 +1,298 @@
+"""Comparisons from labels, and the per-user store that every family keeps them in.
+
+Every preference estimator learns from within-group comparisons (a group is one
+(user, prompt)): the pairs of rows of the same group whose labels differ, the
+higher-labeled row the winner. :func:`comparisons` enumerates them, once, with the
+label levels the rankers need; :class:`UserComparisons` keeps per-comparison data
+grouped by user, so that ``partial_fit`` can add new or returning users and
+``predict`` can adapt to any user the estimator has seen.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Comparisons",
+    "UserComparisons",
+    "comparisons",
+    "expand_ranges",
+    "float32_differences",
+    "positions_in",
+    "require_comparisons",
+]
+
+
+class Comparisons(NamedTuple):
+    """Within-(user, prompt) comparisons of labeled rows and their label levels."""
+
+    users: np.ndarray  # distinct user ids, sorted
+    group_of_row: np.ndarray  # (user, prompt) group of each row, groups sorted
+    group_user: np.ndarray  # position in ``users`` of each group's user
+    level: np.ndarray  # dense rank of each row's label in its group, 0 = lowest
+    n_levels: np.ndarray  # distinct labels of each group
+    winners: np.ndarray  # row of the chosen side of each pair
+    losers: np.ndarray  # row of the rejected side of each pair
+    top: np.ndarray  # whether each pair's winner has its group's top label
+
+
+def comparisons(ids, y, *, transitive_reduction=False):
+    """Every pair of rows of the same (user, prompt) with different labels.
+
+    Rows with tied labels give no pair. Pairs are ordered by user, then prompt, then
+    decreasing winner label (rows of equal labels in their order in ``ids``).
+
+    Parameters
+    ----------
+    ids : ndarray of int64, shape (n_rows, 3)
+        ``user_id``, ``prompt_id``, ``response_id`` of labeled rows.
+    y : ndarray of shape (n_rows,)
+        Their labels, none NaN; larger is better within a (user, prompt).
+    transitive_reduction : bool, default=False
+        Keep only the pairs whose labels are consecutive distinct levels of their
+        group: the smallest set of pairs that implies all the others by
+        transitivity. Labels (1, 0.5, 0.5, 0) give the 4 pairs 1 > 0.5 and
+        0.5 > 0 instead of 5.
+
+    Returns
+    -------
+    comparisons : Comparisons
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pllm_sk.utils._comparisons import comparisons
+    >>> ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2], [1, 5, 0], [1, 5, 1]])
+    >>> pairs = comparisons(ids, np.array([1.0, 0.0, 0.5, 0.0, 1.0]))
+    >>> pairs.winners.tolist(), pairs.losers.tolist()
+    ([0, 0, 2, 4], [2, 1, 1, 3])
+    >>> pairs.level.tolist(), pairs.top.tolist()
+    ([2, 0, 1, 0, 1], [True, True, False, True])
+    """
+    users, user_of_row = np.unique(ids[:, 0], return_inverse=True)
+    n_prompt_keys = int(ids[:, 1].max()) + 1 if ids.shape[0] else 1
+    key = user_of_row.reshape(-1).astype(np.int64) * n_prompt_keys + ids[:, 1]
+    order = np.lexsort((-y, key))
+    sorted_key, sorted_y = key[order], y[order]
+    n_rows = order.size
+    new_group = np.ones(n_rows, dtype=bool)
+    new_group[1:] = sorted_key[1:] != sorted_key[:-1]
+    starts = np.flatnonzero(new_group)
+    sizes = np.diff(np.append(starts, n_rows))
+    # Rank of each label from the top of its group: +1 at each distinct label.
+    step = np.ones(n_rows, dtype=np.int64)
+    step[1:] = sorted_y[1:] != sorted_y[:-1]
+    step[new_group] = 0
+    cumulative = np.cumsum(step)
+    rank_from_top = cumulative - np.repeat(cumulative[starts], sizes)
+    n_levels = rank_from_top[starts + sizes - 1] + 1
+    # Pair each sorted position with every later position of its group.
+    second, first = expand_ranges(np.arange(n_rows) + 1, np.repeat(starts + sizes, sizes))
+    keep = sorted_y[first] > sorted_y[second]
+    if transitive_reduction:
+        keep &= rank_from_top[second] == rank_from_top[first] + 1
+    first, second = first[keep], second[keep]
+    level = np.empty(n_rows, dtype=np.int64)
+    level[order] = np.repeat(n_levels, sizes) - 1 - rank_from_top
+    group_of_row = np.empty(n_rows, dtype=np.int64)
+    group_of_row[order] = np.repeat(np.arange(starts.size), sizes)
+    return Comparisons(
+        users=users,
+        group_of_row=group_of_row,
+        group_user=sorted_key[starts] // n_prompt_keys,
+        level=level,
+        n_levels=n_levels,
+        winners=order[first],
+        losers=order[second],
+        top=rank_from_top[first] == 0,
+    )
+
+
+def require_comparisons(structure, estimator_name):
+    """Raise unless ``structure`` (from :func:`comparisons`) holds a comparison."""
+    if structure.winners.size == 0:
+        raise ValueError(
+            "y holds no comparison: no (user, prompt) has two labeled rows with "
+            f"different labels, and {estimator_name} learns from within-(user, "
+            "prompt) comparisons only."
+        )
+
+
+def expand_ranges(starts, stops):
+    """Concatenated ``arange(starts[i], stops[i])`` and the ``i`` of each element.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pllm_sk.utils._comparisons import expand_ranges
+    >>> values, owner = expand_ranges(np.array([0, 5]), np.array([2, 8]))
+    >>> values.tolist(), owner.tolist()
+    ([0, 1, 5, 6, 7], [0, 0, 1, 1, 1])
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(stops, dtype=np.int64) - starts
+    owner = np.repeat(np.arange(lengths.size), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    return starts[owner] + np.arange(owner.size) - offsets[owner], owner
+
+
+def positions_in(sorted_ids, ids):
+    """Position of each of ``ids`` in the sorted distinct ``sorted_ids``, and a mask.
+
+    Returns
+    -------
+    positions : ndarray of int64
+        Valid indices into ``sorted_ids`` (0 where an id is absent).
+    found : ndarray of bool
+        Whether each id is in ``sorted_ids``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pllm_sk.utils._comparisons import positions_in
+    >>> positions, found = positions_in(np.array([3, 7]), np.array([7, 5, 3]))
+    >>> positions.tolist(), found.tolist()
+    ([1, 0, 0], [True, False, True])
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if sorted_ids.size == 0:
+        return np.zeros(ids.shape, dtype=np.int64), np.zeros(ids.shape, dtype=bool)
+    positions = np.searchsorted(sorted_ids, ids)
+    positions[positions == sorted_ids.size] = 0
+    found = sorted_ids[positions] == ids
+    return np.where(found, positions, 0), found
+
+
+def float32_differences(vectors, winners, losers):
+    """``vectors[winners] - vectors[losers]`` in float32, without float64 temporaries."""
+    differences = vectors[winners].astype(np.float32)
+    differences -= vectors[losers]
+    return differences
+
+
+class UserComparisons:
+    """Comparisons grouped by user: ``columns[name][offsets[u]:offsets[u + 1]]``.
+
+    Parameters
+    ----------
+    users : ndarray of int64
+        Every user the store knows, sorted and distinct; a user may own no
+        comparison (labeled rows that were all tied).
+    owner : ndarray of int64, shape (n_comparisons,)
+        User id of each comparison; every one must be in ``users``. Comparisons are
+        kept in their given order within a user.
+    **columns : ndarray with first axis of length n_comparisons
+        Per-comparison data, for example feature differences and prompt ids.
+    """
+
+    def __init__(self, users, owner, **columns):
+        owner = np.asarray(owner)
+        self.users = np.asarray(users, dtype=np.int64)
+        if (owner[1:] < owner[:-1]).any():
+            order = np.argsort(owner, kind="stable")
+            owner = owner[order]
+            columns = {name: np.asarray(value)[order] for name, value in columns.items()}
+        self.columns = {name: np.asarray(value) for name, value in columns.items()}
+        counts = np.bincount(
+            np.searchsorted(self.users, owner), minlength=self.users.size
+        )
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @classmethod
+    def from_comparisons(cls, ids, structure, *, rows=False, **columns):
+        """A store of the comparisons of labeled rows, with per-comparison columns.
+
+        Every store keeps the ``"prompt"`` of each comparison and whether its winner
+        has its prompt's ``"top"`` label.
+
+        Parameters
+        ----------
+        ids : ndarray of int64, shape (n_rows, 3)
+            The labeled rows.
+        structure : Comparisons
+            ``comparisons(ids, y)``.
+        rows : bool, default=False
+            Also keep the ``"winner"`` and ``"loser"`` row indices into ``ids``.
+        **columns : ndarray with first axis of length n_comparisons
+            Further per-comparison data, in the order of ``structure``'s pairs.
+        """
+        winners, losers = structure.winners, structure.losers
+        if rows:
+            columns = dict(columns, winner=winners, loser=losers)
+        return cls(
+            structure.users,
+            ids[winners, 0],
+            prompt=ids[winners, 1],
+            top=structure.top,
+            **columns,
+        )
+
+    @property
+    def counts(self):
+        """Number of comparisons of each user of ``users``."""
+        return np.diff(self.offsets)
+
+    def owner(self):
+        """Position in ``users`` of the owner of each comparison."""
+        return np.repeat(np.arange(self.users.size), self.counts)
+
+    def merged(self, other):
+        """A new store with the users and comparisons of both; ``self``'s come first."""
+        return UserComparisons(
+            np.union1d(self.users, other.users),
+            np.concatenate([self.users[self.owner()], other.users[other.owner()]]),
+            **{
+                name: np.concatenate([value, other.columns[name]])
+                for name, value in self.columns.items()
+            },
+        )
+
+    def without(self, user_ids):
+        """A new store without the given users (and their comparisons)."""
+        kept_user = ~np.isin(self.users, user_ids)
+        kept = kept_user[self.owner()]
+        return UserComparisons(
+            self.users[kept_user],
+            self.users[self.owner()][kept],
+            **{name: value[kept] for name, value in self.columns.items()},
+        )
+
+    def positions(self, user_ids):
+        """Positions of ``user_ids`` in ``users`` and whether each is known."""
+        return positions_in(self.users, user_ids)
+
+    def rows(self, positions):
+        """Comparison indices of the users at ``positions``, concatenated in that order.
+
+        Returns
+        -------
+        rows : ndarray of int64
+        counts : ndarray of int64, shape (len(positions),)
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        starts, counts = self.offsets[positions], self.counts[positions]
+        return expand_ranges(starts, starts + counts)[0], counts
+
+    def prompt_groups(self):
+        """The (user, prompt) groups of the comparisons: runs of one user and prompt.
+
+        Needs prompts contiguous within each user, as :meth:`from_comparisons`
+        stores them.
+
+        Returns
+        -------
+        group_offsets : ndarray of int64, shape (n_groups + 1,)
+            Group ``g`` owns comparisons ``group_offsets[g]:group_offsets[g + 1]``.
+        user_group_offsets : ndarray of int64, shape (n_users + 1,)
+            The user at position ``u`` owns groups
+            ``user_group_offsets[u]:user_group_offsets[u + 1]``.
+        """
+        owner, prompt = self.owner(), self.columns["prompt"]
+        new_group = np.ones(owner.size, dtype=bool)
+        new_group[1:] = (owner[1:] != owner[:-1]) | (prompt[1:] != prompt[:-1])
+        starts = np.flatnonzero(new_group)
+        group_offsets = np.append(starts, owner.size)
+        user_group_offsets = np.searchsorted(
+            owner[starts], np.arange(self.users.size + 1)
+        )
+        return group_offsets, user_group_offsets

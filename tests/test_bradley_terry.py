@@ -1,0 +1,164 @@
+"""The Bradley-Terry solvers against direct minimisation, on small problems."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import integrate, special
+from scipy.optimize import minimize
+
+from pllm_sk.utils import _bradley_terry
+from pllm_sk.utils._bradley_terry import fit_bradley_terry
+
+
+def objective(coef, differences, *, l2=0.0, mean=None, precision=None, weight=1.0):
+    """The penalised Bradley-Terry loss and gradient, written out independently."""
+    margin = differences @ coef
+    shift = coef if mean is None else coef - mean
+    if precision is None:
+        precision = 2.0 * l2 * np.eye(coef.size)
+    loss = weight * np.logaddexp(0.0, -margin).sum() + 0.5 * shift @ precision @ shift
+    gradient = -weight * special.expit(-margin) @ differences + precision @ shift
+    return loss, gradient
+
+
+def lbfgs(differences, start, **penalty):
+    """The minimiser of ``objective`` by scipy's L-BFGS, to a tight tolerance."""
+    result = minimize(
+        lambda c: objective(c, differences, **penalty), start, jac=True,
+        method="L-BFGS-B", options={"gtol": 1e-11, "ftol": 1e-15, "maxiter": 1000},
+    )
+    return result.x
+
+
+# The solvers stop on half the Newton decrement relative to the loss (tol=1e-10 by
+# default leaves coefficients within about 1e-5), or when the line search can no
+# longer see the loss decrease through round-off (about 1e-8 in the coefficients):
+# the comparisons with L-BFGS below ask for the tightest tolerance.
+
+
+def test_objective_by_hand():
+    differences = np.array([[1.0, 0.0], [0.0, -2.0]])
+    loss, gradient = objective(np.zeros(2), differences)
+    assert loss == pytest.approx(2 * np.log(2))
+    assert_allclose(gradient, [-0.5, 1.0])
+
+
+def test_one_pair_one_feature_by_hand():
+    # d = 1, l2 = 0.5: the optimum solves w = sigmoid(-w), w = 0.40106.
+    coef = fit_bradley_terry(np.ones((1, 1)), l2=0.5, tol=1e-15)
+    assert coef[0] == pytest.approx(special.expit(-coef[0]), abs=1e-7)
+    assert coef[0] == pytest.approx(0.40106, abs=1e-5)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_pooled_matches_direct_minimisation(global_random_seed, monkeypatch, chunked):
+    rng = np.random.RandomState(global_random_seed)
+    differences = rng.normal(size=(400, 4)) + 0.3
+    if chunked:
+        # 50 pairs a chunk: the gradient is summed over chunks and the solver
+        # starts from its fit to every 8th pair.
+        monkeypatch.setattr(_bradley_terry, "_POOLED_CHUNK", 50)
+    coef, n_iter = fit_bradley_terry(differences, l2=0.7, tol=1e-15, return_n_iter=True)
+    assert 1 <= n_iter < 50
+    assert_allclose(coef, lbfgs(differences, np.zeros(4), l2=0.7), atol=1e-6)
+    assert np.abs(objective(coef, differences, l2=0.7)[1]).max() < 1e-5
+
+
+def test_pooled_with_a_full_gaussian_prior_and_weight(global_random_seed):
+    rng = np.random.RandomState(global_random_seed)
+    differences = rng.normal(size=(80, 3))
+    mean = rng.normal(size=3)
+    root = rng.normal(size=(3, 3))
+    precision = root @ root.T + np.eye(3)
+    coef = fit_bradley_terry(
+        differences, prior_mean=mean, prior_precision=precision, weight=0.5, tol=1e-15
+    )
+    penalty = dict(mean=mean, precision=precision, weight=0.5)
+    assert np.abs(objective(coef, differences, **penalty)[1]).max() < 1e-5
+    assert_allclose(coef, lbfgs(differences, mean, **penalty), atol=1e-6)
+
+
+def test_grouped_matches_per_group_minimisation(global_random_seed):
+    rng = np.random.RandomState(global_random_seed)
+    differences = rng.normal(size=(200, 3))
+    groups = rng.randint(0, 5, size=200)
+    groups[:10] = -1  # dropped pairs
+    prior = np.array([0.5, -1.0, 0.0])
+    coef = fit_bradley_terry(differences, groups, 6, l2=0.3, prior_mean=prior, tol=1e-15)
+    assert coef.shape == (6, 3)
+    for group in range(5):
+        mine = differences[groups == group]
+        assert_allclose(coef[group], lbfgs(mine, prior, l2=0.3, mean=prior), atol=1e-6)
+    assert_allclose(coef[5], prior)  # group 5 has no pairs: the prior mean
+
+
+def test_grouped_batches_do_not_change_the_answer(monkeypatch):
+    rng = np.random.RandomState(1)
+    differences = rng.normal(size=(120, 2))
+    groups = np.repeat(np.arange(6), [2, 5, 10, 20, 33, 50])
+    whole = fit_bradley_terry(differences, groups, 6, l2=1.0)
+    monkeypatch.setattr(_bradley_terry, "_GROUPED_CHUNK", 30)
+    batched = fit_bradley_terry(differences, groups, 6, l2=1.0)
+    assert_allclose(whole, batched, atol=1e-10)
+
+
+def test_grouped_mixture_solves_each_component():
+    rng = np.random.RandomState(2)
+    differences = rng.normal(size=(30, 2))
+    groups = np.repeat([0, 1], 15)
+    means = np.array([[1.0, 0.0], [0.0, -1.0]])
+    precisions = np.array([np.eye(2), 3.0 * np.eye(2)])
+    coef = fit_bradley_terry(
+        differences, groups, 2, prior_mean=means, prior_precision=precisions, tol=1e-15
+    )
+    assert coef.shape == (2, 2, 2)
+    for group in range(2):
+        for c in range(2):
+            expected = lbfgs(
+                differences[groups == group], means[c], mean=means[c],
+                precision=precisions[c],
+            )
+            assert_allclose(coef[group, c], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.25])
+def test_laplace_evidence_matches_numerical_integration(weight):
+    # One dimension, 60 pairs: log of the marginal likelihood of the pairs under
+    # a Gaussian prior N(mean, 1 / precision) on the weight.
+    rng = np.random.RandomState(1)
+    differences = rng.normal(size=(60, 1))
+    differences[differences[:, 0] * 0.8 + rng.logistic(size=60) < 0] *= -1
+    means, precisions = np.array([[0.0], [2.0]]), np.array([[[4.0]], [[1.0]]])
+    _, log_evidence = fit_bradley_terry(
+        differences, np.zeros(60, dtype=int), 1, prior_mean=means,
+        prior_precision=precisions, weight=weight, return_log_evidence=True,
+    )
+    for c in range(2):
+        def integrand(u, c=c):
+            loglik = weight * special.log_expit(differences[:, 0] * u).sum()
+            prior = -0.5 * precisions[c, 0, 0] * (u - means[c, 0]) ** 2
+            return np.exp(loglik + prior + 60 * weight * np.log(2.0))
+
+        value, _ = integrate.quad(integrand, -10, 10, points=[0.0, 1.0])
+        exact = np.log(value * np.sqrt(precisions[c, 0, 0] / (2 * np.pi)))
+        # Up to the constant 60 * weight * log 2 shared by every component.
+        assert_allclose(log_evidence[0, c] + 60 * weight * np.log(2.0), exact, atol=0.02)
+
+
+def test_shrinkage_limits():
+    # One comparison saying feature 0 beats feature 1, against the prior.
+    differences = np.array([[1.0, -1.0]])
+    prior = np.array([-1.0, 1.0])
+    strong = fit_bradley_terry(differences, np.array([0]), 1, l2=1e8, prior_mean=prior)
+    assert_allclose(strong[0], prior, atol=1e-6)
+    weak = fit_bradley_terry(differences, np.array([0]), 1, l2=1e-3, prior_mean=prior)
+    assert weak[0] @ differences[0] > 0  # the comparison now wins over the prior
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="l2 must be > 0"):
+        fit_bradley_terry(np.ones((1, 1)), l2=0.0)
+    with pytest.raises(ValueError, match="exactly one of l2 and prior_precision"):
+        fit_bradley_terry(np.ones((1, 1)))
+    with pytest.raises(ValueError, match="n_groups is required"):
+        fit_bradley_terry(np.ones((1, 1)), np.array([0]), l2=1.0)
