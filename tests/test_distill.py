@@ -51,7 +51,9 @@ def synthetic():
 
 def test_distilled_rewards_predict_held_out_scores(synthetic):
     X = all_pairs(120)
-    distiller = RewardDistiller(synthetic, embedder=WordHashEmbedder(), random_state=0).fit(X)
+    distiller = RewardDistiller(
+        synthetic, embedder=WordHashEmbedder(), random_state=0
+    ).fit(X)
     assert distiller.held_out_r2_.shape == (10,)
     assert distiller.reward_models_ == synthetic.reward_models
     # The synthetic texts carry what drives the rewards: every model is learned.
@@ -78,7 +80,9 @@ def test_in_a_pipeline_it_learns_from_the_training_fold_only(synthetic):
     weights = sample_users(30, alpha=0.05, random_state=0)
     data = simulate_feedback(synthetic, weights, n_history=6, n_query=1, random_state=0)
     pipe = make_pipeline(
-        RewardDistiller(synthetic, embedder=WordHashEmbedder(), validation_fraction=None),
+        RewardDistiller(
+            synthetic, embedder=WordHashEmbedder(), validation_fraction=None
+        ),
         PopulationRanker(),
     )
     cv = ColdStartSplit(2, n_support=2, random_state=0)
@@ -158,7 +162,9 @@ def test_with_the_real_minilm_embedder(tmp_path):
 )
 def test_errors_name_the_problem(synthetic, kwargs, error, match):
     with pytest.raises(error, match=match):
-        RewardDistiller(synthetic, embedder=WordHashEmbedder(), **kwargs).fit(all_pairs(5))
+        RewardDistiller(synthetic, embedder=WordHashEmbedder(), **kwargs).fit(
+            all_pairs(5)
+        )
 
 
 def test_too_few_prompts_to_hold_out(synthetic):

@@ -184,9 +184,9 @@ def test_embedding_features_append_prompt_and_response_columns(corpus, embedder)
     np.testing.assert_array_equal(row[names[:384]].to_numpy(np.float32), direct[0])
     np.testing.assert_array_equal(row[names[384:]].to_numpy(np.float32), direct[1])
 
-    array_out = EmbeddingFeatures(corpus, embedder=embedder, parts=["response"]).fit_transform(
-        X.to_numpy()
-    )
+    array_out = EmbeddingFeatures(
+        corpus, embedder=embedder, parts=["response"]
+    ).fit_transform(X.to_numpy())
     assert array_out.shape == (24, 3 + 384) and array_out.dtype == np.float64
     np.testing.assert_array_equal(array_out[:, :3], X.to_numpy())
     frame = (
@@ -203,7 +203,9 @@ def test_embedding_features_append_prompt_and_response_columns(corpus, embedder)
 
 
 def test_embedding_features_pca_is_fitted_on_fit_rows(corpus, embedder):
-    step = EmbeddingFeatures(corpus, embedder=embedder, n_components=4).fit(rows(range(30)))
+    step = EmbeddingFeatures(corpus, embedder=embedder, n_components=4).fit(
+        rows(range(30))
+    )
     out = step.transform(rows([40, 41]))  # prompts unseen in fit are embedded too
     assert out.shape == (16, 3 + 8)
     assert [pca.n_components_ for pca in step.pca_] == [4, 4]
@@ -235,7 +237,9 @@ def test_embedding_features_errors(corpus, embedder):
         EmbeddingFeatures(corpus, embedder=embedder, parts="prompt").fit(X)
     with pytest.raises(TypeError, match="'corpus' parameter .* instance of .*Corpus"):
         EmbeddingFeatures("corpus", embedder=embedder).fit(X)
-    with pytest.raises(TypeError, match="'embedder' parameter .* 'fit' and 'transform'"):
+    with pytest.raises(
+        TypeError, match="'embedder' parameter .* 'fit' and 'transform'"
+    ):
         EmbeddingFeatures(corpus, embedder="minilm").fit(X)
     for bad in (0, 1.0, -0.5):
         with pytest.raises(ValueError, match="'n_components' parameter"):
@@ -245,7 +249,9 @@ def test_embedding_features_errors(corpus, embedder):
             rows([999])
         )
     with_rewards = RewardFeatures(corpus).fit_transform(rows([0, 1, 2]))
-    step = EmbeddingFeatures(corpus, embedder=embedder, n_components=2).fit(with_rewards)
+    step = EmbeddingFeatures(corpus, embedder=embedder, n_components=2).fit(
+        with_rewards
+    )
     with pytest.raises(ValueError, match="appended twice"):
         EmbeddingFeatures(corpus, embedder=embedder, n_components=2).fit(
             step.transform(with_rewards)

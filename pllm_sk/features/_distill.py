@@ -186,7 +186,7 @@ class RewardDistiller(BaseCorpusFeatures):
                 f"{len(texts['response'])}."
             )
         features = np.hstack([self.embedder_.transform(texts[p]) for p in self.parts_])
-        return np.asarray(self.regressor_.predict(features))
+        return np.asarray(self.regressor_.predict(features.astype(np.float64)))
 
     def _new_names(self):
         return [f"distilled_{name}" for name in self.reward_models_]
@@ -197,9 +197,11 @@ class RewardDistiller(BaseCorpusFeatures):
         return pairs // n_responses, pairs % n_responses
 
     def _pair_features(self, prompt_ids, response_ids):
+        # float64, as the targets: a float32 regression rounds a pair's prediction
+        # differently with the number of pairs predicted at once.
         return row_embeddings(
             self.embedder_, self.corpus, self.parts_, prompt_ids, response_ids
-        )
+        ).astype(np.float64)
 
     def _held_out(self, prompt_ids, n_rows):
         """Whether each pair's prompt is held out to measure ``held_out_r2_``."""

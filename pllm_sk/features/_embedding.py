@@ -407,7 +407,12 @@ class EmbeddingFeatures(BaseCorpusFeatures):
 
     def _transform(self, prompt_ids, response_ids):
         return row_embeddings(
-            self.embedder_, self.corpus, self.parts_, prompt_ids, response_ids, self.pca_
+            self.embedder_,
+            self.corpus,
+            self.parts_,
+            prompt_ids,
+            response_ids,
+            self.pca_,
         )
 
     def _new_names(self):
