@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..utils._param_validation import HasMethods, Interval
 from ._base import BaseCorpusFeatures
+from ._docstrings import fill_doc
 from ._embedding import (
     EMBEDDING_CONSTRAINTS,
     check_parts,
@@ -25,6 +26,7 @@ __all__ = ["RewardDistiller"]
 DEFAULT_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
+@fill_doc
 class RewardDistiller(BaseCorpusFeatures):
     """Predict the reward-model scores of (prompt, response) pairs from their embeddings.
 
@@ -75,10 +77,7 @@ class RewardDistiller(BaseCorpusFeatures):
     embedder_ : TextEmbedder
         The fitted embedder.
     parts_ : tuple of str
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    %(fitted_input)s
 
     See Also
     --------

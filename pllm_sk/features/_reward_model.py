@@ -2,7 +2,6 @@
 
 import json
 from contextlib import contextmanager
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,13 @@ from sklearn.utils.validation import check_is_fitted
 from ..datasets import REWARD_MODEL_STATS
 from ..utils._param_validation import Hidden, Options, StrOptions
 from ..utils._validation import is_dataframe
+from ._docstrings import fill_doc
 from ._models import (
     BaseModelTransformer,
     ModelSource,
     check_texts,
-    length_batches,
+    declared_max_length,
     pad_right,
-    progress,
 )
 
 __all__ = ["RewardModelScorer"]
@@ -42,6 +41,7 @@ _KNOWN_TOKENIZERS = {"mistral_raft": "mistralai/Mistral-7B-Instruct-v0.2"}
 _DEFAULT_MAX_LENGTH = 4096
 
 
+@fill_doc
 class RewardModelScorer(BaseModelTransformer):
     """Score (prompt, response) pairs with a reward model, normalised and cached.
 
@@ -96,13 +96,7 @@ class RewardModelScorer(BaseModelTransformer):
         scores for other models; ``None``: raw scores; ``(mean, sd)``: your own.
     batch_size : int, default=8
         Pairs per forward pass.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, then MPS, then the CPU), ``"cpu"``,
-        ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Compute dtype; ``"auto"`` is float32 on CPU, bfloat16 (or float16) on GPU.
-    cache : bool, path-like or FeatureCache, default=True
-        ``True`` uses the default cache folder; ``False`` computes every time.
+    %(runtime_parameters)s
     verbose : int, default=1
         ``0`` silences the progress bar shown while pairs are scored.
 
@@ -116,12 +110,7 @@ class RewardModelScorer(BaseModelTransformer):
         The truncation length used.
     normalization_ : tuple of (float, float) or None
         The (mean, sd) applied to raw scores.
-    device_ : str
-        Where the model runs, such as ``"cuda"`` or ``"cpu"``.
-    dtype_ : torch.dtype
-    cache_ : FeatureCache or None
-    identity_ : dict
-        The cache identity of this model and these settings.
+    %(runtime_attributes)s
 
     See Also
     --------
@@ -235,8 +224,8 @@ class RewardModelScorer(BaseModelTransformer):
             )
         loaded_tokenizer = source.load_tokenizer()
         self.template_ = self._resolve_template(loaded_tokenizer)
-        self.max_length_ = self.max_length or _default_max_length(
-            loaded_tokenizer, config
+        self.max_length_ = self.max_length or declared_max_length(
+            _DEFAULT_MAX_LENGTH, loaded_tokenizer, config
         )
         self.identity_ = self._identity(source, "reward", template=self.template_)
         self._source, self._loaded = source, None
@@ -359,11 +348,8 @@ class RewardModelScorer(BaseModelTransformer):
         model = self._loaded
         input_ids, token_types = self._encode(texts)
         scores = np.zeros((len(texts), 1), dtype=np.float32)
-        batches = length_batches([len(ids) for ids in input_ids], self.batch_size)
         with torch.inference_mode():
-            for batch in progress(
-                batches, total=len(batches), verbose=self.verbose, desc="scoring"
-            ):
+            for batch in self._batches(input_ids, "scoring"):
                 sequences = [input_ids[i] for i in batch]
                 pad_id = _absent_token(sequences, self._tokenizer.pad_token_id)
                 inputs = pad_right(
@@ -403,18 +389,6 @@ def _check_pairs(X):
             f"{values.shape}."
         )
     return check_texts(values[:, 0], "prompt"), check_texts(values[:, 1], "response")
-
-
-def _default_max_length(tokenizer, config):
-    limits = [_DEFAULT_MAX_LENGTH]
-    for value in (
-        getattr(tokenizer, "model_max_length", None),
-        getattr(config, "max_position_embeddings", None),
-        getattr(config, "n_positions", None),
-    ):
-        if isinstance(value, Integral) and 0 < value:
-            limits.append(int(value))
-    return min(limits)
 
 
 def _absent_token(sequences, preferred):

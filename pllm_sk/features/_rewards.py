@@ -3,10 +3,12 @@
 import numpy as np
 
 from ._base import BaseCorpusFeatures
+from ._docstrings import fill_doc
 
 __all__ = ["RewardFeatures"]
 
 
+@fill_doc
 class RewardFeatures(BaseCorpusFeatures):
     """Append the reward-model scores of each row's (prompt, response) as columns.
 
@@ -31,10 +33,7 @@ class RewardFeatures(BaseCorpusFeatures):
     ----------
     reward_models_ : tuple of str
         The reward models appended, in column order.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    %(fitted_input)s
 
     See Also
     --------
@@ -42,7 +41,6 @@ class RewardFeatures(BaseCorpusFeatures):
 
     Examples
     --------
-    >>> import numpy as np
     >>> import pandas as pd
     >>> from pllm_sk.datasets import Corpus
     >>> from pllm_sk.features import RewardFeatures

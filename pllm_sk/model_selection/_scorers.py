@@ -99,7 +99,6 @@ def make_personal_scorer(oracle, metric="reward", *, reference_model="GPT-4o"):
 
     Examples
     --------
-    >>> import numpy as np
     >>> import pandas as pd
     >>> from pllm_sk.datasets import Corpus
     >>> from pllm_sk.model_selection import make_personal_scorer
