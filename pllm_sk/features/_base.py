@@ -11,6 +11,7 @@ from ..utils._validation import ID_COLUMNS, check_id_input, id_column, is_datafr
 
 __all__ = ["BaseCorpusFeatures"]
 
+
 class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
     """Base class for steps that append columns looked up by (prompt, response).
 
