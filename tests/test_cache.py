@@ -119,11 +119,11 @@ def test_corrupt_shard_is_detected_and_recomputed(tmp_path, damage):
     assert sorted(compute.texts) == sorted(texts)  # recomputed, never returned
     np.testing.assert_array_equal(vectors, hash_features(texts))
     assert not path.exists()
+    compute = CountingCompute()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        again = FeatureCache(tmp_path).get_or_compute(
-            IDENTITY, texts, CountingCompute()
-        )
+        again = FeatureCache(tmp_path).get_or_compute(IDENTITY, texts, compute)
+    assert compute.texts == []  # the recomputed entries were stored again
     np.testing.assert_array_equal(again, vectors)
 
 
@@ -237,10 +237,11 @@ def test_pickle_and_repr(tmp_path):
     restored = pickle.loads(pickle.dumps(cache))
     assert restored.root == cache.root
     assert str(tmp_path) in repr(cache)
+    compute = CountingCompute()
     np.testing.assert_array_equal(
-        restored.get_or_compute(IDENTITY, ["a"], CountingCompute()),
-        hash_features(["a"]),
+        restored.get_or_compute(IDENTITY, ["a"], compute), hash_features(["a"])
     )
+    assert compute.texts == []  # the restored cache reads the same entries
 
 
 def test_errors_name_the_problem(tmp_path):

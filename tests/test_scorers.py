@@ -17,9 +17,18 @@ prompt 1.
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
 
+from pllm_sk.baselines import PerUserRanker
 from pllm_sk.datasets import Corpus
-from pllm_sk.model_selection import METRICS, make_personal_scorer, personal_scorers
+from pllm_sk.features import RewardFeatures
+from pllm_sk.model_selection import (
+    METRICS,
+    ColdStartSplit,
+    make_personal_scorer,
+    personal_scorers,
+)
 from pllm_sk.simulation import PreferenceOracle
 
 REWARDS = [
@@ -152,16 +161,25 @@ def test_gap_closed_is_nan_when_zero_shot_is_already_best(oracle):
     )
 
 
-def test_only_candidates_in_X_compete(oracle):
-    # Without response 0, user 0's best on prompt 0 is response 2 (0.5); the tie at
-    # 0.9 picks response 1 (0.0). The GPT-4o response (0) still sets the bar.
-    X = query_rows(pairs={(0, 0): None, (1, 0): None}, responses=(1, 2))
-    scores = make_personal_scorer(oracle, ["reward", "top1", "win_rate"])(
-        SetPredictions(PREDICTIONS), X, None
-    )
-    # User 0 chooses 1 (0.0, not best, loses to 1.0); user 1 chooses 2 (0.5, not
-    # best, beats 0.0).
-    assert scores == pytest.approx({"reward": 0.25, "top1": 0.0, "win_rate": 0.5})
+def test_incomplete_candidate_sets_are_refused(oracle):
+    """A choice among some of a prompt's candidates is refused, naming what is missing."""
+    X = query_rows()
+    scorer = make_personal_scorer(oracle, list(METRICS))
+    without = X[~((X.user_id == 1) & (X.prompt_id == 0) & X.response_id.isin([0, 2]))]
+    with pytest.raises(
+        ValueError,
+        match=r"The candidates of \(user_id=1, prompt_id=0\) are incomplete: X lacks "
+        r"its response_id\(s\) \[0, 2\] \(1 of the prompt's 3 candidates are present; "
+        r"1 of 4 \(user, prompt\) groups are incomplete\)",
+    ):
+        scorer(SetPredictions(PREDICTIONS), without, None)
+    # The first incomplete group in (user, prompt) order is named, with the count.
+    two_short = X.drop(index=X.index[X.response_id == 2][[0, 1]])
+    with pytest.raises(ValueError, match=r"2 of 4 \(user, prompt\) groups"):
+        scorer(SetPredictions(PREDICTIONS), two_short, None)
+    # The message says how to run successive halving without subsampling rows.
+    with pytest.raises(ValueError, match="resource='<step>__<param>'"):
+        scorer(SetPredictions(PREDICTIONS), X.iloc[:-1], None)
 
 
 def test_personal_scorers_dict(oracle):
@@ -225,3 +243,45 @@ def test_scorer_pickles(oracle):
     assert scorer(SetPredictions(PREDICTIONS), query_rows(), None) == pytest.approx(
         {"reward": EXPECTED["reward"], "top1": EXPECTED["top1"]}
     )
+
+
+def test_successive_halving_on_an_estimator_parameter(corpus, feedback_data):
+    """HalvingGridSearchCV spends its budget on max_iter, never on rows."""
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV, cross_val_score
+
+    X, y = feedback_data.X, feedback_data.y
+    pipe = make_pipeline(RewardFeatures(corpus), PerUserRanker())
+    cv = ColdStartSplit(3, n_support=3, random_state=0)
+    scorer = make_personal_scorer(feedback_data.oracle, "gap_closed")
+    grid = {"peruserranker__shrinkage": [0.1, 1.0, 10.0]}
+    search = HalvingGridSearchCV(
+        pipe,
+        grid,
+        resource="peruserranker__max_iter",
+        min_resources=2,
+        max_resources=30,
+        factor=3,
+        cv=cv,
+        scoring=scorer,
+        error_score="raise",
+    ).fit(X, y)
+    # Three candidates at max_iter=2, then the best one at max_iter=6.
+    assert search.n_resources_ == [2, 6]
+    assert search.best_estimator_[-1].max_iter == 6
+    assert search.best_params_["peruserranker__max_iter"] == 6
+    # Each score is that of the full folds with the resource set as a parameter:
+    # no row was subsampled.
+    for params, score in zip(
+        search.cv_results_["params"], search.cv_results_["mean_test_score"]
+    ):
+        expected = cross_val_score(
+            clone(pipe).set_params(**params), X, y, cv=cv, scoring=scorer
+        ).mean()
+        assert score == pytest.approx(expected, rel=1e-12)
+    # Halving on rows (the default resource) splits the candidates of a (user,
+    # prompt) apart, and the scorer says so instead of ranking what is left.
+    with pytest.raises(ValueError, match=r"are incomplete: X lacks its response_id"):
+        HalvingGridSearchCV(
+            pipe, grid, cv=cv, scoring=scorer, error_score="raise", random_state=0
+        ).fit(X, y)

@@ -1,67 +1,85 @@
-"""What the corpus-backed feature steps share: id checks, text lookup, appending."""
+"""The base class of the corpus-backed feature steps: public fit and transform."""
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..datasets import Corpus
+from ..utils._param_validation import validate_params
 from ..utils._validation import ID_COLUMNS, check_id_input, id_column, is_dataframe
 
-__all__ = [
-    "PARTS",
-    "AppendFeaturesMixin",
-    "center_by_group",
-    "check_parts",
-    "fitted_embedder",
-    "part_embeddings",
-]
-
-# The texts of a row that can be embedded: its prompt and its response.
-PARTS = ("prompt", "response")
+__all__ = ["BaseCorpusFeatures"]
 
 
-class AppendFeaturesMixin:
-    """``fit`` checks and ``transform`` output of steps that append feature columns.
+class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
+    """Base class for steps that append columns looked up by (prompt, response).
 
-    Subclasses implement ``_new_names()`` (the appended column names, known after
-    ``fit``) and compute the appended block; :meth:`_append` joins it to ``X`` the
-    way :class:`RewardFeatures` does: a DataFrame gets float32 columns appended, an
-    array becomes a float64 array with the ids first.
+    The public :meth:`fit` and :meth:`transform` validate the parameters (against
+    ``_parameter_constraints``), ``X`` and its id columns; subclasses implement
+
+    - ``_fit(prompt_ids, response_ids)``: learn from the ids of the fit rows and set
+      the fitted attributes;
+    - ``_transform(prompt_ids, response_ids)``: the block of appended values, an
+      array of shape (n_rows, n_appended);
+    - ``_new_names()``: the appended column names, known after ``_fit``.
+
+    A DataFrame ``X`` gets float32 columns appended; an array ``X`` becomes a float64
+    array with the ids first, unless ``set_output(transform="pandas")`` asks for a
+    DataFrame. The id columns and any feature columns already in ``X`` are kept in
+    place and are not checked beyond their presence: a step passes through what it
+    does not read.
+
+    The ids are categorical: scikit-learn's estimator checks then build ``X`` of
+    non-negative integers, which is what ids must be.
     """
 
-    def _check_fit_input(self, X):
-        X = check_id_input(X)
-        for name in ID_COLUMNS:
-            id_column(X, name)
-        if not all(
-            hasattr(self.corpus, a) for a in ("prompts", "responses", "rewards")
-        ):
-            raise TypeError(
-                f"corpus must be a pllm_sk Corpus; got {type(self.corpus).__name__}."
-            )
-        return X
+    _parameter_constraints: dict = {"corpus": [Corpus]}
 
-    def _record_input(self, X):
-        """Record ``n_features_in_`` / ``feature_names_in_``; refuse column clashes."""
-        validate_data(self, X, skip_check_array=True, reset=True)
+    def fit(self, X, y=None):
+        """Fit the step on the (prompt, response) pairs of ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...), with ids inside
+            the corpus.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted step.
+        """
+        validate_params(self)
+        X, prompt_ids, response_ids = self._validate_ids(X, reset=True)
+        self._fit(prompt_ids, response_ids)
         clashes = set(self._new_names()) & set(getattr(self, "feature_names_in_", ()))
         if clashes:
             raise ValueError(
                 f"X already has the column(s) {sorted(clashes)} that "
                 f"{type(self).__name__} appends; were they appended twice?"
             )
+        return self
 
-    def _transform_ids(self, X):
-        """Validated ``X`` and its (prompt_id, response_id) columns for ``transform``."""
+    def transform(self, X):
+        """Append this step's columns to ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            The same columns as in ``fit``; ids inside the corpus.
+
+        Returns
+        -------
+        X_out : DataFrame or ndarray of shape (n_rows, 3 + n_features + n_appended)
+            ``X`` with the appended columns (float32 in a DataFrame, float64 in an
+            array).
+        """
         check_is_fitted(self)
-        X = check_id_input(X)
-        validate_data(self, X, skip_check_array=True, reset=False)
-        prompt_ids, response_ids = self.corpus.check_ids(
-            id_column(X, "prompt_id"), id_column(X, "response_id")
-        )
-        return X, prompt_ids, response_ids
-
-    def _append(self, X, block):
+        X, prompt_ids, response_ids = self._validate_ids(X, reset=False)
+        block = np.asarray(self._transform(prompt_ids, response_ids))
         if is_dataframe(X):
             new = pd.DataFrame(
                 block.astype(np.float32, copy=False),
@@ -106,62 +124,22 @@ class AppendFeaturesMixin:
             )
         return np.asarray(input_features + list(self._new_names()), dtype=object)
 
+    def _validate_ids(self, X, *, reset):
+        """``X`` checked (and its columns recorded or compared), and its pair ids.
 
-def check_parts(parts):
-    """``parts`` as a tuple of distinct names from :data:`PARTS`."""
-    if isinstance(parts, str):
-        raise TypeError(f"parts must be a sequence of names, such as [{parts!r}].")
-    parts = tuple(parts)
-    unknown = [part for part in parts if part not in PARTS]
-    if not parts or unknown or len(set(parts)) != len(parts):
-        raise ValueError(
-            f"parts must be distinct names among {list(PARTS)}; got {list(parts)}."
+        Every id column must hold non-negative integers, the user's included though
+        no step reads it; prompt and response ids must lie inside the corpus.
+        """
+        X = check_id_input(X)
+        validate_data(self, X, skip_check_array=True, reset=reset)
+        ids = {name: id_column(X, name) for name in ID_COLUMNS}
+        prompt_ids, response_ids = self.corpus.check_ids(
+            ids["prompt_id"], ids["response_id"]
         )
-    return parts
+        return X, prompt_ids, response_ids
 
-
-def fitted_embedder(embedder):
-    """A fitted clone of ``embedder``, or of the default :class:`TextEmbedder`."""
-    from ._embedding import TextEmbedder
-
-    return (TextEmbedder() if embedder is None else clone(embedder)).fit()
-
-
-def part_embeddings(embedder, corpus, part, prompt_ids, response_ids):
-    """Embeddings of the distinct texts of one part, and the text of each row.
-
-    Each distinct prompt (or (prompt, response)) is embedded once, whatever the
-    number of rows that refer to it.
-
-    Returns
-    -------
-    vectors : ndarray of float32, shape (n_distinct_texts, dim)
-    inverse : ndarray of int64, shape (n_rows,)
-        Row ``i`` has the text ``vectors[inverse[i]]``.
-    prompt_of : ndarray of int64, shape (n_distinct_texts,)
-        The prompt id of each distinct text.
-    """
-    if part == "prompt":
-        distinct, inverse = np.unique(prompt_ids, return_inverse=True)
-        prompt_of = distinct
-        texts = corpus.prompts[distinct]
-    else:
-        n_responses = corpus.responses.shape[1]
-        distinct, inverse = np.unique(
-            prompt_ids * n_responses + response_ids, return_inverse=True
-        )
-        prompt_of = distinct // n_responses
-        texts = corpus.responses[prompt_of, distinct % n_responses]
-    return embedder.transform(list(texts)), inverse.reshape(-1), prompt_of
-
-
-def center_by_group(vectors, groups):
-    """``vectors`` minus the mean vector of their group (rows sorted or not)."""
-    _, group_of = np.unique(groups, return_inverse=True)
-    group_of = group_of.reshape(-1)
-    counts = np.bincount(group_of).astype(np.float64)
-    sums = np.zeros((counts.size, vectors.shape[1]))
-    order = np.argsort(group_of, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(group_of[order]) != 0])
-    sums[group_of[order][starts]] = np.add.reduceat(vectors[order], starts, axis=0)
-    return vectors - (sums / counts[:, None])[group_of]
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # The id columns are integer codes; see the class docstring.
+        tags.input_tags.categorical = True
+        return tags

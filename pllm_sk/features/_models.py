@@ -1,4 +1,4 @@
-"""Shared plumbing of the model-backed features: devices, loading, identity, batches.
+"""Shared plumbing of the model-backed features: base class, loading, identity, batches.
 
 torch, transformers and huggingface_hub are imported inside the functions, so that
 ``import pllm_sk.features`` stays fast.
@@ -7,20 +7,24 @@ torch, transformers and huggingface_hub are imported inside the functions, so th
 import functools
 import hashlib
 import json
-import numbers
 import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
+from ..utils._device import resolve_device, resolve_dtype
+from ..utils._param_validation import Interval, StrOptions, validate_params
 from ._cache import FeatureCache
 
 __all__ = [
+    "BaseModelTransformer",
     "ModelSource",
     "check_texts",
+    "declared_max_length",
     "pad_right",
-    "progress",
-    "resolve_cache",
 ]
 
 # Files whose content changes a model's outputs, hashed into a local folder's identity.
@@ -44,20 +48,104 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _WEIGHT_SAMPLE = 1 << 20
 
 
-def resolve_cache(cache):
-    """``cache`` parameter -> FeatureCache or None."""
-    if cache is True:
-        return FeatureCache()
-    if cache is None or cache is False:
-        return None
-    if isinstance(cache, FeatureCache):
-        return cache
-    if isinstance(cache, (str, os.PathLike)):
-        return FeatureCache(cache)
-    raise TypeError(
-        "cache must be True (the default cache folder), False or None (no cache), a "
-        f"path or a FeatureCache; got {type(cache).__name__}."
-    )
+class BaseModelTransformer(TransformerMixin, BaseEstimator):
+    """What :class:`TextEmbedder` and :class:`RewardModelScorer` share.
+
+    The parameters common to both (``model``, ``tokenizer``, ``revision``,
+    ``max_length``, ``batch_size``, ``device``, ``dtype``, ``cache``, ``verbose``),
+    their constraints, where the model runs and how its outputs are cached. A
+    subclass's ``fit`` calls :meth:`_fit_model`, which validates the parameters and
+    sets ``device_``, ``dtype_`` and ``cache_``, then sets ``identity_`` with
+    :meth:`_identity`; its ``transform`` computes through :meth:`_through_cache`.
+    ``_feature_names()`` gives the output column names.
+
+    ``device="auto"`` means CUDA when available, then MPS (Apple silicon), then the
+    CPU; ``device_`` is the resolved device as a string, such as ``"cuda"`` or
+    ``"cpu"``.
+    """
+
+    _parameter_constraints: dict = {
+        # ModelSource tells a hub name from a local folder or a loaded model, and
+        # says which of them a wrong value is not.
+        "model": "no_validation",
+        "tokenizer": "no_validation",
+        "revision": [None, str],
+        "max_length": [None, Interval(Integral, 2, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "dtype": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
+        "cache": ["boolean", None, str, os.PathLike, FeatureCache],
+        "verbose": ["verbose"],
+    }
+
+    def _fit_model(self):
+        """Validate the parameters; set ``device_``, ``dtype_`` and ``cache_``."""
+        validate_params(self)
+        self.device_ = str(resolve_device(self.device))
+        self.dtype_ = resolve_dtype(self.dtype, self.device_)
+        if self.cache is True:
+            self.cache_ = FeatureCache()
+        elif self.cache is None or self.cache is False:
+            self.cache_ = None
+        elif isinstance(self.cache, FeatureCache):
+            self.cache_ = self.cache
+        else:
+            self.cache_ = FeatureCache(self.cache)
+
+    def _identity(self, source, task, **settings):
+        """The cache identity: the model's source, ``settings``, the dtype."""
+        return {
+            "model": source.label,
+            "task": task,
+            "source": source.fingerprint(),
+            **settings,
+            "max_length": self.max_length_,
+            "dtype": str(self.dtype_).replace("torch.", ""),
+            "format": 1,
+        }
+
+    def _through_cache(self, texts, compute, min_chunk_size):
+        """``compute(texts)``, through the cache when there is one."""
+        if self.cache_ is None:
+            return compute(texts)
+        return self.cache_.get_or_compute(
+            self.identity_,
+            texts,
+            compute,
+            chunk_size=max(min_chunk_size, self.batch_size),
+        )
+
+    def _batches(self, sequences, desc):
+        """Positions of ``sequences`` in batches of similar lengths, with a progress bar."""
+        batches = length_batches([len(s) for s in sequences], self.batch_size)
+        return progress(batches, total=len(batches), verbose=self.verbose, desc=desc)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: the names come from the model, not from the input.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str
+        """
+        check_is_fitted(self)
+        return np.asarray(self._feature_names(), dtype=object)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # The weights are reloaded on demand; a pickle carries names, not tensors.
+        state.pop("_loaded", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        return tags
 
 
 class ModelSource:
@@ -268,28 +356,20 @@ def check_texts(texts, name="texts"):
     return values.tolist()
 
 
-def check_batch_size(batch_size):
-    if (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    return int(batch_size)
+def declared_max_length(ceiling, *objects):
+    """The smallest input length that ``objects`` declare, and at most ``ceiling``.
 
-
-def check_max_length(max_length):
-    if max_length is None:
-        return None
-    if (
-        not isinstance(max_length, numbers.Integral)
-        or isinstance(max_length, bool)
-        or max_length < 2
-    ):
-        raise ValueError(
-            f"max_length must be None or an integer >= 2; got {max_length!r}."
-        )
-    return int(max_length)
+    ``objects`` are model configurations and tokenizers; their
+    ``max_position_embeddings``, ``n_positions`` and ``model_max_length`` count
+    when they are positive integers.
+    """
+    limits = [ceiling]
+    for source in objects:
+        for name in ("max_position_embeddings", "n_positions", "model_max_length"):
+            value = getattr(source, name, None)
+            if isinstance(value, Integral) and value > 0:
+                limits.append(int(value))
+    return min(limits)
 
 
 def length_batches(lengths, batch_size):

@@ -1,26 +1,22 @@
 """Scoring (prompt, response) pairs with a sequence-classification reward model."""
 
 import json
-import numbers
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..datasets._constants import REWARD_MODEL_STATS
-from ..utils._device import resolve_device, resolve_dtype
+from ..datasets import REWARD_MODEL_STATS
+from ..utils._param_validation import Hidden, Options, StrOptions
 from ..utils._validation import is_dataframe
+from ._docstrings import fill_doc
 from ._models import (
+    BaseModelTransformer,
     ModelSource,
-    check_batch_size,
-    check_max_length,
     check_texts,
-    length_batches,
+    declared_max_length,
     pad_right,
-    progress,
-    resolve_cache,
 )
 
 __all__ = ["RewardModelScorer"]
@@ -45,7 +41,8 @@ _KNOWN_TOKENIZERS = {"mistral_raft": "mistralai/Mistral-7B-Instruct-v0.2"}
 _DEFAULT_MAX_LENGTH = 4096
 
 
-class RewardModelScorer(TransformerMixin, BaseEstimator):
+@fill_doc
+class RewardModelScorer(BaseModelTransformer):
     """Score (prompt, response) pairs with a reward model, normalised and cached.
 
     Each pair is formatted as the model expects: its tokenizer's chat template
@@ -99,12 +96,7 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
         scores for other models; ``None``: raw scores; ``(mean, sd)``: your own.
     batch_size : int, default=8
         Pairs per forward pass.
-    device : str, default="auto"
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Compute dtype; ``"auto"`` is float32 on CPU, bfloat16 (or float16) on GPU.
-    cache : bool, path-like or FeatureCache, default=True
-        ``True`` uses the default cache folder; ``False`` computes every time.
+    %(runtime_parameters)s
     verbose : int, default=1
         ``0`` silences the progress bar shown while pairs are scored.
 
@@ -118,11 +110,7 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
         The truncation length used.
     normalization_ : tuple of (float, float) or None
         The (mean, sd) applied to raw scores.
-    device_ : torch.device
-    dtype_ : torch.dtype
-    cache_ : FeatureCache or None
-    identity_ : dict
-        The cache identity of this model and these settings.
+    %(runtime_attributes)s
 
     See Also
     --------
@@ -147,6 +135,19 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
     >>> scorer.fit_transform(pairs).shape
     (2, 1)
     """
+
+    _parameter_constraints: dict = {
+        **BaseModelTransformer._parameter_constraints,
+        "name": [None, str],
+        # "auto", "chat", "pair" or a format string, checked against the tokenizer.
+        "template": [str],
+        "normalize": [
+            StrOptions({"auto"}),
+            None,
+            Hidden(Options(bool, {False})),
+            "array-like",
+        ],
+    }
 
     def __init__(
         self,
@@ -192,8 +193,7 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        check_batch_size(self.batch_size)
-        max_length = check_max_length(self.max_length)
+        self._fit_model()
         model, tokenizer = self.model, self.tokenizer
         short_name = (
             model if isinstance(model, str) and model in REWARD_MODEL_STATS else None
@@ -215,9 +215,6 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
         self.name_ = str(
             self.name or short_name or source.label.rstrip("/").split("/")[-1]
         )
-        self.device_ = resolve_device(self.device)
-        self.dtype_ = resolve_dtype(self.dtype, self.device_)
-        self.cache_ = resolve_cache(self.cache)
         self.normalization_ = self._resolve_normalization()
         config = source.load_config()
         if getattr(config, "num_labels", 1) != 1:
@@ -227,16 +224,10 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
             )
         loaded_tokenizer = source.load_tokenizer()
         self.template_ = self._resolve_template(loaded_tokenizer)
-        self.max_length_ = max_length or _default_max_length(loaded_tokenizer, config)
-        self.identity_ = {
-            "model": source.label,
-            "task": "reward",
-            "source": source.fingerprint(),
-            "template": self.template_,
-            "max_length": self.max_length_,
-            "dtype": str(self.dtype_).replace("torch.", ""),
-            "format": 1,
-        }
+        self.max_length_ = self.max_length or declared_max_length(
+            _DEFAULT_MAX_LENGTH, loaded_tokenizer, config
+        )
+        self.identity_ = self._identity(source, "reward", template=self.template_)
         self._source, self._loaded = source, None
         self._tokenizer = loaded_tokenizer
         return self
@@ -257,53 +248,18 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         prompts, responses = _check_pairs(X)
         texts = [self._format(p, r) for p, r in zip(prompts, responses)]
-        if self.cache_ is None:
-            raw = self._score(texts)
-        else:
-            raw = self.cache_.get_or_compute(
-                self.identity_,
-                texts,
-                self._score,
-                chunk_size=max(1024, self.batch_size),
-            )
+        raw = self._through_cache(texts, self._score, 1024)
         if self.normalization_ is None:
             return raw
         mean, sd = self.normalization_
         return ((raw.astype(np.float64) - mean) / sd).astype(np.float32)
 
-    def get_feature_names_out(self, input_features=None):
-        """``["reward_<name_>"]``.
-
-        Parameters
-        ----------
-        input_features : None
-            Ignored.
-
-        Returns
-        -------
-        feature_names_out : ndarray of str
-        """
-        check_is_fitted(self)
-        return np.asarray([f"reward_{self.name_}"], dtype=object)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_loaded", None)  # weights reload on demand
-        return state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.requires_fit = True
-        return tags
+    def _feature_names(self):
+        """``["reward_<name_>"]``."""
+        return [f"reward_{self.name_}"]
 
     def _resolve_normalization(self):
-        if isinstance(self.normalize, str):
-            if self.normalize != "auto":
-                raise ValueError(
-                    "normalize must be 'auto', None or a (mean, sd) pair; got "
-                    f"{self.normalize!r}."
-                )
+        if isinstance(self.normalize, str):  # "auto", as the constraints ensure
             stats = REWARD_MODEL_STATS.get(self.name_)
             return None if stats is None else (float(stats[1]), float(stats[2]))
         if self.normalize is None or self.normalize is False:
@@ -392,11 +348,8 @@ class RewardModelScorer(TransformerMixin, BaseEstimator):
         model = self._loaded
         input_ids, token_types = self._encode(texts)
         scores = np.zeros((len(texts), 1), dtype=np.float32)
-        batches = length_batches([len(ids) for ids in input_ids], self.batch_size)
         with torch.inference_mode():
-            for batch in progress(
-                batches, total=len(batches), verbose=self.verbose, desc="scoring"
-            ):
+            for batch in self._batches(input_ids, "scoring"):
                 sequences = [input_ids[i] for i in batch]
                 pad_id = _absent_token(sequences, self._tokenizer.pad_token_id)
                 inputs = pad_right(
@@ -436,18 +389,6 @@ def _check_pairs(X):
             f"{values.shape}."
         )
     return check_texts(values[:, 0], "prompt"), check_texts(values[:, 1], "response")
-
-
-def _default_max_length(tokenizer, config):
-    limits = [_DEFAULT_MAX_LENGTH]
-    for value in (
-        getattr(tokenizer, "model_max_length", None),
-        getattr(config, "max_position_embeddings", None),
-        getattr(config, "n_positions", None),
-    ):
-        if isinstance(value, numbers.Integral) and 0 < value:
-            limits.append(int(value))
-    return min(limits)
 
 
 def _absent_token(sequences, preferred):

@@ -1,14 +1,15 @@
 """The rewards track: each row's normalised reward-model scores as feature columns."""
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._base import AppendFeaturesMixin
+from ._base import BaseCorpusFeatures
+from ._docstrings import fill_doc
 
 __all__ = ["RewardFeatures"]
 
 
-class RewardFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
+@fill_doc
+class RewardFeatures(BaseCorpusFeatures):
     """Append the reward-model scores of each row's (prompt, response) as columns.
 
     The scores are the corpus's normalised rewards, looked up by ``prompt_id`` and
@@ -32,10 +33,7 @@ class RewardFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
     ----------
     reward_models_ : tuple of str
         The reward models appended, in column order.
-    n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
-    feature_names_in_ : ndarray of str
-        Column names of ``X`` in ``fit``, when it was a DataFrame.
+    %(fitted_input)s
 
     See Also
     --------
@@ -43,7 +41,6 @@ class RewardFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> import numpy as np
     >>> import pandas as pd
     >>> from pllm_sk.datasets import Corpus
     >>> from pllm_sk.features import RewardFeatures
@@ -56,69 +53,37 @@ class RewardFeatures(AppendFeaturesMixin, TransformerMixin, BaseEstimator):
     1        7          0            0       0.5      -1.0
     """
 
-    def __init__(self, corpus, reward_models=None):
+    _parameter_constraints: dict = {
+        **BaseCorpusFeatures._parameter_constraints,
+        "reward_models": [None, "array-like"],
+    }
+
+    def __init__(self, corpus, *, reward_models=None):
         self.corpus = corpus
         self.reward_models = reward_models
 
-    def fit(self, X, y=None):
-        """Check the reward models and record the input columns.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...).
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-        """
-        X = self._check_fit_input(X)
-        self.reward_models_, self._reward_columns = self._resolve_reward_models()
-        self._record_input(X)
-        return self
-
-    def transform(self, X):
-        """Append the reward columns.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            The same columns as in ``fit``.
-
-        Returns
-        -------
-        X_out : DataFrame or ndarray of shape (n_rows, 3 + n_features + n_rewards)
-            ``X`` with ``len(reward_models_)`` columns appended.
-        """
-        # check_ids raises naming prompt_id / response_id and the value outside.
-        X, prompt_ids, response_ids = self._transform_ids(X)
-        rewards = self.corpus.rewards[
-            prompt_ids[:, None], response_ids[:, None], self._reward_columns[None, :]
-        ]
-        return self._append(X, rewards)
-
-    def _resolve_reward_models(self):
+    def _fit(self, prompt_ids, response_ids):
         available = tuple(self.corpus.reward_models)
         if self.reward_models is None:
-            return available, np.arange(len(available))
-        if isinstance(self.reward_models, str):
-            raise TypeError(
-                "reward_models must be a sequence of names, such as "
-                f"[{self.reward_models!r}]; got a string."
-            )
-        names = tuple(self.reward_models)
-        if not names:
-            raise ValueError("reward_models must name at least one reward model.")
-        unknown = [name for name in names if name not in available]
-        if unknown:
-            raise ValueError(
-                f"Unknown reward model(s) {unknown}; the corpus has {list(available)}."
-            )
-        if len(set(names)) != len(names):
-            raise ValueError(f"reward_models has duplicates: {list(names)}.")
-        return names, np.array([available.index(name) for name in names])
+            names = available
+        else:
+            names = tuple(self.reward_models)
+            if not names:
+                raise ValueError("reward_models must name at least one reward model.")
+            unknown = [name for name in names if name not in available]
+            if unknown:
+                raise ValueError(
+                    f"Unknown reward model(s) {unknown}; the corpus has {list(available)}."
+                )
+            if len(set(names)) != len(names):
+                raise ValueError(f"reward_models has duplicates: {list(names)}.")
+        self.reward_models_ = names
+        self._reward_columns = np.array([available.index(name) for name in names])
+
+    def _transform(self, prompt_ids, response_ids):
+        return self.corpus.rewards[
+            prompt_ids[:, None], response_ids[:, None], self._reward_columns[None, :]
+        ]
 
     def _new_names(self):
         return [f"reward_{name}" for name in self.reward_models_]

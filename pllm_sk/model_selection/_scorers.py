@@ -17,9 +17,12 @@ def make_personal_scorer(oracle, metric="reward", *, reference_model="GPT-4o"):
     :class:`~sklearn.model_selection.GridSearchCV`. It predicts once on ``X`` (the
     test fold: query candidates), groups the rows by (user_id, prompt_id), chooses
     each group's top predicted candidate and scores the choice with the users' true
-    rewards. ``y`` is ignored: the oracle is the ground truth. Only the candidates
-    present in ``X`` compete; the test fold of :class:`ColdStartSplit` holds all K
-    candidates of each query prompt.
+    rewards. ``y`` is ignored: the oracle is the ground truth.
+
+    Every (user, prompt) of ``X`` must come with all K candidates of its prompt, as
+    in the test folds of :class:`ColdStartSplit`: a choice among some of them is
+    not the choice the metrics describe, so the scorer raises a ``ValueError``
+    naming the first incomplete (user, prompt) and its missing response ids.
 
     Ties in the predictions are broken toward the lowest ``response_id``, as
     :meth:`PreferenceOracle.best_response` breaks ties in the true rewards.
@@ -68,9 +71,34 @@ def make_personal_scorer(oracle, metric="reward", *, reference_model="GPT-4o"):
     --------
     personal_scorers : A dict of single-metric scorers, for ``scoring=``.
 
+    Notes
+    -----
+    Successive halving (:class:`~sklearn.model_selection.HalvingGridSearchCV`,
+    :class:`~sklearn.model_selection.HalvingRandomSearchCV`) spends its budget on
+    rows by default (``resource="n_samples"``): each round fits and scores on a
+    subsample of the rows, which splits the candidates of a (user, prompt) apart,
+    and the scorer refuses such folds. Spend the budget on an estimator parameter
+    instead, an iteration count or a number of draws, named as in ``set_params``
+    (``"<step>__<param>"`` in a pipeline), with ``max_resources`` its largest
+    value; the rows are then never subsampled::
+
+        search = HalvingGridSearchCV(
+            make_pipeline(RewardFeatures(corpus), PerUserRanker()),
+            {"peruserranker__shrinkage": [0.1, 1.0, 10.0]},
+            resource="peruserranker__max_iter",
+            min_resources=10,
+            max_resources=100,
+            factor=3,
+            cv=ColdStartSplit(3, n_support=3, random_state=0),
+            scoring=make_personal_scorer(oracle, "gap_closed"),
+        )
+
+    The resource must not be in the parameter grid. HalvingGridSearchCV is
+    experimental in scikit-learn: import
+    ``sklearn.experimental.enable_halving_search_cv`` first.
+
     Examples
     --------
-    >>> import numpy as np
     >>> import pandas as pd
     >>> from pllm_sk.datasets import Corpus
     >>> from pllm_sk.model_selection import make_personal_scorer
@@ -170,7 +198,7 @@ class _PersonalScorer:
             raise ValueError("predict returned NaN; every candidate needs a utility.")
         groups = _CandidateGroups(self.oracle, user_ids, prompt_ids, response_ids)
         scores = groups.grid(predicted[groups.order])
-        chosen = groups.pick(scores)
+        chosen = scores.argmax(axis=1)
         names = [self.metric] if isinstance(self.metric, str) else self.metric
         values = {
             name: float(
@@ -190,10 +218,10 @@ def _candidate_ids(X):
 
 
 class _CandidateGroups:
-    """The candidates of each (user, prompt) of X, padded to a (n_groups, width) grid.
+    """The K candidates of each (user, prompt) of X, laid out as a (n_groups, K) grid.
 
-    Rows are ordered by response_id within a group, so the first of equal values in a
-    grid row is the lowest response_id: argmax then breaks ties the documented way.
+    Rows are sorted by (user_id, prompt_id, response_id): column ``k`` of a group is
+    its ``response_id`` ``k``, so argmax breaks ties toward the lowest response_id.
     """
 
     def __init__(self, oracle, user_ids, prompt_ids, response_ids):
@@ -204,6 +232,8 @@ class _CandidateGroups:
             prompt_ids[order],
             response_ids[order],
         )
+        # Checks the users against the oracle and the ids against its corpus.
+        true_reward = oracle.reward(users, prompts, responses)
         new_group = np.ones(order.size, dtype=bool)
         new_group[1:] = (users[1:] != users[:-1]) | (prompts[1:] != prompts[:-1])
         duplicated = ~new_group[1:] & (responses[1:] == responses[:-1])
@@ -214,34 +244,52 @@ class _CandidateGroups:
                 f"{prompt_ids[row]}, response_id={response_ids[row]}) more than once."
             )
         starts = np.flatnonzero(new_group)
-        group = np.cumsum(new_group) - 1
-        column = np.arange(order.size) - starts[group]
+        _check_complete_groups(
+            users[starts], prompts[starts], responses, starts, oracle.corpus.n_responses
+        )
         self.order = order
-        self.cell = (group, column)
+        self.shape = (starts.size, oracle.corpus.n_responses)
         self.user_ids, self.prompt_ids = users[starts], prompts[starts]
-        self.present = self.grid(np.ones(order.size, dtype=bool), fill=False)
-        self.true_reward = self.grid(oracle.reward(users, prompts, responses))
+        self.true_reward = self.grid(true_reward)
         zero_shot_utility = (
             oracle.corpus.rewards[prompts, responses].astype(np.float64)
             @ oracle.population_weights
         )
-        self.zero_shot = self.pick(self.grid(zero_shot_utility))
-        self.best = self.pick(self.true_reward)
+        self.zero_shot = self.grid(zero_shot_utility).argmax(axis=1)
+        self.best = self.true_reward.argmax(axis=1)
 
-    def grid(self, sorted_values, fill=np.nan):
-        """Values given in sorted row order, laid out as (n_groups, width)."""
-        n_groups, width = self.cell[0][-1] + 1, self.cell[1].max() + 1
-        values = np.full((n_groups, width), fill, dtype=np.asarray(sorted_values).dtype)
-        values[self.cell] = sorted_values
-        return values
-
-    def pick(self, values):
-        """Column of each group's largest value among its candidates; first on ties."""
-        return np.where(self.present, values, -np.inf).argmax(axis=1)
+    def grid(self, sorted_values):
+        """Values given in sorted row order, laid out as (n_groups, K)."""
+        return np.asarray(sorted_values).reshape(self.shape)
 
     def reward_at(self, columns):
         """True reward of one candidate per group, given by its grid column."""
         return self.true_reward[np.arange(columns.size), columns]
+
+
+def _check_complete_groups(group_users, group_prompts, responses, starts, n_responses):
+    """Refuse a (user, prompt) whose K candidates are not all in X.
+
+    ``responses`` are the sorted rows' response ids and ``starts`` the first row of
+    each group; ids are known to lie in ``[0, n_responses)`` without duplicates.
+    """
+    sizes = np.diff(np.r_[starts, responses.size])
+    incomplete = np.flatnonzero(sizes < n_responses)
+    if not incomplete.size:
+        return
+    group = incomplete[0]
+    present = responses[starts[group] : starts[group] + sizes[group]]
+    missing = np.setdiff1d(np.arange(n_responses), present).tolist()
+    raise ValueError(
+        f"The candidates of (user_id={group_users[group]}, prompt_id="
+        f"{group_prompts[group]}) are incomplete: X lacks its response_id(s) {missing} "
+        f"({sizes[group]} of the prompt's {n_responses} candidates are present; "
+        f"{incomplete.size} of {sizes.size} (user, prompt) groups are incomplete). "
+        "A personal scorer ranks all the candidates of a prompt, as the test folds of "
+        "ColdStartSplit hold them. HalvingGridSearchCV and HalvingRandomSearchCV "
+        "subsample rows unless their resource is an estimator parameter: pass "
+        "resource='<step>__<param>' and max_resources (see make_personal_scorer)."
+    )
 
 
 # Metric functions: ``scores`` is the (n_groups, width) grid of predictions and
@@ -287,8 +335,7 @@ def _pairwise_accuracy(groups, scores, chosen, reference_model):
     predicted_diff = scores[:, :, None] - scores[:, None, :]
     width = scores.shape[1]
     upper = np.triu(np.ones((width, width), dtype=bool), k=1)
-    # Padding is NaN, so its differences are NaN and never count as informative.
-    informative = upper & (true_diff != 0) & ~np.isnan(true_diff)
+    informative = upper & (true_diff != 0)
     credit = np.where(
         predicted_diff == 0, 0.5, np.sign(predicted_diff) == np.sign(true_diff)
     )
