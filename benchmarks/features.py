@@ -104,7 +104,9 @@ def cold_and_warm(n_prompts, seed, cache_dir):
 
     def features(n_components):
         step = EmbeddingFeatures(
-            corpus, TextEmbedder(cache=cache_dir, verbose=0), n_components=n_components
+            corpus,
+            embedder=TextEmbedder(cache=cache_dir, verbose=0),
+            n_components=n_components,
         )
         return step.fit(data.X).transform(data.X).to_numpy()
 

@@ -113,13 +113,15 @@ TRACKS = {
     "embeddings": lambda ctx: [
         EmbeddingFeatures(
             ctx["corpus"],
-            ctx["embedder"],
+            embedder=ctx["embedder"],
             parts=ctx["embedding_parts"],
             n_components=ctx["n_components"],
         )
     ],
     "distilled": lambda ctx: [
-        RewardDistiller(ctx["corpus"], ctx["embedder"], validation_fraction=None)
+        RewardDistiller(
+            ctx["corpus"], embedder=ctx["embedder"], validation_fraction=None
+        )
     ],
 }
 # Methods that run without --methods: all but the meta-learned head, whose
@@ -259,7 +261,7 @@ def prepare_embeddings(args, corpus, X, y):
         context["prompt_embeddings"][prompt_ids] = prompt_vectors
     if "distilled" in args.tracks:
         labeled = ~np.isnan(y)
-        distiller = RewardDistiller(corpus, embedder, random_state=args.seed)
+        distiller = RewardDistiller(corpus, embedder=embedder, random_state=args.seed)
         distiller.fit(X[labeled])
         scores = ", ".join(
             f"{name} {r2:.2f}"

@@ -135,8 +135,8 @@ class BaseRanker(BaseEstimator):
         return ids, features, y
 
     def _validate_predict_data(self, X):
-        # The column count against fit's first, in scikit-learn's words.
-        X = check_id_input(X, min_features=0)
+        # The width is compared with fit's (at least the 3 ids) first, as in sklearn.
+        X = check_id_input(X, min_features=1)
         validate_data(self, X, skip_check_array=True, reset=False)
         ids, features, _ = split_ids_features(X)
         return ids, features

@@ -121,31 +121,6 @@ _TWO_COLUMNS = (
     r"required: an array X needs the id columns",
     "the check's X has 2 columns, which cannot hold the 3 id columns",
 )
-# The three below pass once check_id_input compares the column count with fit
-# before requiring 3 columns, says "Reshape your data" for 1-d X, and reads objects
-# with __array__ as arrays (the diff asked of pllm_sk/utils/_validation.py); then
-# remove them here.
-_N_FEATURES_ORDER = (
-    AssertionError,
-    r"\.transform\(\)` does not check for consistency between input number\s+of "
-    r"features",
-    "check_id_input refuses an X of 1 column (fewer than the 3 ids) before "
-    "validate_data compares its width with fit's, so the message is not "
-    "scikit-learn's 'X has 1 features, but ... is expecting 4'",
-)
-_PREDICT_1D_WORDING = (
-    AssertionError,
-    r"should contain one of the following patterns:\s+Reshape your data\s+Got "
-    r"Expected a 2D array, got an array of shape \(3,\) instead",
-    "1-d X is refused with 'Expected a 2D array ... Reshape a single row with "
-    "X.reshape(1, -1)', not scikit-learn's 'Reshape your data'",
-)
-_NOT_AN_ARRAY = (
-    TypeError,
-    r"^X must be a pandas DataFrame or a 2-d array; got _NotAnArray\.$",
-    "check_id_input reads only objects with __len__ as arrays; the check's "
-    "_NotAnArray has __array__ only",
-)
 _NEGATIVE_IDS = (
     AssertionError,
     r"raised ValueError unexpectedly\. This happens when passing negative input "
@@ -161,9 +136,6 @@ _ID_STEP_FAILURES = {
     "check_fit_idempotent": _TWO_COLUMNS,
     "check_fit_check_is_fitted": _TWO_COLUMNS,
     "check_n_features_in": _TWO_COLUMNS,
-    "check_n_features_in_after_fitting": _N_FEATURES_ORDER,
-    "check_fit2d_predict1d": _PREDICT_1D_WORDING,
-    "check_transformer_data_not_an_array": _NOT_AN_ARRAY,
     "check_positive_only_tag_during_fit": _NEGATIVE_IDS,
 }
 

@@ -143,7 +143,7 @@ def test_empty_sparse_and_malformed_input_is_refused(corpus, X):
         RewardFeatures(corpus).fit(ids.to_numpy()).transform(
             sparse.csr_matrix(ids.to_numpy())
         )
-    with pytest.raises(ValueError, match="Expected a 2D array"):
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         RewardFeatures(corpus).fit(ids.to_numpy()[0])
     with pytest.raises(ValueError, match="Found array with 2 feature"):
         RewardFeatures(corpus).fit(ids.to_numpy()[:, :2])

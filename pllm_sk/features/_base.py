@@ -130,7 +130,9 @@ class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
         Every id column must hold non-negative integers, the user's included though
         no step reads it; prompt and response ids must lie inside the corpus.
         """
-        X = check_id_input(X)
+        # After fit, the width is compared with fit's (at least the 3 ids) first,
+        # as scikit-learn does.
+        X = check_id_input(X, min_features=len(ID_COLUMNS) if reset else 1)
         validate_data(self, X, skip_check_array=True, reset=reset)
         ids = {name: id_column(X, name) for name in ID_COLUMNS}
         prompt_ids, response_ids = self.corpus.check_ids(

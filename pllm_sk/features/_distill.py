@@ -9,9 +9,9 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ..utils._docstrings import fill_docstring
 from ..utils._param_validation import HasMethods, Interval
 from ._base import BaseCorpusFeatures
-from ._docstrings import fill_doc
 from ._embedding import (
     EMBEDDING_CONSTRAINTS,
     check_parts,
@@ -26,7 +26,7 @@ __all__ = ["RewardDistiller"]
 DEFAULT_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-@fill_doc
+@fill_docstring
 class RewardDistiller(BaseCorpusFeatures):
     """Predict the reward-model scores of (prompt, response) pairs from their embeddings.
 
@@ -77,7 +77,7 @@ class RewardDistiller(BaseCorpusFeatures):
     embedder_ : TextEmbedder
         The fitted embedder.
     parts_ : tuple of str
-    %(fitted_input)s
+    {input_attributes}
 
     See Also
     --------

