@@ -13,7 +13,7 @@ from pllm_sk.datasets._constants import (
     REWARD_MODELS,
     SUBSET_COUNTS,
 )
-from pllm_sk.datasets._synthetic import TOPICS
+from pllm_sk.datasets._templates import TOPICS
 from pllm_sk.simulation._diversity import (
     PAPER_POPULATION_STATISTICS,
     compare_with_paper,
