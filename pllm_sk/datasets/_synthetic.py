@@ -23,13 +23,18 @@ paper's Figure 4 (see :func:`pllm_sk.simulation.population_statistics`).
 """
 
 import math
-import numbers
 import random
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
+from ..utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    validate_parameter_constraints,
+)
 from ._constants import (
     N_PROMPTS,
     N_TEST_PROMPTS,
@@ -124,6 +129,11 @@ REWARD_MODEL_TASTES = {
 TASTE_SCALE = 0.4
 NOISE_SCALE = 0.34
 
+# Latent attributes beyond the seven above (``n_attributes > 7``) are drawn like
+# them: per-response spread, and spread of the response models' means around zero.
+EXTRA_LATENT_SD = 0.7
+EXTRA_PROFILE_SD = 0.25
+
 # Spread of the per-(prompt, reward model) offset, relative to a reward model's spread
 # over responses: some prompts simply get higher scores. It cancels in each user's
 # choice of response, but makes the normalised scores look like the real ones.
@@ -168,10 +178,28 @@ CAUTIONS_ABOVE = (0.4, 1.2)
 DISCLAIMER_ABOVE = 1.6
 
 
+_PARAMETER_CONSTRAINTS = {
+    "n_prompts": [Interval(Integral, 2, None, closed="left")],
+    "test_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "reward_model_correlation": [Interval(Real, 0, 1, closed="both"), None],
+    "n_attributes": [Interval(Integral, 1, None, closed="left"), None],
+    "variance_shares": ["array-like", None],
+    "quality_gap": [Interval(Real, 0, None, closed="left")],
+    "style_gap": [Interval(Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+    "return_attributes": ["boolean"],
+}
+
+
 def make_personalllm(
     n_prompts=N_PROMPTS,
     *,
     test_fraction=N_TEST_PROMPTS / N_PROMPTS,
+    reward_model_correlation=None,
+    n_attributes=None,
+    variance_shares=None,
+    quality_gap=1.0,
+    style_gap=1.0,
     random_state=None,
     return_attributes=False,
 ):
@@ -198,8 +226,55 @@ def make_personalllm(
         Share of prompts in the test split, in (0, 1). The test split gets
         ``round(test_fraction * n_prompts)`` prompts, at least one and leaving at
         least one for training: 1,000 of 10,402 by default, as in PersonalLLM.
+    reward_model_correlation : float in [0, 1] or None, default=None
+        How alike the reward models' tastes are. ``None`` keeps the calibrated
+        tastes (``REWARD_MODEL_TASTES``), which disagree on purpose. A number
+        ``rho`` draws every reward model's taste vector anew as
+        ``sqrt(rho) * c + sqrt(1 - rho) * u_b``, with ``c`` shared and ``u_b`` the
+        model's own (independent standard normal vectors over the attributes),
+        each rescaled to the length of the model's calibrated taste: the taste parts
+        of two models' scores then correlate by about ``rho`` (in expectation over
+        the draw; closer with more attributes). Shared quality adds to it: two
+        models' scores correlate by about ``q + t * rho`` for quality and taste
+        shares ``q`` and ``t`` (see ``variance_shares``). The calibrated corpus's
+        within-prompt score correlation, averaged over the 45 pairs of models, is
+        0.67.
+    n_attributes : int >= 1 or None, default=None
+        How many latent response attributes drive the rewards. ``None`` means the
+        seven style attributes of ``ATTRIBUTES``. Fewer keeps the first
+        ``n_attributes`` of them; more adds latent attributes drawn like them (a
+        mean per response model, scaled by ``style_gap``, and a spread per
+        response) with random tastes. The tastes are rescaled to their calibrated
+        lengths, so this changes the rank of the reward structure, not the weight
+        of taste: without noise, the reward vectors of a prompt's responses,
+        centred on the prompt, span ``min(n_attributes + 1, 10)`` dimensions
+        (quality and the attributes). The texts always render the seven named
+        attributes: an attribute beyond them shows in the rewards only, and one
+        left out shows in the texts only.
+    variance_shares : tuple of 3 floats or None, default=None
+        Shares of each reward model's within-prompt variance (variance over a
+        prompt's responses around their mean, pooled over prompts) that come from
+        the shared quality, from the model's own taste over the attributes, and
+        from its own noise, normalised to sum to 1. ``None`` keeps the calibrated
+        mix, on average (0.66, 0.27, 0.07) over the ten models (from 0.32 to 0.85
+        quality). A tuple rescales the three parts of every model to those shares
+        exactly: ``(1, 0, 0)`` makes all models agree up to scale, ``(0, 1, 0)``
+        leaves taste alone, a large third share makes the scores noisy.
+    quality_gap : float >= 0, default=1.0
+        Multiplier of the response models' mean quality (the first column of
+        ``RESPONSE_MODEL_PROFILES``): 0 makes them equally good on average, 2
+        doubles the gaps (GPT-4o ahead, Mixtral behind). Responses still vary in
+        quality around the mean, and still misread prompts.
+    style_gap : float >= 0, default=1.0
+        Multiplier of the response models' mean attributes (the other columns of
+        ``RESPONSE_MODEL_PROFILES``, ``structure`` as the log-odds of a list):
+        0 makes the models alike in style on average. With ``quality_gap=0``
+        too, the eight response slots are exchangeable, and every reward model's
+        mean score is the same for all of them up to sampling noise.
     random_state : int, RandomState instance or None, default=None
-        Seed of every random draw: the same seed gives the same corpus.
+        Seed of every random draw: the same seed gives the same corpus. Tastes
+        drawn for ``reward_model_correlation`` or extra attributes are drawn from
+        it too, so each seed is its own world of the same family.
     return_attributes : bool, default=False
         Also return the latent attributes behind every response.
 
@@ -213,7 +288,8 @@ def make_personalllm(
         ``goal`` and ``emotional`` flag, then the response's ``misread`` flag,
         ``quality`` (before the misread penalty), ``n_points`` (body sentences),
         ``is_list`` and the latent attributes of ``ATTRIBUTES`` (``structure`` is
-        left out: ``is_list`` is what it drew).
+        left out: ``is_list`` is what it drew), then ``extra_1``, ... for the
+        attributes beyond them when ``n_attributes > 7``.
 
     See Also
     --------
@@ -230,6 +306,16 @@ def make_personalllm(
     test code and compare methods, not to draw conclusions about the real reward
     models. Generating the full corpus takes a few seconds.
 
+    The reward-structure parameters (``reward_model_correlation``,
+    ``n_attributes``, ``variance_shares``, ``quality_gap``, ``style_gap``) make a
+    family of worlds for testing methods beyond the calibrated one; their defaults
+    give exactly the calibrated corpus, and the calibration above holds only for
+    them. The reward of a response ``k`` of prompt ``p`` under reward model ``b``,
+    before the per-prompt offset and the normalisation, is
+    ``s_b * quality_pk + taste_b . attributes_pk + noise_pkb``, three parts that
+    ``variance_shares`` weighs, ``reward_model_correlation`` and ``n_attributes``
+    shape, and ``quality_gap`` and ``style_gap`` shift per response model.
+
     Examples
     --------
     >>> from pllm_sk.datasets import make_personalllm
@@ -238,21 +324,31 @@ def make_personalllm(
     Corpus(name='synthetic', n_prompts=200, n_responses=8, n_reward_models=10, test=19, train=181)
     >>> corpus.response_models[0, 2], corpus.reward_models[0]
     ('GPT-4o', 'beaver_7b')
+
+    A world whose reward models mostly share two tastes and barely care about
+    quality, with no difference between the response models:
+
+    >>> world = make_personalllm(
+    ...     200, reward_model_correlation=0.8, n_attributes=2,
+    ...     variance_shares=(0.1, 0.8, 0.1), quality_gap=0.0, style_gap=0.0,
+    ...     random_state=0)
+    >>> world.rewards.shape
+    (200, 8, 10)
     """  # noqa: E501
-    n_prompts = _check_n_prompts(n_prompts)
-    if (
-        not isinstance(test_fraction, numbers.Real)
-        or isinstance(test_fraction, bool)
-        or not 0 < test_fraction < 1
-    ):
-        raise ValueError(
-            f"test_fraction must be a number in (0, 1); got {test_fraction!r}."
-        )
+    params = dict(locals())
+    validate_parameter_constraints(
+        _PARAMETER_CONSTRAINTS, params, caller_name="make_personalllm"
+    )
+    variance_shares = _check_variance_shares(variance_shares)
+    n_attributes = len(ATTRIBUTES) if n_attributes is None else int(n_attributes)
     rng = check_random_state(random_state)
 
-    prompts = _draw_prompts(n_prompts, test_fraction, rng)
-    latents = _draw_latents(prompts, rng)
-    rewards = _score(prompts, latents, rng)
+    prompts = _draw_prompts(int(n_prompts), test_fraction, rng)
+    latents = _draw_latents(
+        prompts, rng, n_attributes=n_attributes, gaps=(quality_gap, style_gap)
+    )
+    structure = _reward_structure(n_attributes, reward_model_correlation, rng)
+    rewards = _score(prompts, latents, structure, variance_shares, rng)
     # Python's generator is much faster than NumPy's for the many scalar draws of the
     # texts; seeding it from ``rng`` keeps the whole corpus reproducible.
     text_rng = random.Random(int(rng.randint(np.iinfo(np.int32).max)))
@@ -298,19 +394,36 @@ def make_personalllm(
                 for j, name in enumerate(ATTRIBUTES)
                 if name != "structure"
             },
+            **{
+                f"extra_{j + 1}": latents["extra"][..., j].ravel()
+                for j in range(latents["extra"].shape[-1])
+            },
         }
     )
     return corpus, attributes
 
 
-def _check_n_prompts(n_prompts):
-    if not isinstance(n_prompts, numbers.Integral) or isinstance(n_prompts, bool):
-        raise TypeError(f"n_prompts must be an integer; got {n_prompts!r}.")
-    if n_prompts < 2:
-        raise ValueError(
-            f"n_prompts must be at least 2 (one train and one test prompt); got {n_prompts}."
+def _check_variance_shares(variance_shares):
+    """``None``, or the (quality, taste, noise) shares as floats summing to 1."""
+    if variance_shares is None:
+        return None
+    try:
+        shares = np.asarray(variance_shares, dtype=float)
+    except (TypeError, ValueError):
+        shares = None
+    if (
+        shares is None
+        or shares.shape != (3,)
+        or not np.isfinite(shares).all()
+        or (shares < 0).any()
+        or shares.sum() == 0
+    ):
+        raise InvalidParameterError(
+            "The 'variance_shares' parameter of make_personalllm must be None or "
+            "three non-negative numbers (quality, taste, noise), not all zero. "
+            f"Got {variance_shares!r} instead."
         )
-    return int(n_prompts)
+    return shares / shares.sum()
 
 
 def _allocate(total, proportions):
@@ -360,11 +473,20 @@ def _draw_prompts(n_prompts, test_fraction, rng):
     }
 
 
-def _draw_latents(prompts, rng):
-    """Quality and attributes of every response, shape (n_prompts, 8[, 7])."""
+def _draw_latents(prompts, rng, *, n_attributes, gaps):
+    """Quality and attributes of every response, shape (n_prompts, 8[, 7]).
+
+    ``gaps`` = (quality_gap, style_gap) multiply the response models' profiles.
+    Attributes beyond the seven named ones (``extra``, shape (n_prompts, 8,
+    n_attributes - 7), possibly empty) are drawn last, so the named ones are the
+    same for every ``n_attributes``.
+    """
     n_prompts = prompts["subset"].shape[0]
     n_responses = len(RESPONSE_MODELS)
     profiles = np.array([RESPONSE_MODEL_PROFILES[m] for m in RESPONSE_MODELS])
+    # Multiplying by 1.0 is exact: the calibrated corpus is unchanged.
+    profiles[:, 0] *= gaps[0]
+    profiles[:, 1:] *= gaps[1]
     draws = profiles + np.asarray(LATENT_SD) * rng.standard_normal(
         (n_prompts, n_responses, profiles.shape[1])
     )
@@ -386,19 +508,58 @@ def _draw_latents(prompts, rng):
         1,
         MAX_POINTS,
     ).astype(int)
+    extra = np.zeros((n_prompts, n_responses, max(n_attributes - len(ATTRIBUTES), 0)))
+    if extra.size:
+        means = gaps[1] * EXTRA_PROFILE_SD * rng.standard_normal(extra.shape[1:])
+        extra = means + EXTRA_LATENT_SD * rng.standard_normal(extra.shape)
     return {
         "quality": quality,
         "attributes": attributes,
+        "extra": extra,
         "is_list": is_list,
         "misread": misread,
         "n_points": n_points,
     }
 
 
-def _score(prompts, latents, rng):
-    """Normalised reward-model scores, float32 of shape (n_prompts, 8, 10)."""
-    tastes = np.array([REWARD_MODEL_TASTES[m] for m in REWARD_MODELS])
-    sensitivity, taste, noise_sd = tastes[:, 0], tastes[:, 1:-1], tastes[:, -1]
+def _reward_structure(n_attributes, reward_model_correlation, rng):
+    """Each reward model's sensitivity to quality, tastes and noise sd.
+
+    Returns arrays of shape (10,), (10, n_attributes) and (10,). With the defaults
+    (seven attributes, no correlation asked) these are ``REWARD_MODEL_TASTES`` as
+    they are. Otherwise the tastes are cut to the first ``n_attributes`` columns
+    and extended with random ones, or, when ``reward_model_correlation`` is given,
+    drawn anew as ``sqrt(rho) * common + sqrt(1 - rho) * own`` (standard normal
+    vectors); either way each row is rescaled to the length of its calibrated taste,
+    so that the number of attributes and the correlation leave the weight of taste
+    against quality and noise unchanged.
+    """
+    table = np.array([REWARD_MODEL_TASTES[m] for m in REWARD_MODELS])
+    sensitivity, taste, noise_sd = table[:, 0], table[:, 1:-1], table[:, -1]
+    if n_attributes == len(ATTRIBUTES) and reward_model_correlation is None:
+        return sensitivity, taste, noise_sd
+    n_reward_models = len(REWARD_MODELS)
+    if reward_model_correlation is None:
+        n_extra = max(n_attributes - taste.shape[1], 0)
+        extra = rng.standard_normal((n_reward_models, n_extra))
+        new_taste = np.hstack([taste[:, :n_attributes], taste.std() * extra])
+    else:
+        rho = reward_model_correlation
+        common = rng.standard_normal(n_attributes)
+        own = rng.standard_normal((n_reward_models, n_attributes))
+        new_taste = np.sqrt(rho) * common + np.sqrt(1.0 - rho) * own
+    lengths = np.linalg.norm(taste, axis=1) / np.linalg.norm(new_taste, axis=1)
+    return sensitivity, new_taste * lengths[:, np.newaxis], noise_sd
+
+
+def _score(prompts, latents, structure, variance_shares, rng):
+    """Normalised reward-model scores, float32 of shape (n_prompts, 8, 10).
+
+    ``structure`` comes from :func:`_reward_structure`. With ``variance_shares``
+    (quality, taste, noise), each reward model's three parts are rescaled so that
+    they make up these shares of its within-prompt variance.
+    """
+    sensitivity, taste, noise_sd = structure
     column = {name: j for j, name in enumerate(ATTRIBUTES)}
     effective = latents["attributes"].copy()
     effective[..., column["warmth"]] *= (
@@ -409,15 +570,25 @@ def _score(prompts, latents, rng):
         1.0 + TECHNICAL_DEPTH_BOOST * technical[:, np.newaxis]
     )
 
+    effective = np.concatenate([effective, latents["extra"]], axis=-1)[
+        ..., : taste.shape[1]
+    ]
+
     n_prompts, n_responses = latents["quality"].shape
     quality = latents["quality"] - MISREAD_PENALTY * latents["misread"]
-    raw = (
-        quality[..., np.newaxis] * sensitivity
-        + TASTE_SCALE * effective @ taste.T
-        + NOISE_SCALE
+    parts = [
+        quality[..., np.newaxis] * sensitivity,
+        TASTE_SCALE * effective @ taste.T,
+        NOISE_SCALE
         * noise_sd
-        * rng.standard_normal((n_prompts, n_responses, len(REWARD_MODELS)))
-    )
+        * rng.standard_normal((n_prompts, n_responses, len(REWARD_MODELS))),
+    ]
+    if variance_shares is not None:
+        parts = [
+            part * np.sqrt(share / _within_prompt_variance(part))
+            for part, share in zip(parts, variance_shares)
+        ]
+    raw = parts[0] + parts[1] + parts[2]
     raw += (
         PROMPT_OFFSET_SD
         * raw.std(axis=(0, 1))
@@ -427,6 +598,11 @@ def _score(prompts, latents, rng):
     mean = raw[train].mean(axis=(0, 1))
     sd = raw[train].std(axis=(0, 1))
     return ((raw - mean) / sd).astype(np.float32)
+
+
+def _within_prompt_variance(values):
+    """Variance over responses around each prompt's mean, per reward model."""
+    return (values - values.mean(axis=1, keepdims=True)).var(axis=(0, 1))
 
 
 def _render_prompt(r, subset, topic, goal, emotional):
