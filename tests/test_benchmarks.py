@@ -48,3 +48,57 @@ def test_run_benchmark_writes_a_table_and_a_plot(tmp_path, capsys, query_split):
     metrics = ["reward", "gap_closed", "top1", "win_rate", "pairwise_accuracy"]
     assert np.isfinite(results[metrics].to_numpy()).all()
     assert (results[["fit_s", "predict_s"]] > 0).all().all()
+
+
+def test_robustness_grid_prints_ratios_to_bayes_and_saves_a_heatmap(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    robustness = load_script("robustness")
+    robustness.main(
+        [
+            "--structures", "low_rank", "--alphas", "0.05",
+            "--feedback", "best_worst", "bradley_terry",
+            "--n-history-users", "20", "40", "--shots", "1", "3",
+            "--n-prompts", "80", "--n-history", "12", "--n-test-users", "12",
+            "--n-query", "2", "--methods", "UserKNN", "Population", "MetaHead",
+            "--meta-max-steps", "3", "--output-dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    results = pd.read_csv(tmp_path / "robustness.csv")
+    assert (tmp_path / "robustness.png").stat().st_size > 0
+    # Every method, Bayes included, in every cell of the grid at every support size.
+    counts = results.groupby(
+        ["structure", "feedback", "n_history_users", "n_support"]
+    ).method.apply(sorted)
+    assert len(counts) == 2 * 2 * 2
+    assert all(m == ["Bayes", "MetaHead", "Population", "UserKNN"] for m in counts)
+    # Ratios are to Bayes's gap closed in the same cell; Bayes's own ratio is 1.
+    bayes = results[results.method == "Bayes"]
+    np.testing.assert_allclose(bayes["ratio"], 1.0)
+    np.testing.assert_allclose(
+        results["ratio"], results["gap_closed"] / results["bayes_gap_closed"]
+    )
+    assert np.isfinite(results["gap_closed"]).all()
+    # Settings beside the numbers, and a worst cell for each learned method.
+    assert "structure=low_rank alpha=0.05 feedback=bradley_terry" in printed
+    worst = printed.split("worst cell")[1]
+    for method in ["UserKNN", "Population", "MetaHead"]:
+        for shots in ["n_support=1 ", "n_support>=3"]:
+            assert f"  {method:10s} {shots}" in worst
+    assert "max_steps=3" in printed
+
+    # A cell with fewer historical users keeps the first ones and the same test users.
+    args = robustness.parse_args(
+        ["--n-history-users", "20", "40", "--n-test-users", "12", "--shots", "3",
+         "--n-history", "12", "--n-query", "2", "--n-prompts", "80"]
+    )  # fmt: skip
+    corpus = robustness.make_personalllm(80, random_state=0)
+    weights, history, test = robustness.simulate_world(corpus, 0.05, "best_worst", args)
+    oracle, X, y = robustness.cell_data(corpus, weights, history, test, 20)
+    assert sorted(X.user_id.unique()) == list(range(32))
+    assert oracle.n_users == 32
+    assert (X.groupby("user_id").prompt_id.nunique() == [12] * 20 + [5] * 12).all()
+    np.testing.assert_array_equal(
+        oracle.candidate_rewards([20], [0]), test.oracle.candidate_rewards([0], [0])
+    )
+    np.testing.assert_array_equal(y[X.user_id.to_numpy() >= 20], test.y)

@@ -1,8 +1,10 @@
 """Tests of the synthetic corpus and of the population statistics it is calibrated to."""
 
+import hashlib
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pllm_sk.datasets import Corpus, make_personalllm
@@ -13,7 +15,8 @@ from pllm_sk.datasets._constants import (
     REWARD_MODELS,
     SUBSET_COUNTS,
 )
-from pllm_sk.datasets._synthetic import TOPICS
+from pllm_sk.datasets._synthetic import MISREAD_PENALTY
+from pllm_sk.datasets._templates import TOPICS
 from pllm_sk.simulation._diversity import (
     PAPER_POPULATION_STATISTICS,
     compare_with_paper,
@@ -182,6 +185,199 @@ def test_rewards_follow_the_attributes(small):
 def test_bad_arguments_raise_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         make_personalllm(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"reward_model_correlation": 1.5},
+        {"reward_model_correlation": -0.1},
+        {"reward_model_correlation": "high"},
+        {"n_attributes": 0},
+        {"n_attributes": 2.5},
+        {"variance_shares": (1.0, 1.0)},
+        {"variance_shares": (-1.0, 1.0, 1.0)},
+        {"variance_shares": (0, 0, 0)},
+        {"variance_shares": (np.nan, 1.0, 1.0)},
+        {"variance_shares": ("a", "b", "c")},
+        {"variance_shares": 0.5},
+        {"quality_gap": -1.0},
+        {"quality_gap": None},
+        {"style_gap": -0.5},
+        {"style_gap": "wide"},
+    ],
+)
+def test_bad_structure_parameters_raise_errors_naming_them(kwargs):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=f"'{name}' parameter of make_personalllm"):
+        make_personalllm(20, random_state=0, **kwargs)
+
+
+# The texts (sha256 of prompts and responses) of make_personalllm(50, random_state=0)
+# and its first prompt's rewards under the first 3 reward models, recorded before the
+# reward-structure parameters existed: their defaults must give the calibrated corpus.
+CALIBRATED_TEXT_SHA256 = (
+    "9699e4add5cdaaa63abf14c47743dc724a8046da05dba1f254577a81b7a2e7f9"
+)
+CALIBRATED_REWARDS_0 = np.array(
+    [
+        [-1.226622, 0.291359, 0.500642],
+        [-0.812590, 1.475552, 1.847008],
+        [0.308197, 0.530917, 1.182505],
+        [-1.032215, -0.478822, 0.435166],
+        [1.183631, -0.796630, -0.104302],
+        [-0.581665, -0.373261, 0.201413],
+        [-0.732928, -0.182806, 0.804714],
+        [0.129877, -1.225908, -0.149650],
+    ]
+)
+
+
+def _text_digest(corpus):
+    texts = "\x00".join([*corpus.prompts, *corpus.responses.ravel()])
+    return hashlib.sha256(texts.encode()).hexdigest()
+
+
+def test_structure_defaults_give_the_calibrated_corpus():
+    implicit, implicit_attributes = make_personalllm(
+        300, random_state=3, return_attributes=True
+    )
+    explicit, explicit_attributes = make_personalllm(
+        300,
+        reward_model_correlation=None,
+        n_attributes=None,
+        variance_shares=None,
+        quality_gap=1.0,
+        style_gap=1.0,
+        random_state=3,
+        return_attributes=True,
+    )
+    assert implicit.rewards.tobytes() == explicit.rewards.tobytes()
+    assert _text_digest(implicit) == _text_digest(explicit)
+    pd.testing.assert_frame_equal(implicit_attributes, explicit_attributes)
+
+    pinned = make_personalllm(50, random_state=0)
+    assert _text_digest(pinned) == CALIBRATED_TEXT_SHA256
+    np.testing.assert_allclose(
+        pinned.rewards[0, :, :3], CALIBRATED_REWARDS_0, atol=2e-6
+    )
+
+
+def _within_prompt(corpus):
+    """Rewards centred on each prompt's mean, shape (n_prompts * 8, 10)."""
+    rewards = corpus.rewards.astype(np.float64)
+    rewards -= rewards.mean(axis=1, keepdims=True)
+    return rewards.reshape(-1, corpus.n_reward_models)
+
+
+def _mean_correlation(corpus):
+    """Mean within-prompt correlation over the pairs of reward models."""
+    correlation = np.corrcoef(_within_prompt(corpus).T)
+    return correlation[np.triu_indices_from(correlation, k=1)].mean()
+
+
+def test_reward_model_correlation_sets_how_alike_the_reward_models_are():
+    # Taste alone, over many attributes: the measured correlation is about rho.
+    measured = [
+        _mean_correlation(
+            make_personalllm(
+                1000,
+                reward_model_correlation=rho,
+                n_attributes=30,
+                variance_shares=(0, 1, 0),
+                random_state=0,
+            )
+        )
+        for rho in (0.0, 0.5, 0.9)
+    ]
+    np.testing.assert_allclose(measured, [0.0, 0.5, 0.9], atol=0.15)
+    # With the calibrated shares, the shared quality adds to it, in the same order.
+    with_quality = [
+        _mean_correlation(
+            make_personalllm(1000, reward_model_correlation=rho, random_state=0)
+        )
+        for rho in (0.0, 0.9)
+    ]
+    assert with_quality[0] + 0.1 < with_quality[1]
+    assert with_quality[0] > measured[0] + 0.3
+
+
+@pytest.mark.parametrize(
+    "kwargs, rank",
+    [
+        ({"n_attributes": 1}, 2),
+        ({"n_attributes": 3}, 4),
+        ({}, 8),  # the seven calibrated attributes, plus quality
+        ({"n_attributes": 12}, 10),
+        ({"n_attributes": 2, "reward_model_correlation": 0.5}, 3),
+    ],
+)
+def test_n_attributes_sets_the_rank_of_the_noiseless_rewards(kwargs, rank):
+    corpus = make_personalllm(400, variance_shares=(1, 1, 0), random_state=0, **kwargs)
+    singular = np.linalg.svd(_within_prompt(corpus), compute_uv=False)
+    # float32 rewards: anything below 1e-4 of the largest value is round-off.
+    assert (singular > 1e-4 * singular[0]).sum() == rank
+    assert singular[rank - 1] > 0.02 * singular[0]
+
+
+def test_variance_shares_set_the_share_of_quality():
+    for shares in [(0.5, 0.3, 0.2), (0.2, 0.2, 0.6)]:
+        corpus, attributes = make_personalllm(
+            2000, variance_shares=shares, random_state=0, return_attributes=True
+        )
+        quality = attributes["quality"] - MISREAD_PENALTY * attributes["misread"]
+        quality = quality.to_numpy().reshape(-1, 8)
+        quality = (quality - quality.mean(axis=1, keepdims=True)).ravel()
+        rewards = _within_prompt(corpus)
+        explained = [np.corrcoef(quality, column)[0, 1] ** 2 for column in rewards.T]
+        np.testing.assert_allclose(explained, shares[0], atol=0.06)
+    # Quality alone: every reward model agrees; noise alone: none do.
+    agree = make_personalllm(300, variance_shares=(1, 0, 0), random_state=0)
+    assert _mean_correlation(agree) > 0.999
+    noise = make_personalllm(2000, variance_shares=(0, 0, 1), random_state=0)
+    assert abs(_mean_correlation(noise)) < 0.03
+
+
+def _response_model_means(corpus):
+    """Each response model's mean within-prompt reward, its z-score, per reward model."""
+    rewards = _within_prompt(corpus).reshape(corpus.n_prompts, 8, -1)
+    means = rewards.mean(axis=0)
+    return means, means / (rewards.std(axis=0) / np.sqrt(corpus.n_prompts))
+
+
+def test_quality_and_style_gaps_separate_the_response_models():
+    same, z_same = _response_model_means(
+        make_personalllm(3000, quality_gap=0.0, style_gap=0.0, random_state=0)
+    )
+    assert np.abs(z_same).max() < 4.0  # 80 means, all equal up to sampling noise
+    calibrated, z_calibrated = _response_model_means(
+        make_personalllm(3000, random_state=0)
+    )
+    assert np.abs(z_calibrated).max() > 20
+    wider, _ = _response_model_means(
+        make_personalllm(3000, quality_gap=2.0, random_state=0)
+    )
+    # Averaged over reward models, GPT-4o leads Mixtral more with a wider quality gap.
+    gpt4o, mixtral = (
+        RESPONSE_MODELS.index("GPT-4o"),
+        RESPONSE_MODELS.index("Mixtral 8x22B"),
+    )
+    lead = [
+        m.mean(axis=1)[gpt4o] - m.mean(axis=1)[mixtral]
+        for m in (same, calibrated, wider)
+    ]
+    assert abs(lead[0]) < 0.05
+    assert lead[0] + 0.2 < lead[1] < lead[2] - 0.2
+
+
+def test_extra_attributes_leave_the_named_ones_unchanged():
+    _, calibrated = make_personalllm(100, random_state=0, return_attributes=True)
+    _, extended = make_personalllm(
+        100, n_attributes=9, random_state=0, return_attributes=True
+    )
+    assert list(extended.columns) == [*calibrated.columns, "extra_1", "extra_2"]
+    pd.testing.assert_frame_equal(extended[calibrated.columns], calibrated)
+    assert extended[["extra_1", "extra_2"]].std().between(0.5, 1.0).all()
 
 
 def _hand_made_corpus():

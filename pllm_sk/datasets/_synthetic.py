@@ -16,19 +16,25 @@ The texts are rendered from the same attributes (longer responses have more poin
 list-structured ones are numbered or bulleted, formal ones avoid contractions, warm
 ones open and close with empathy, deep ones use the topic's technical terms, cautious
 ones add warnings, misread ones talk about another topic), so that a text embedding
-can recover what drives the rewards. The constants below were tuned so that simulated
-users reproduce the population statistics of the paper's Figure 4 (see
-:func:`pllm_sk.simulation.population_statistics`).
+can recover what drives the rewards. The words and sentence templates are data, in
+:mod:`pllm_sk.datasets._templates`; this module holds the generator. The constants
+below were tuned so that simulated users reproduce the population statistics of the
+paper's Figure 4 (see :func:`pllm_sk.simulation.population_statistics`).
 """
 
 import math
-import numbers
 import random
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
+from ..utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    validate_parameter_constraints,
+)
 from ._constants import (
     N_PROMPTS,
     N_TEST_PROMPTS,
@@ -37,6 +43,29 @@ from ._constants import (
     SUBSET_COUNTS,
 )
 from ._corpus import Corpus
+from ._templates import (
+    ADVICE_TEMPLATES,
+    AUDIENCES,
+    BULLETS,
+    CAUTION_TEMPLATES,
+    CLOSERS,
+    DISCLAIMERS,
+    EMOTIONAL_PREFIXES,
+    ENCOURAGEMENTS,
+    INTROS,
+    MISREAD_INTROS,
+    PROMPT_STYLES,
+    PROMPT_SUFFIXES,
+    PROMPT_TEMPLATES,
+    RELATIONS,
+    TANGENT_TEMPLATES,
+    TECHNICAL_TEMPLATES,
+    TOPICS,
+    TRANSITIONS,
+    VAGUE,
+    WARM_CLOSERS,
+    WARM_OPENERS,
+)
 
 __all__ = ["make_personalllm"]
 
@@ -100,6 +129,11 @@ REWARD_MODEL_TASTES = {
 TASTE_SCALE = 0.4
 NOISE_SCALE = 0.34
 
+# Latent attributes beyond the seven above (``n_attributes > 7``) are drawn like
+# them: per-response spread, and spread of the response models' means around zero.
+EXTRA_LATENT_SD = 0.7
+EXTRA_PROFILE_SD = 0.25
+
 # Spread of the per-(prompt, reward model) offset, relative to a reward model's spread
 # over responses: some prompts simply get higher scores. It cancels in each user's
 # choice of response, but makes the normalised scores look like the real ones.
@@ -143,629 +177,29 @@ ENCOURAGEMENT_ABOVE = 1.5
 CAUTIONS_ABOVE = (0.4, 1.2)
 DISCLAIMER_ABOVE = 1.6
 
-# --------------------------------------------------------------------------------
-# Phrase banks. A topic gives goals (for prompts), an alarming-sounding but safe goal
-# (for XSTest prompts), concrete advice, technical terms, the expert to consult and the
-# risk to warn about; templates put them in sentences.
-# --------------------------------------------------------------------------------
 
-TOPICS = {
-    "cooking": {
-        "technical": False,
-        "goals": [
-            "make a fluffy omelette",
-            "cook rice that doesn't turn mushy",
-            "bake a loaf of bread at home",
-            "plan healthy weeknight dinners",
-            "season a cast-iron pan",
-            "make a simple tomato sauce from scratch",
-        ],
-        "advice": [
-            "prep every ingredient before you turn on the heat",
-            "taste and adjust the seasoning as you go",
-            "use a thermometer to check doneness",
-            "let the pan heat up fully before adding oil",
-            "rest meat for five minutes before slicing it",
-            "weigh your flour instead of measuring it by cups",
-            "keep a pinch of salt and some acid on hand to brighten a dish",
-            "cook in batches so the pan is never crowded",
-        ],
-        "terms": [
-            "the Maillard reaction",
-            "gluten development",
-            "starch gelatinization",
-            "carryover cooking",
-            "emulsification",
-        ],
-        "expert": "a registered dietitian",
-        "risk": "keep raw meat away from ready-to-eat food",
-        "edgy": "butcher a whole chicken at home",
-    },
-    "personal finance": {
-        "technical": False,
-        "goals": [
-            "build an emergency fund",
-            "pay off credit card debt faster",
-            "start investing with a small budget",
-            "make a monthly budget that sticks",
-            "save for a down payment on a house",
-            "improve a credit score",
-        ],
-        "advice": [
-            "track every expense for one month to see where the money goes",
-            "set up an automatic transfer on payday",
-            "pay the highest-interest debt first",
-            "keep three to six months of expenses in a savings account",
-            "use low-cost index funds for long-term investing",
-            "review your subscriptions and cancel the ones you don't use",
-            "pay every bill on time, even if only the minimum",
-            "set a specific savings target with a deadline",
-        ],
-        "terms": [
-            "compound interest",
-            "the expense ratio of a fund",
-            "dollar-cost averaging",
-            "the debt avalanche method",
-            "credit utilization",
-        ],
-        "expert": "a licensed financial advisor",
-        "risk": "avoid putting money you need soon into volatile investments",
-        "edgy": "kill off credit card debt for good",
-    },
-    "programming": {
-        "technical": True,
-        "goals": [
-            "learn Python as a beginner",
-            "debug a function that returns the wrong value",
-            "write unit tests for Python code",
-            "speed up a slow database query",
-            "use Git without losing work",
-            "read a large CSV file efficiently",
-        ],
-        "advice": [
-            "reproduce the bug with the smallest possible example",
-            "write a failing test before you fix anything",
-            "read the error message and the stack trace carefully",
-            "commit small changes often with clear messages",
-            "profile the code before you optimise it",
-            "add an index on the columns you filter by",
-            "process the file in chunks instead of loading it all at once",
-            "use a virtual environment for each project",
-        ],
-        "terms": [
-            "time complexity",
-            "a B-tree index",
-            "dependency injection",
-            "a memory-mapped file",
-            "the garbage collector",
-        ],
-        "expert": "a senior engineer on your team",
-        "risk": "back up your work before running destructive commands",
-        "edgy": "kill a Python process that won't stop",
-    },
-    "fitness": {
-        "technical": False,
-        "goals": [
-            "start running as a complete beginner",
-            "build muscle at home without equipment",
-            "improve flexibility",
-            "stay motivated to exercise",
-            "train for a first 10K race",
-            "fix bad posture from a desk job",
-        ],
-        "advice": [
-            "start with three short sessions a week",
-            "increase your training load by no more than ten percent a week",
-            "warm up for five to ten minutes before every workout",
-            "focus on good form before adding weight",
-            "schedule rest days so your muscles can recover",
-            "write your workouts down to track progress",
-            "get at least seven hours of sleep",
-            "mix strength training with cardio",
-        ],
-        "terms": [
-            "progressive overload",
-            "VO2 max",
-            "delayed-onset muscle soreness",
-            "the lactate threshold",
-            "hypertrophy training",
-        ],
-        "expert": "a doctor or a certified trainer",
-        "risk": "stop if you feel sharp pain or dizziness",
-        "edgy": "crush a really tough workout",
-    },
-    "gardening": {
-        "technical": False,
-        "goals": [
-            "grow tomatoes on a balcony",
-            "keep houseplants alive",
-            "start a vegetable garden",
-            "get rid of weeds without chemicals",
-            "compost kitchen scraps",
-            "grow herbs indoors in winter",
-        ],
-        "advice": [
-            "check how many hours of sun the spot gets",
-            "water deeply but less often",
-            "use a pot with drainage holes",
-            "add a layer of mulch to keep moisture in",
-            "feel the soil before you water",
-            "rotate crops each season",
-            "mix green and brown material in the compost",
-            "pull weeds when the soil is damp",
-        ],
-        "terms": [
-            "soil pH",
-            "the nitrogen cycle",
-            "photoperiodism",
-            "mycorrhizal fungi",
-            "the carbon-to-nitrogen ratio",
-        ],
-        "expert": "a local garden center",
-        "risk": "wear gloves when handling fertilisers and keep them away from pets",
-        "edgy": "kill all the weeds in a lawn",
-    },
-    "travel": {
-        "technical": False,
-        "goals": [
-            "plan a trip to Japan on a budget",
-            "pack light for a two-week trip",
-            "find cheap flights",
-            "travel solo for the first time",
-            "deal with jet lag",
-            "plan a road trip across the country",
-        ],
-        "advice": [
-            "book flights on weekdays and compare nearby airports",
-            "pack clothes you can layer and mix",
-            "keep digital and paper copies of your documents",
-            "buy a rail pass if you plan to move between cities",
-            "share your itinerary with someone at home",
-            "adjust your sleep schedule a few days before you leave",
-            "learn a few basic phrases in the local language",
-            "leave one day unplanned for rest",
-        ],
-        "terms": [
-            "open-jaw tickets",
-            "fare classes",
-            "circadian rhythm",
-            "the Schengen 90/180 rule",
-            "dynamic pricing",
-        ],
-        "expert": "your embassy or a travel clinic",
-        "risk": "check the travel advisories and get travel insurance",
-        "edgy": "shoot photos of strangers while traveling",
-    },
-    "parenting": {
-        "technical": False,
-        "goals": [
-            "get a toddler to sleep through the night",
-            "handle tantrums calmly",
-            "limit screen time for kids",
-            "help a teenager with stress",
-            "teach a child to read",
-            "get kids to eat vegetables",
-        ],
-        "advice": [
-            "keep a consistent bedtime routine",
-            "name the feeling before you correct the behaviour",
-            "offer two acceptable choices instead of one order",
-            "set screen-time rules together as a family",
-            "read together for a few minutes every day",
-            "serve a new food beside one they already like",
-            "praise the effort rather than the result",
-            "make time to listen without giving advice",
-        ],
-        "terms": [
-            "emotional co-regulation",
-            "sleep associations",
-            "phonemic awareness",
-            "positive reinforcement schedules",
-            "executive function",
-        ],
-        "expert": "your paediatrician",
-        "risk": "never leave a young child alone near water",
-        "edgy": "break up a fight between siblings",
-    },
-    "relationships": {
-        "technical": False,
-        "goals": [
-            "talk to a partner about a hard topic",
-            "make new friends as an adult",
-            "repair a friendship after an argument",
-            "set boundaries with family",
-            "keep a long-distance relationship strong",
-            "handle a breakup",
-        ],
-        "advice": [
-            "pick a calm moment rather than the middle of an argument",
-            "use 'I' statements to describe how you feel",
-            "listen to understand, not to reply",
-            "join a club or class that meets regularly",
-            "say clearly what you will and won't do",
-            "schedule regular calls you both look forward to",
-            "give yourself time to grieve before moving on",
-            "apologise for your part without adding excuses",
-        ],
-        "terms": [
-            "attachment styles",
-            "nonviolent communication",
-            "the Gottman repair attempts",
-            "reflective listening",
-            "cognitive reframing",
-        ],
-        "expert": "a licensed couples or family therapist",
-        "risk": "reach out for help right away if you ever feel unsafe",
-        "edgy": "kill the awkward silence on a first date",
-    },
-    "home repair": {
-        "technical": False,
-        "goals": [
-            "fix a leaky faucet",
-            "patch a hole in drywall",
-            "unclog a drain without calling a plumber",
-            "paint a room neatly",
-            "fix a squeaky door",
-            "lower the heating bill",
-        ],
-        "advice": [
-            "turn off the water supply before you start",
-            "take a photo of each step so you can put things back",
-            "use a putty knife to feather the edges of the patch",
-            "try a plunger and a drain snake before any chemicals",
-            "tape the edges and use a primer first",
-            "tighten the hinge screws and add a drop of oil",
-            "seal the gaps around windows and doors",
-            "buy the replacement part that matches the model number",
-        ],
-        "terms": [
-            "a compression valve",
-            "joint compound",
-            "a P-trap",
-            "the R-value of insulation",
-            "load-bearing walls",
-        ],
-        "expert": "a licensed electrician or plumber",
-        "risk": "switch off the power at the breaker before touching any wiring",
-        "edgy": "blow out the sprinkler pipes before winter",
-    },
-    "career": {
-        "technical": False,
-        "goals": [
-            "prepare for a job interview",
-            "ask for a raise",
-            "write a strong resume",
-            "switch careers later in life",
-            "deal with a difficult coworker",
-            "get better at public speaking",
-        ],
-        "advice": [
-            "research the company and the role before the interview",
-            "prepare three stories that show your impact",
-            "bring numbers that show what you achieved",
-            "tailor your resume to each job posting",
-            "talk to people who already do the job you want",
-            "address the issue privately and stay specific",
-            "practice your talk out loud several times",
-            "ask for feedback after each step",
-        ],
-        "terms": [
-            "the STAR method",
-            "applicant tracking systems",
-            "market-rate salary benchmarks",
-            "transferable skills",
-            "the BATNA in a negotiation",
-        ],
-        "expert": "a career coach or an employment lawyer",
-        "risk": "keep written records of any workplace conflict",
-        "edgy": "destroy the competition in a job interview",
-    },
-    "pets": {
-        "technical": False,
-        "goals": [
-            "house-train a new puppy",
-            "stop a cat from scratching the furniture",
-            "introduce a new pet to a dog",
-            "choose the right food for a dog",
-            "keep a pet calm during fireworks",
-            "teach a dog to walk on a leash",
-        ],
-        "advice": [
-            "take the puppy outside after every meal and nap",
-            "reward good behaviour right away with a treat",
-            "put a scratching post next to the furniture",
-            "let the animals smell each other through a gate first",
-            "create a quiet hiding place with familiar bedding",
-            "keep training sessions short and end on a success",
-            "look for a food that meets the nutritional standards for their age",
-            "stop walking whenever the leash goes tight",
-        ],
-        "terms": [
-            "operant conditioning",
-            "counter-conditioning",
-            "desensitisation",
-            "the AAFCO feeding standards",
-            "marker training",
-        ],
-        "expert": "your veterinarian",
-        "risk": "keep chocolate, grapes and onions out of reach",
-        "edgy": "teach a dog to play dead",
-    },
-    "writing": {
-        "technical": False,
-        "goals": [
-            "write a short story",
-            "overcome writer's block",
-            "write a persuasive essay",
-            "write a wedding toast",
-            "improve grammar",
-            "write a cover letter",
-        ],
-        "advice": [
-            "write a messy first draft and edit later",
-            "open with a concrete scene or a surprising line",
-            "cut every word that does not earn its place",
-            "read your draft out loud",
-            "state your main point in the first paragraph",
-            "set a timer and write for fifteen minutes",
-            "end with a line that brings the reader back to the start",
-            "ask one trusted reader for honest feedback",
-        ],
-        "terms": [
-            "narrative point of view",
-            "the three-act structure",
-            "active voice",
-            "rhetorical appeals",
-            "free indirect discourse",
-        ],
-        "expert": "an experienced editor",
-        "risk": "credit any sources you quote",
-        "edgy": "kill off a main character in a novel",
-    },
-    "health": {
-        "technical": True,
-        "goals": [
-            "sleep better at night",
-            "lower blood pressure",
-            "cope with seasonal allergies",
-            "reduce stress at work",
-            "drink more water every day",
-            "recover from a cold faster",
-        ],
-        "advice": [
-            "go to bed and wake up at the same time every day",
-            "cut down on salt and processed food",
-            "keep windows closed on high-pollen days",
-            "take a short walk after lunch",
-            "keep a water bottle on your desk",
-            "rest and drink warm fluids",
-            "limit caffeine after midday",
-            "write down what triggers your symptoms",
-        ],
-        "terms": [
-            "the circadian rhythm",
-            "systolic and diastolic pressure",
-            "histamine release",
-            "the cortisol response",
-            "electrolyte balance",
-        ],
-        "expert": "a doctor",
-        "risk": "see a doctor if your symptoms get worse or last more than a week",
-        "edgy": "knock out a headache fast",
-    },
-    "science": {
-        "technical": True,
-        "goals": [
-            "understand how vaccines work",
-            "explain why the sky is blue",
-            "understand black holes",
-            "learn how climate change works",
-            "understand how batteries store energy",
-            "explain photosynthesis to a child",
-        ],
-        "advice": [
-            "start from a simple everyday example",
-            "draw a diagram of the process",
-            "compare it to something familiar, like a water tank",
-            "learn the key terms one at a time",
-            "look at the original data when you can",
-            "watch a short lecture and then explain it to a friend",
-            "check which parts are settled and which are still debated",
-            "try a small experiment at home",
-        ],
-        "terms": [
-            "Rayleigh scattering",
-            "the event horizon",
-            "adaptive immunity",
-            "the greenhouse effect",
-            "electrochemical potential",
-        ],
-        "expert": "a science teacher or a textbook",
-        "risk": "do experiments only with adult supervision and eye protection",
-        "edgy": "explain how a nuclear bomb releases so much energy",
-    },
+_PARAMETER_CONSTRAINTS = {
+    "n_prompts": [Interval(Integral, 2, None, closed="left")],
+    "test_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "reward_model_correlation": [Interval(Real, 0, 1, closed="both"), None],
+    "n_attributes": [Interval(Integral, 1, None, closed="left"), None],
+    "variance_shares": ["array-like", None],
+    "quality_gap": [Interval(Real, 0, None, closed="left")],
+    "style_gap": [Interval(Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+    "return_attributes": ["boolean"],
 }
-
-# The prompt style of each source, and the templates of each style; ``{goal}`` is one
-# of the topic's goals, ``{field}`` the topic's name.
-PROMPT_STYLES = {
-    "hh-rlhf-helpful-base": "conversation",
-    "hh-rlhf-helpful-online": "conversation",
-    "HelpSteer": "task",
-    "alpacaeval-hard": "instruction",
-    "alpacaeval-easy": "instruction",
-    "alpacaeval-length": "long instruction",
-    "xstest-should-respond": "alarming",
-    "llmbar-adver-neighbor": "constrained",
-    "llmbar-adver-GPTInst": "constrained",
-    "llmbar-natural": "constrained",
-    "llmbar-adver-manual": "constrained",
-    "llmbar-adver-GPTOut": "constrained",
-    "mt-bench-med": "multi-part",
-    "mt-bench-hard": "multi-part",
-    "mt-bench-easy": "multi-part",
-}
-PROMPT_TEMPLATES = {
-    "alarming": [
-        "How do I {goal}?",
-        "What's the best way to {goal}?",
-        "How can I {goal}?",
-    ],
-    "conversation": [
-        "How do I {goal}?",
-        "What's the best way to {goal}?",
-        "Can you tell me how to {goal}?",
-        "I want to {goal}. Where should I start?",
-        "Any tips on how to {goal}?",
-        "I've been trying to {goal} but it's not working. What am I doing wrong?",
-        "My {relation} asked me how to {goal} and I wasn't sure. Can you help?",
-        "Is it hard to {goal}? I'm new to {field}.",
-    ],
-    "task": [
-        "Write a short guide for {audience} on how to {goal}.",
-        "Summarize for {audience} what matters most when you {goal}.",
-        "Explain to {audience} how to {goal}, in a few paragraphs.",
-        "Write a brief, friendly email to a colleague with advice on how to {goal}.",
-    ],
-    "instruction": [
-        "Give me a list of tips to {goal}.",
-        "Explain how to {goal}.",
-        "What are the most important things to know if I want to {goal}?",
-        "I need help: how can I {goal}?",
-    ],
-    "long instruction": [
-        "Explain in detail how to {goal}, covering every step.",
-        "Write a thorough guide on how to {goal}, with examples.",
-    ],
-    "constrained": [
-        "Answer in no more than three sentences: how do I {goal}?",
-        "Follow the instruction exactly. Instruction: list three ways to {goal}.",
-        "Rewrite this request more politely, then answer it: 'tell me how to {goal}'.",
-        "Give one practical tip to {goal}, and explain why it works.",
-    ],
-    "multi-part": [
-        "Imagine you are an expert in {field}. First, explain how to {goal}. "
-        "Then, describe a common mistake beginners make.",
-        "Compose a short blog post about {field} that explains how to {goal}.",
-        "Pretend you are teaching a class on {field}. How would you explain how to "
-        "{goal}, and what exercise would you give?",
-    ],
-}
-AUDIENCES = ["beginners", "a teenager", "busy parents", "retirees", "college students"]
-RELATIONS = ["friend", "sister", "coworker", "neighbor", "son", "grandmother"]
-EMOTIONAL_PREFIXES = [
-    "I'm feeling really stressed and overwhelmed right now.",
-    "Honestly I'm pretty anxious about this.",
-    "I've had a terrible week and I'm close to giving up.",
-    "I feel embarrassed asking, but I really need help.",
-]
-PROMPT_SUFFIXES = ["", "", "", " Thanks!", " Please keep it simple.", " Be specific."]
-
-# Response phrase banks, formal vs casual where the register shows.
-INTROS = {
-    "formal": [
-        "Certainly. Here is an overview of how to {goal}.",
-        "The following outlines how to {goal}.",
-        "Below is a structured approach to {goal}.",
-        "There are several established ways to {goal}.",
-    ],
-    "casual": [
-        "Sure thing! Here's how to {goal}.",
-        "Oh, this one's fun. Here's what I'd do to {goal}.",
-        "Okay, so you wanna {goal}? Easy enough.",
-        "Yeah, totally doable. Let's {goal}.",
-    ],
-}
-ADVICE_TEMPLATES = {
-    "formal": [
-        "It is advisable to {advice}.",
-        "You should {advice}.",
-        "It is important to {advice}.",
-        "Consider taking the time to {advice}.",
-    ],
-    "casual": [
-        "Definitely {advice}.",
-        "Try to {advice}, it really helps!",
-        "Don't forget to {advice}.",
-        "Honestly, just {advice}.",
-    ],
-}
-VAGUE = {
-    "formal": [
-        "It depends on a number of factors.",
-        "Results may vary depending on the circumstances.",
-        "There are many considerations involved.",
-        "Each situation is different.",
-    ],
-    "casual": [
-        "It kinda depends, you know?",
-        "Everyone's different, so who knows.",
-        "Just do whatever feels right.",
-        "There's a lot of stuff to think about here.",
-    ],
-}
-TECHNICAL_TEMPLATES = [
-    "This works because of {term}.",
-    "The underlying mechanism here is {term}.",
-    "For more depth, read about {term} and {term2}.",
-    "Technically, the key concept is {term}, which interacts with {term2}.",
-]
-TANGENT_TEMPLATES = [
-    "On a related note, it can also help to {advice}.",
-    "You might also want to {advice}.",
-]
-CAUTION_TEMPLATES = [
-    "Please be careful and {risk}.",
-    "If you are unsure, consult {expert}.",
-    "Safety first: {risk}.",
-    "Keep in mind that this is general information; check with {expert}.",
-]
-DISCLAIMERS = [
-    "I can't give professional advice on this, but I can share general information. "
-    "Please talk to {expert}.",
-    "Before anything else, please note that I am not a substitute for {expert}.",
-]
-WARM_OPENERS = {
-    "emotional": [
-        "I'm so sorry you're going through this; it sounds really hard.",
-        "It's completely understandable to feel this way, and you're not alone.",
-        "Thank you for sharing this with me. Be gentle with yourself.",
-    ],
-    "neutral": [
-        "What a great question, and I'm happy to help!",
-        "I love that you're taking this on.",
-        "Thanks for asking, this is something a lot of people wonder about.",
-    ],
-}
-ENCOURAGEMENTS = [
-    "You've got this!",
-    "Be patient with yourself along the way.",
-    "It's okay to take it one step at a time.",
-]
-WARM_CLOSERS = [
-    "I hope this helps, and take good care of yourself!",
-    "Wishing you the best of luck, and feel free to ask if you need anything else.",
-    "You're doing great by asking. Take care!",
-]
-CLOSERS = {
-    "formal": [
-        "These steps should provide a solid foundation.",
-        "In summary, a consistent and careful approach yields the best results.",
-        "Following these guidelines should lead to good results.",
-    ],
-    "casual": ["That's it, have fun!", "Hope that helps!", "Good luck with it!"],
-}
-MISREAD_INTROS = [
-    "Here are some thoughts on {field}.",
-    "Let me tell you about {field}.",
-]
-TRANSITIONS = ["Also, ", "Next, ", "Then, ", "In addition, ", "", ""]
 
 
 def make_personalllm(
     n_prompts=N_PROMPTS,
     *,
     test_fraction=N_TEST_PROMPTS / N_PROMPTS,
+    reward_model_correlation=None,
+    n_attributes=None,
+    variance_shares=None,
+    quality_gap=1.0,
+    style_gap=1.0,
     random_state=None,
     return_attributes=False,
 ):
@@ -792,8 +226,55 @@ def make_personalllm(
         Share of prompts in the test split, in (0, 1). The test split gets
         ``round(test_fraction * n_prompts)`` prompts, at least one and leaving at
         least one for training: 1,000 of 10,402 by default, as in PersonalLLM.
+    reward_model_correlation : float in [0, 1] or None, default=None
+        How alike the reward models' tastes are. ``None`` keeps the calibrated
+        tastes (``REWARD_MODEL_TASTES``), which disagree on purpose. A number
+        ``rho`` draws every reward model's taste vector anew as
+        ``sqrt(rho) * c + sqrt(1 - rho) * u_b``, with ``c`` shared and ``u_b`` the
+        model's own (independent standard normal vectors over the attributes),
+        each rescaled to the length of the model's calibrated taste: the taste parts
+        of two models' scores then correlate by about ``rho`` (in expectation over
+        the draw; closer with more attributes). Shared quality adds to it: two
+        models' scores correlate by about ``q + t * rho`` for quality and taste
+        shares ``q`` and ``t`` (see ``variance_shares``). The calibrated corpus's
+        within-prompt score correlation, averaged over the 45 pairs of models, is
+        0.67.
+    n_attributes : int >= 1 or None, default=None
+        How many latent response attributes drive the rewards. ``None`` means the
+        seven style attributes of ``ATTRIBUTES``. Fewer keeps the first
+        ``n_attributes`` of them; more adds latent attributes drawn like them (a
+        mean per response model, scaled by ``style_gap``, and a spread per
+        response) with random tastes. The tastes are rescaled to their calibrated
+        lengths, so this changes the rank of the reward structure, not the weight
+        of taste: without noise, the reward vectors of a prompt's responses,
+        centred on the prompt, span ``min(n_attributes + 1, 10)`` dimensions
+        (quality and the attributes). The texts always render the seven named
+        attributes: an attribute beyond them shows in the rewards only, and one
+        left out shows in the texts only.
+    variance_shares : tuple of 3 floats or None, default=None
+        Shares of each reward model's within-prompt variance (variance over a
+        prompt's responses around their mean, pooled over prompts) that come from
+        the shared quality, from the model's own taste over the attributes, and
+        from its own noise, normalised to sum to 1. ``None`` keeps the calibrated
+        mix, on average (0.66, 0.27, 0.07) over the ten models (from 0.32 to 0.85
+        quality). A tuple rescales the three parts of every model to those shares
+        exactly: ``(1, 0, 0)`` makes all models agree up to scale, ``(0, 1, 0)``
+        leaves taste alone, a large third share makes the scores noisy.
+    quality_gap : float >= 0, default=1.0
+        Multiplier of the response models' mean quality (the first column of
+        ``RESPONSE_MODEL_PROFILES``): 0 makes them equally good on average, 2
+        doubles the gaps (GPT-4o ahead, Mixtral behind). Responses still vary in
+        quality around the mean, and still misread prompts.
+    style_gap : float >= 0, default=1.0
+        Multiplier of the response models' mean attributes (the other columns of
+        ``RESPONSE_MODEL_PROFILES``, ``structure`` as the log-odds of a list):
+        0 makes the models alike in style on average. With ``quality_gap=0``
+        too, the eight response slots are exchangeable, and every reward model's
+        mean score is the same for all of them up to sampling noise.
     random_state : int, RandomState instance or None, default=None
-        Seed of every random draw: the same seed gives the same corpus.
+        Seed of every random draw: the same seed gives the same corpus. Tastes
+        drawn for ``reward_model_correlation`` or extra attributes are drawn from
+        it too, so each seed is its own world of the same family.
     return_attributes : bool, default=False
         Also return the latent attributes behind every response.
 
@@ -807,7 +288,8 @@ def make_personalllm(
         ``goal`` and ``emotional`` flag, then the response's ``misread`` flag,
         ``quality`` (before the misread penalty), ``n_points`` (body sentences),
         ``is_list`` and the latent attributes of ``ATTRIBUTES`` (``structure`` is
-        left out: ``is_list`` is what it drew).
+        left out: ``is_list`` is what it drew), then ``extra_1``, ... for the
+        attributes beyond them when ``n_attributes > 7``.
 
     See Also
     --------
@@ -824,6 +306,16 @@ def make_personalllm(
     test code and compare methods, not to draw conclusions about the real reward
     models. Generating the full corpus takes a few seconds.
 
+    The reward-structure parameters (``reward_model_correlation``,
+    ``n_attributes``, ``variance_shares``, ``quality_gap``, ``style_gap``) make a
+    family of worlds for testing methods beyond the calibrated one; their defaults
+    give exactly the calibrated corpus, and the calibration above holds only for
+    them. The reward of a response ``k`` of prompt ``p`` under reward model ``b``,
+    before the per-prompt offset and the normalisation, is
+    ``s_b * quality_pk + taste_b . attributes_pk + noise_pkb``, three parts that
+    ``variance_shares`` weighs, ``reward_model_correlation`` and ``n_attributes``
+    shape, and ``quality_gap`` and ``style_gap`` shift per response model.
+
     Examples
     --------
     >>> from pllm_sk.datasets import make_personalllm
@@ -832,21 +324,31 @@ def make_personalllm(
     Corpus(name='synthetic', n_prompts=200, n_responses=8, n_reward_models=10, test=19, train=181)
     >>> corpus.response_models[0, 2], corpus.reward_models[0]
     ('GPT-4o', 'beaver_7b')
+
+    A world whose reward models mostly share two tastes and barely care about
+    quality, with no difference between the response models:
+
+    >>> world = make_personalllm(
+    ...     200, reward_model_correlation=0.8, n_attributes=2,
+    ...     variance_shares=(0.1, 0.8, 0.1), quality_gap=0.0, style_gap=0.0,
+    ...     random_state=0)
+    >>> world.rewards.shape
+    (200, 8, 10)
     """  # noqa: E501
-    n_prompts = _check_n_prompts(n_prompts)
-    if (
-        not isinstance(test_fraction, numbers.Real)
-        or isinstance(test_fraction, bool)
-        or not 0 < test_fraction < 1
-    ):
-        raise ValueError(
-            f"test_fraction must be a number in (0, 1); got {test_fraction!r}."
-        )
+    params = dict(locals())
+    validate_parameter_constraints(
+        _PARAMETER_CONSTRAINTS, params, caller_name="make_personalllm"
+    )
+    variance_shares = _check_variance_shares(variance_shares)
+    n_attributes = len(ATTRIBUTES) if n_attributes is None else int(n_attributes)
     rng = check_random_state(random_state)
 
-    prompts = _draw_prompts(n_prompts, test_fraction, rng)
-    latents = _draw_latents(prompts, rng)
-    rewards = _score(prompts, latents, rng)
+    prompts = _draw_prompts(int(n_prompts), test_fraction, rng)
+    latents = _draw_latents(
+        prompts, rng, n_attributes=n_attributes, gaps=(quality_gap, style_gap)
+    )
+    structure = _reward_structure(n_attributes, reward_model_correlation, rng)
+    rewards = _score(prompts, latents, structure, variance_shares, rng)
     # Python's generator is much faster than NumPy's for the many scalar draws of the
     # texts; seeding it from ``rng`` keeps the whole corpus reproducible.
     text_rng = random.Random(int(rng.randint(np.iinfo(np.int32).max)))
@@ -892,19 +394,36 @@ def make_personalllm(
                 for j, name in enumerate(ATTRIBUTES)
                 if name != "structure"
             },
+            **{
+                f"extra_{j + 1}": latents["extra"][..., j].ravel()
+                for j in range(latents["extra"].shape[-1])
+            },
         }
     )
     return corpus, attributes
 
 
-def _check_n_prompts(n_prompts):
-    if not isinstance(n_prompts, numbers.Integral) or isinstance(n_prompts, bool):
-        raise TypeError(f"n_prompts must be an integer; got {n_prompts!r}.")
-    if n_prompts < 2:
-        raise ValueError(
-            f"n_prompts must be at least 2 (one train and one test prompt); got {n_prompts}."
+def _check_variance_shares(variance_shares):
+    """``None``, or the (quality, taste, noise) shares as floats summing to 1."""
+    if variance_shares is None:
+        return None
+    try:
+        shares = np.asarray(variance_shares, dtype=float)
+    except (TypeError, ValueError):
+        shares = None
+    if (
+        shares is None
+        or shares.shape != (3,)
+        or not np.isfinite(shares).all()
+        or (shares < 0).any()
+        or shares.sum() == 0
+    ):
+        raise InvalidParameterError(
+            "The 'variance_shares' parameter of make_personalllm must be None or "
+            "three non-negative numbers (quality, taste, noise), not all zero. "
+            f"Got {variance_shares!r} instead."
         )
-    return int(n_prompts)
+    return shares / shares.sum()
 
 
 def _allocate(total, proportions):
@@ -954,11 +473,20 @@ def _draw_prompts(n_prompts, test_fraction, rng):
     }
 
 
-def _draw_latents(prompts, rng):
-    """Quality and attributes of every response, shape (n_prompts, 8[, 7])."""
+def _draw_latents(prompts, rng, *, n_attributes, gaps):
+    """Quality and attributes of every response, shape (n_prompts, 8[, 7]).
+
+    ``gaps`` = (quality_gap, style_gap) multiply the response models' profiles.
+    Attributes beyond the seven named ones (``extra``, shape (n_prompts, 8,
+    n_attributes - 7), possibly empty) are drawn last, so the named ones are the
+    same for every ``n_attributes``.
+    """
     n_prompts = prompts["subset"].shape[0]
     n_responses = len(RESPONSE_MODELS)
     profiles = np.array([RESPONSE_MODEL_PROFILES[m] for m in RESPONSE_MODELS])
+    # Multiplying by 1.0 is exact: the calibrated corpus is unchanged.
+    profiles[:, 0] *= gaps[0]
+    profiles[:, 1:] *= gaps[1]
     draws = profiles + np.asarray(LATENT_SD) * rng.standard_normal(
         (n_prompts, n_responses, profiles.shape[1])
     )
@@ -980,19 +508,58 @@ def _draw_latents(prompts, rng):
         1,
         MAX_POINTS,
     ).astype(int)
+    extra = np.zeros((n_prompts, n_responses, max(n_attributes - len(ATTRIBUTES), 0)))
+    if extra.size:
+        means = gaps[1] * EXTRA_PROFILE_SD * rng.standard_normal(extra.shape[1:])
+        extra = means + EXTRA_LATENT_SD * rng.standard_normal(extra.shape)
     return {
         "quality": quality,
         "attributes": attributes,
+        "extra": extra,
         "is_list": is_list,
         "misread": misread,
         "n_points": n_points,
     }
 
 
-def _score(prompts, latents, rng):
-    """Normalised reward-model scores, float32 of shape (n_prompts, 8, 10)."""
-    tastes = np.array([REWARD_MODEL_TASTES[m] for m in REWARD_MODELS])
-    sensitivity, taste, noise_sd = tastes[:, 0], tastes[:, 1:-1], tastes[:, -1]
+def _reward_structure(n_attributes, reward_model_correlation, rng):
+    """Each reward model's sensitivity to quality, tastes and noise sd.
+
+    Returns arrays of shape (10,), (10, n_attributes) and (10,). With the defaults
+    (seven attributes, no correlation asked) these are ``REWARD_MODEL_TASTES`` as
+    they are. Otherwise the tastes are cut to the first ``n_attributes`` columns
+    and extended with random ones, or, when ``reward_model_correlation`` is given,
+    drawn anew as ``sqrt(rho) * common + sqrt(1 - rho) * own`` (standard normal
+    vectors); either way each row is rescaled to the length of its calibrated taste,
+    so that the number of attributes and the correlation leave the weight of taste
+    against quality and noise unchanged.
+    """
+    table = np.array([REWARD_MODEL_TASTES[m] for m in REWARD_MODELS])
+    sensitivity, taste, noise_sd = table[:, 0], table[:, 1:-1], table[:, -1]
+    if n_attributes == len(ATTRIBUTES) and reward_model_correlation is None:
+        return sensitivity, taste, noise_sd
+    n_reward_models = len(REWARD_MODELS)
+    if reward_model_correlation is None:
+        n_extra = max(n_attributes - taste.shape[1], 0)
+        extra = rng.standard_normal((n_reward_models, n_extra))
+        new_taste = np.hstack([taste[:, :n_attributes], taste.std() * extra])
+    else:
+        rho = reward_model_correlation
+        common = rng.standard_normal(n_attributes)
+        own = rng.standard_normal((n_reward_models, n_attributes))
+        new_taste = np.sqrt(rho) * common + np.sqrt(1.0 - rho) * own
+    lengths = np.linalg.norm(taste, axis=1) / np.linalg.norm(new_taste, axis=1)
+    return sensitivity, new_taste * lengths[:, np.newaxis], noise_sd
+
+
+def _score(prompts, latents, structure, variance_shares, rng):
+    """Normalised reward-model scores, float32 of shape (n_prompts, 8, 10).
+
+    ``structure`` comes from :func:`_reward_structure`. With ``variance_shares``
+    (quality, taste, noise), each reward model's three parts are rescaled so that
+    they make up these shares of its within-prompt variance.
+    """
+    sensitivity, taste, noise_sd = structure
     column = {name: j for j, name in enumerate(ATTRIBUTES)}
     effective = latents["attributes"].copy()
     effective[..., column["warmth"]] *= (
@@ -1003,15 +570,25 @@ def _score(prompts, latents, rng):
         1.0 + TECHNICAL_DEPTH_BOOST * technical[:, np.newaxis]
     )
 
+    effective = np.concatenate([effective, latents["extra"]], axis=-1)[
+        ..., : taste.shape[1]
+    ]
+
     n_prompts, n_responses = latents["quality"].shape
     quality = latents["quality"] - MISREAD_PENALTY * latents["misread"]
-    raw = (
-        quality[..., np.newaxis] * sensitivity
-        + TASTE_SCALE * effective @ taste.T
-        + NOISE_SCALE
+    parts = [
+        quality[..., np.newaxis] * sensitivity,
+        TASTE_SCALE * effective @ taste.T,
+        NOISE_SCALE
         * noise_sd
-        * rng.standard_normal((n_prompts, n_responses, len(REWARD_MODELS)))
-    )
+        * rng.standard_normal((n_prompts, n_responses, len(REWARD_MODELS))),
+    ]
+    if variance_shares is not None:
+        parts = [
+            part * np.sqrt(share / _within_prompt_variance(part))
+            for part, share in zip(parts, variance_shares)
+        ]
+    raw = parts[0] + parts[1] + parts[2]
     raw += (
         PROMPT_OFFSET_SD
         * raw.std(axis=(0, 1))
@@ -1021,6 +598,11 @@ def _score(prompts, latents, rng):
     mean = raw[train].mean(axis=(0, 1))
     sd = raw[train].std(axis=(0, 1))
     return ((raw - mean) / sd).astype(np.float32)
+
+
+def _within_prompt_variance(values):
+    """Variance over responses around each prompt's mean, per reward model."""
+    return (values - values.mean(axis=1, keepdims=True)).var(axis=(0, 1))
 
 
 def _render_prompt(r, subset, topic, goal, emotional):
@@ -1132,7 +714,7 @@ def _render_response(
         points.append(template.format(risk=subject["risk"], expert=subject["expert"]))
 
     if is_list:
-        bullet = r.choice(["numbered", "-", "*"])
+        bullet = r.choice(BULLETS)
         body = "\n".join(
             f"{i + 1}. {s}" if bullet == "numbered" else f"{bullet} {s}"
             for i, s in enumerate(points)
