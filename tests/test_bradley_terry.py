@@ -162,3 +162,46 @@ def test_bad_arguments_are_refused():
         fit_bradley_terry(np.ones((1, 1)))
     with pytest.raises(ValueError, match="n_groups is required"):
         fit_bradley_terry(np.ones((1, 1)), np.array([0]), l2=1.0)
+    with pytest.raises(ValueError, match="one non-negative weight per pair"):
+        fit_bradley_terry(np.ones((2, 1)), l2=1.0, sample_weight=np.array([1.0, -1.0]))
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_integer_sample_weights_repeat_pairs_and_zero_drops_them(grouped, monkeypatch):
+    rng = np.random.RandomState(3)
+    differences = rng.normal(size=(60, 3)) + 0.2
+    groups = np.repeat([0, 1, 2], 20)
+    counts = rng.randint(0, 4, size=60)  # 0 drops the pair, 3 counts it thrice
+    repeated = np.repeat(np.arange(60), counts)
+    if grouped:
+        def fit(d, g, w=None):
+            return fit_bradley_terry(d, g, 3, l2=0.5, sample_weight=w, tol=1e-15)
+
+        weighted = fit(differences, groups, counts.astype(float))
+        expected = fit(differences[repeated], groups[repeated])
+    else:
+        monkeypatch.setattr(_bradley_terry, "_POOLED_CHUNK", 8)  # chunks, warm start
+        weighted = fit_bradley_terry(
+            differences, l2=0.5, sample_weight=counts.astype(float), tol=1e-15
+        )
+        expected = fit_bradley_terry(differences[repeated], l2=0.5, tol=1e-15)
+    assert_allclose(weighted, expected, atol=1e-7)
+
+
+def test_sample_weight_log_evidence_matches_repeated_pairs():
+    rng = np.random.RandomState(4)
+    differences = rng.normal(size=(10, 2))
+    counts = np.array([1, 2, 0, 1, 3, 1, 1, 2, 1, 1])
+    repeated = np.repeat(np.arange(10), counts)
+    means, precisions = np.zeros((2, 2)), np.array([np.eye(2), 4 * np.eye(2)])
+    _, weighted = fit_bradley_terry(
+        differences, np.zeros(10, dtype=int), 1, prior_mean=means,
+        prior_precision=precisions, sample_weight=counts.astype(float),
+        return_log_evidence=True,
+    )
+    _, expected = fit_bradley_terry(
+        differences[repeated], np.zeros(repeated.size, dtype=int), 1, prior_mean=means,
+        prior_precision=precisions, return_log_evidence=True,
+    )
+    # Unweighted evidence leaves out log 2 per padded row; weighted padding adds 0.
+    assert_allclose(np.diff(weighted[0]), np.diff(expected[0]), atol=1e-6)

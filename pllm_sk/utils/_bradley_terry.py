@@ -41,6 +41,7 @@ def fit_bradley_terry(
     prior_mean=None,
     prior_precision=None,
     weight=1.0,
+    sample_weight=None,
     start=None,
     max_iter=50,
     tol=1e-10,
@@ -71,6 +72,9 @@ def fit_bradley_terry(
         Symmetric positive definite ``P``, one per component of ``prior_mean``.
     weight : float, default=1.0
         Weight of every pair (1 / temperature).
+    sample_weight : ndarray of shape (n_pairs,), default=None
+        Non-negative weight of each pair, multiplying its log-likelihood (for
+        example older feedback counting less); ones when None.
     start : ndarray, default=None
         Where Newton's method starts, of the shape of the returned ``coef``; the
         prior mean when None (the pooled solver starts from the fit to every 8th
@@ -117,12 +121,20 @@ def fit_bradley_terry(
     if l2 is not None and not l2 > 0:
         raise ValueError(f"l2 must be > 0 for a strictly convex problem; got {l2!r}.")
     n_features = differences.shape[1]
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (differences.shape[0],) or (sample_weight < 0).any():
+            raise ValueError(
+                "sample_weight must hold one non-negative weight per pair; got shape "
+                f"{sample_weight.shape} for {differences.shape[0]} pairs."
+            )
     if groups is None:
         if return_log_evidence:
             raise ValueError("return_log_evidence needs groups.")
         penalty = _Penalty(l2, prior_mean, prior_precision, n_features)
         coef, n_iter = _solve_pooled(
-            differences, penalty, weight, start, max_iter, tol, _POOLED_CHUNK
+            differences, sample_weight, penalty, weight, start, max_iter, tol,
+            _POOLED_CHUNK,
         )
         return (coef, n_iter) if return_n_iter else coef
     if return_n_iter:
@@ -145,6 +157,7 @@ def fit_bradley_terry(
         start = np.asarray(start)[:, np.newaxis]
     coef, log_evidence = _solve_grouped(
         differences,
+        sample_weight,
         np.asarray(groups, dtype=np.int64),
         int(n_groups),
         mean,
@@ -175,9 +188,12 @@ def log_sigmoid_(margin):
     return margin
 
 
-def _softplus_sum(margin):
-    """``sum(log(1 + exp(-margin)))`` over the last axis."""
-    return -log_sigmoid_(np.array(margin, dtype=np.float64)).sum(axis=-1)
+def _softplus_sum(margin, pair_weight=None):
+    """``sum(w * log(1 + exp(-margin)))`` over the last axis; ``w`` ones when None."""
+    log_likelihood = log_sigmoid_(np.array(margin, dtype=np.float64))
+    if pair_weight is None:
+        return -log_likelihood.sum(axis=-1)
+    return -(log_likelihood * pair_weight).sum(axis=-1)
 
 
 # ------------------------------------------------------------------ pooled solver
@@ -227,7 +243,9 @@ class _Penalty:
         return self.precision.copy()
 
 
-def _solve_pooled(differences, penalty, weight, start, max_iter, tol, chunk_size):
+def _solve_pooled(
+    differences, pair_weight, penalty, weight, start, max_iter, tol, chunk_size
+):
     """Newton's method on all pairs at once, summed over chunks of pairs.
 
     Memory stays ``O(n_pairs + chunk_size * n_features)`` with millions of pairs.
@@ -245,27 +263,37 @@ def _solve_pooled(differences, penalty, weight, start, max_iter, tol, chunk_size
             [np.asarray(differences[chunk], dtype=np.float64) @ vector for chunk in chunks]
         )
 
-    def objective(data_loss, coef):
-        return weight * data_loss + penalty.value(coef)
+    def objective(margin, coef):
+        return weight * _softplus_sum(margin, pair_weight) + penalty.value(coef)
+
+    def pair_weights(chunk):
+        return 1.0 if pair_weight is None else pair_weight[chunk]
 
     if start is not None:
         coef = np.array(start, dtype=np.float64)
         margin = margins_of(coef)
-        loss = objective(_softplus_sum(margin), coef)
+        loss = objective(margin, coef)
     elif len(chunks) > 4:
         # Start from the fit to every 8th pair (its objective is about 1/8 of this
         # one): a few full passes then finish the job.
         coef, _ = _solve_pooled(
-            differences[::8], penalty.scaled(1 / 8), weight, None, max_iter, 1e-6, chunk_size
+            differences[::8],
+            None if pair_weight is None else pair_weight[::8],
+            penalty.scaled(1 / 8),
+            weight,
+            None,
+            max_iter,
+            1e-6,
+            chunk_size,
         )
         margin = margins_of(coef)
-        loss = objective(_softplus_sum(margin), coef)
+        loss = objective(margin, coef)
     else:
         coef = penalty.start()
         margin = margins_of(coef) if penalty.mean is not None else np.zeros(n_pairs)
         loss = (
-            objective(_softplus_sum(margin), coef)
-            if penalty.mean is not None
+            objective(margin, coef)
+            if penalty.mean is not None or pair_weight is not None
             else weight * n_pairs * np.log(2.0) + penalty.value(coef)
         )
     n_iter = 0
@@ -275,8 +303,9 @@ def _solve_pooled(differences, penalty, weight, start, max_iter, tol, chunk_size
         for chunk in chunks:
             rows = np.asarray(differences[chunk], dtype=np.float64)
             p_loser = expit(-margin[chunk])
-            gradient -= weight * p_loser @ rows
-            hessian += (rows * (weight * p_loser * (1.0 - p_loser))[:, np.newaxis]).T @ rows
+            weighted = p_loser * pair_weights(chunk)
+            gradient -= weight * weighted @ rows
+            hessian += (rows * (weight * weighted * (1.0 - p_loser))[:, np.newaxis]).T @ rows
         step = np.linalg.solve(hessian, gradient)
         decrement = gradient @ step
         if decrement / 2.0 <= tol * (1.0 + abs(loss)):
@@ -285,7 +314,7 @@ def _solve_pooled(differences, penalty, weight, start, max_iter, tol, chunk_size
         size = 1.0
         for _ in range(40):
             candidate = coef - size * step
-            new_loss = objective(_softplus_sum(margin - size * delta), candidate)
+            new_loss = objective(margin - size * delta, candidate)
             if new_loss <= loss - 1e-4 * size * decrement:
                 break
             size /= 2.0
@@ -300,8 +329,8 @@ def _solve_pooled(differences, penalty, weight, start, max_iter, tol, chunk_size
 
 
 def _solve_grouped(
-    differences, groups, n_groups, prior_mean, prior_precision, weight, start,
-    max_iter, tol, chunk_size,
+    differences, pair_weight, groups, n_groups, prior_mean, prior_precision, weight,
+    start, max_iter, tol, chunk_size,
 ):
     """Newton's method per group and prior component, batched over groups.
 
@@ -343,26 +372,41 @@ def _solve_grouped(
         slot = np.arange(n_pad)[np.newaxis, :] < counts[batch][:, np.newaxis]
         source = offsets[batch][:, np.newaxis] + np.arange(n_pad)[np.newaxis, :]
         block[slot] = differences[order[source[slot]]]
+        block_weight = None
+        if pair_weight is not None:
+            # Padding rows weigh 0, so they add nothing to the loss.
+            block_weight = np.zeros((batch.size, 1, n_pad))
+            block_weight[:, 0][slot] = pair_weight[order[source[slot]]]
         coef[batch], loss, hessian_logdet = _newton_gaussian(
-            block, coef[batch], prior_mean, prior_precision, weight, max_iter, tol
+            block, block_weight, coef[batch], prior_mean, prior_precision, weight,
+            max_iter, tol,
         )
-        # Padding rows add weight * log 2 each to the loss, whatever u is.
-        loss -= weight * np.log(2.0) * (n_pad - counts[batch])[:, np.newaxis]
+        if block_weight is None:
+            # Padding rows add weight * log 2 each to the loss, whatever u is.
+            loss -= weight * np.log(2.0) * (n_pad - counts[batch])[:, np.newaxis]
         log_evidence[batch] = -loss - 0.5 * (hessian_logdet - prior_logdet)
         first = stop
     return coef, log_evidence
 
 
-def _newton_gaussian(block, coef, prior_mean, precision, weight, max_iter, tol):
+def _newton_gaussian(
+    block, block_weight, coef, prior_mean, precision, weight, max_iter, tol
+):
     """Newton's method for a padded batch from ``coef``; returns the optimum, the
     loss there and log det(Hessian).
 
-    Groups leave the batch once every one of their problems has converged.
+    ``block_weight`` (n_batch, 1, n_pad) weighs each pair, or is None (ones, with
+    padding rows at margin 0 adding a constant). Groups leave the batch once every
+    one of their problems has converged.
     """
+
+    def weights_of(index):
+        return None if block_weight is None else block_weight[index]
+
     n_components = prior_mean.shape[0]
     coef = coef.copy()
     margin = np.einsum("gpd,gcd->gcp", block, coef)
-    data_loss = _softplus_sum(margin)
+    data_loss = _softplus_sum(margin, block_weight)
     loss = weight * data_loss + _penalty(coef - prior_mean, precision)
     # With several components, the pairs' outer products are shared by all of them.
     outer = _outer_products(block) if n_components > 1 else None
@@ -376,6 +420,7 @@ def _newton_gaussian(block, coef, prior_mean, precision, weight, max_iter, tol):
             coef[active] - prior_mean,
             precision,
             weight,
+            weights_of(active),
         )
         converged = (decrement / 2.0 <= tol * (1.0 + np.abs(loss[active]))).all(axis=1)
         keep = ~converged
@@ -391,7 +436,8 @@ def _newton_gaussian(block, coef, prior_mean, precision, weight, max_iter, tol):
         quadratic = 0.5 * np.einsum("gcd,cde,gce->gc", step, precision, step)
         old_penalty = old_loss - weight * data_loss[active]
         size = np.ones(old_loss.shape)
-        new_data = _softplus_sum(old_margin - delta)
+        active_weight = weights_of(active)
+        new_data = _softplus_sum(old_margin - delta, active_weight)
         todo = np.zeros(old_loss.shape, dtype=bool)
         for _ in range(40):
             new_loss = (
@@ -403,7 +449,8 @@ def _newton_gaussian(block, coef, prior_mean, precision, weight, max_iter, tol):
             size[todo] /= 2.0
             g, c = np.nonzero(todo)
             new_data[g, c] = _softplus_sum(
-                old_margin[g, c] - size[g, c, np.newaxis] * delta[g, c]
+                old_margin[g, c] - size[g, c, np.newaxis] * delta[g, c],
+                None if active_weight is None else active_weight[g, 0],
             )
         # A problem whose search failed (round-off at the optimum) keeps its coef.
         size[todo] = 0.0
@@ -411,7 +458,7 @@ def _newton_gaussian(block, coef, prior_mean, precision, weight, max_iter, tol):
         coef[active] -= size[..., np.newaxis] * step
         margin[active] = old_margin - size[..., np.newaxis] * delta
         loss[active], data_loss[active] = new_loss, new_data
-    hessian = _data_hessian(block, outer, _curvature(margin, weight))
+    hessian = _data_hessian(block, outer, _curvature(margin, weight, block_weight))
     _, hessian_logdet = np.linalg.slogdet(hessian + precision)
     return coef, loss, hessian_logdet
 
@@ -420,8 +467,10 @@ def _penalty(shift, precision):
     return 0.5 * np.einsum("gcd,cde,gce->gc", shift, precision, shift)
 
 
-def _curvature(margin, weight):
+def _curvature(margin, weight, pair_weight=None):
     p_loser = expit(-margin)
+    if pair_weight is not None:
+        return weight * (p_loser * pair_weight) * (1.0 - p_loser)
     return weight * p_loser * (1.0 - p_loser)
 
 
@@ -444,12 +493,13 @@ def _data_hessian(block, outer, curvature):
     )
 
 
-def _newton_step(block, outer, margin, shift, precision, weight):
+def _newton_step(block, outer, margin, shift, precision, weight, pair_weight):
     """Newton step and decrement of a batch."""
     p_loser = expit(-margin)
-    gradient = -weight * np.einsum("gcp,gpd->gcd", p_loser, block) + np.einsum(
+    weighted = p_loser if pair_weight is None else p_loser * pair_weight
+    gradient = -weight * np.einsum("gcp,gpd->gcd", weighted, block) + np.einsum(
         "cde,gce->gcd", precision, shift
     )
-    hessian = _data_hessian(block, outer, weight * p_loser * (1.0 - p_loser))
+    hessian = _data_hessian(block, outer, weight * weighted * (1.0 - p_loser))
     step = np.linalg.solve(hessian + precision, gradient[..., np.newaxis])[..., 0]
     return step, np.einsum("gcd,gcd->gc", gradient, step)
