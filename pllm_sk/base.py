@@ -13,7 +13,6 @@ from .utils._param_validation import validate_params
 from .utils._validation import (
     check_feedback,
     check_id_input,
-    check_unique_candidates,
     split_ids_features,
 )
 
@@ -71,7 +70,10 @@ class BaseRanker(BaseEstimator):
             raise ValueError(
                 "y has no labeled rows (all NaN): fit needs some feedback to learn from."
             )
-        self._fit(ids[labeled], features[labeled], y[labeled])
+        if labeled.all():
+            self._fit(ids, features, y)
+        else:
+            self._fit(ids[labeled], features[labeled], y[labeled])
         return self
 
     def predict(self, X):
@@ -130,8 +132,6 @@ class BaseRanker(BaseEstimator):
         validate_data(self, X, skip_check_array=True, reset=True)
         ids, features, _ = split_ids_features(X)
         y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
-        labeled = ~np.isnan(y)
-        check_unique_candidates(ids[labeled], y[labeled])
         return ids, features, y
 
     def _validate_predict_data(self, X):
@@ -191,6 +191,5 @@ class IncrementalRankerMixin:
             raise ValueError(
                 "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
             )
-        check_unique_candidates(ids[labeled], y[labeled])
         self._partial_fit(ids[labeled], features[labeled], y[labeled])
         return self

@@ -6,7 +6,12 @@ import numpy as np
 
 from ..base import BaseRanker
 from ..utils._bradley_terry import fit_bradley_terry
-from ..utils._comparisons import comparisons, positions_in, require_comparisons
+from ..utils._comparisons import (
+    comparisons,
+    pooled_differences,
+    positions_in,
+    require_comparisons,
+)
 from ..utils._docstrings import fill_docstring
 from ..utils._items import count_response_slots, item_features
 from ..utils._param_validation import Interval
@@ -90,10 +95,11 @@ class PerUserRanker(BaseRanker):
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
         require_comparisons(structure, type(self).__name__)
-        differences = items[structure.winners] - items[structure.losers]
+        pooled, counts = pooled_differences(ids, items, structure)
         self.population_coef_ = fit_bradley_terry(
-            differences, l2=float(self.alpha), max_iter=self.max_iter
+            pooled, l2=float(self.alpha), sample_weight=counts, max_iter=self.max_iter
         )
+        differences = items[structure.winners] - items[structure.losers]
         self.users_ = structure.users
         self.coef_ = fit_bradley_terry(
             differences,

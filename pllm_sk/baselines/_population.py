@@ -4,7 +4,7 @@ import numbers
 
 from ..base import BaseRanker
 from ..utils._bradley_terry import fit_bradley_terry
-from ..utils._comparisons import comparisons, require_comparisons
+from ..utils._comparisons import comparisons, pooled_differences, require_comparisons
 from ..utils._docstrings import fill_docstring
 from ..utils._items import count_response_slots, item_features
 from ..utils._param_validation import Interval
@@ -89,9 +89,11 @@ class PopulationRanker(BaseRanker):
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
         require_comparisons(structure, type(self).__name__)
+        differences, counts = pooled_differences(ids, items, structure)
         self.population_coef_, self.n_iter_ = fit_bradley_terry(
-            items[structure.winners] - items[structure.losers],
+            differences,
             l2=float(self.alpha),
+            sample_weight=counts,
             max_iter=self.max_iter,
             tol=self.tol,
             return_n_iter=True,

@@ -247,8 +247,8 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         structure = comparisons(ids, y)
         require_comparisons(structure, type(self).__name__)
         winners, losers = structure.winners, structure.losers
-        differences = items[winners]
-        differences -= items[losers]
+        # In float32, as the store keeps them for the fold-in.
+        differences = float32_differences(items, winners, losers)
         users = structure.users
         pair_user = structure.group_user[structure.group_of_row[winners]]
         n_item_features = items.shape[1]
@@ -278,10 +278,13 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         else:
             self._alternate(differences, pair_user, pair_items, weights)
 
+        # With the identity map, the factor-space vectors are the differences.
+        self._store = self._user_comparisons(
+            ids, items, structure, differences if self.n_iter_ == 0 else None
+        )
         del differences
         n_prompts = np.bincount(structure.group_user, minlength=users.size)
         prior_users = self._fit_prior(self.user_factors_, n_prompts, pair_user, rng)
-        self._store = self._user_comparisons(ids, items, structure)
         self.users_ = self._store.users
         self.temperature_ = self._calibrate_temperature(users[prior_users], rng)
 
@@ -551,14 +554,13 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             vectors[embedded] += self.item_embedding_[found[embedded]]
         return vectors
 
-    def _user_comparisons(self, ids, items, structure):
-        """Factor-space comparison vectors, frozen map and embeddings applied."""
-        vectors = self._item_vectors(ids, items)
-        return UserComparisons.from_comparisons(
-            ids,
-            structure,
-            vector=float32_differences(vectors, structure.winners, structure.losers),
-        )
+    def _user_comparisons(self, ids, items, structure, vectors=None):
+        """Factor-space comparison vectors, frozen map and embeddings applied
+        (``vectors``, float32, when already computed)."""
+        if vectors is None:
+            item_vectors = self._item_vectors(ids, items)
+            vectors = float32_differences(item_vectors, structure.winners, structure.losers)
+        return UserComparisons.from_comparisons(ids, structure, vector=vectors)
 
 
 def _pair_vectors(differences, basis, embedding, pair_items):

@@ -19,6 +19,7 @@ from ..utils._comparisons import (
     UserComparisons,
     comparisons,
     float32_differences,
+    pooled_differences,
     positions_in,
     require_comparisons,
 )
@@ -282,12 +283,14 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         structure = comparisons(ids, y)
         require_comparisons(structure, type(self).__name__)
         winners, losers = structure.winners, structure.losers
-        differences = items[winners]
-        differences -= items[losers]
+        # In float32, as the store keeps them for predict.
+        differences = float32_differences(items, winners, losers)
         # PopulationRanker's objective and solver: the cold-user prediction.
+        pooled, counts = pooled_differences(ids, items, structure)
         self.population_coef_ = fit_bradley_terry(
-            differences, l2=float(self.alpha), max_iter=self.max_iter
+            pooled, l2=float(self.alpha), sample_weight=counts, max_iter=self.max_iter
         )
+        del pooled
 
         users = structure.users
         user_of_row = structure.group_user[structure.group_of_row]
@@ -314,10 +317,10 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         row_candidate = np.where(
             is_candidate[user_of_row], candidate_of_user[user_of_row], -1
         )
+        self._store = self._user_comparisons(ids, items, structure, differences)
         del differences
         self._item_table = self._item_level_table(ids, items, structure, row_candidate)
         self._prompt_table = _prompt_table(ids, structure, row_candidate)
-        self._store = self._user_comparisons(ids, items, structure)
         self._representations = _choice_sums(items, structure)
         self.users_ = self._store.users
         self._candidate_representation = _normalized(
@@ -684,13 +687,17 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
 
     # ------------------------------------------------------------------- helpers
 
-    def _user_comparisons(self, ids, items, structure):
+    def _user_comparisons(self, ids, items, structure, differences=None):
+        """The store of comparisons; ``differences`` are their float32 item
+        differences when already computed."""
         keys = item_keys(ids, self._n_response_keys)
         winners, losers = structure.winners, structure.losers
+        if differences is None:
+            differences = float32_differences(items, winners, losers)
         return UserComparisons.from_comparisons(
             ids,
             structure,
-            difference=float32_differences(items, winners, losers),
+            difference=differences,
             winner_key=keys[winners],
             loser_key=keys[losers],
         )

@@ -14,7 +14,6 @@ __all__ = [
     "ID_COLUMNS",
     "check_feedback",
     "check_id_input",
-    "check_unique_candidates",
     "id_column",
     "is_dataframe",
     "split_ids_features",
@@ -162,9 +161,15 @@ def split_ids_features(X):
             [_check_id_values(X[c].to_numpy(), c) for c in ID_COLUMNS]
         )
         feature_names = [c for c in X.columns if c not in ID_COLUMNS]
-        features = np.empty((len(X), len(feature_names)), dtype=np.float64)
-        for j, column in enumerate(feature_names):
-            features[:, j] = _numeric_column(X[column].to_numpy(), column)
+        if all(X[c].dtype.kind in "biuf" for c in feature_names):
+            # One block conversion: pandas keeps same-dtype columns together.
+            features = np.ascontiguousarray(
+                X[feature_names].to_numpy().astype(np.float64, copy=False)
+            ).reshape(len(X), len(feature_names))
+        else:
+            features = np.empty((len(X), len(feature_names)), dtype=np.float64)
+            for j, column in enumerate(feature_names):
+                features[:, j] = _numeric_column(X[column].to_numpy(), column)
         _check_finite_features(features, feature_names)
         return ids, features, [str(c) for c in feature_names]
     ids = np.column_stack(
@@ -189,6 +194,9 @@ def _numeric_column(values, name):
 
 
 def _check_finite_features(features, names):
+    # A sum is finite when every entry is (barring overflow, checked in full).
+    if np.isfinite(features.sum()):
+        return
     bad = ~np.isfinite(features)
     if bad.any():
         row, column = np.argwhere(bad)[0]
@@ -245,28 +253,6 @@ def check_feedback(y, n_rows, *, estimator_name="This estimator"):
     if np.isinf(y).any():
         raise ValueError("y contains inf; use NaN for unlabeled rows.")
     return y
-
-
-def check_unique_candidates(ids, y):
-    """Refuse a labeled (user, prompt, response) given twice with different labels.
-
-    Parameters
-    ----------
-    ids : ndarray of int64, shape (n_rows, 3)
-    y : ndarray of float64, shape (n_rows,)
-        Labels, none NaN.
-    """
-    order = np.lexsort(ids.T[::-1])
-    ids, y = ids[order], y[order]
-    repeated = (ids[1:] == ids[:-1]).all(axis=1) & (y[1:] != y[:-1])
-    if repeated.any():
-        row = int(np.flatnonzero(repeated)[0])
-        user_id, prompt_id, response_id = ids[row].tolist()
-        raise ValueError(
-            f"The candidate (user_id={user_id}, prompt_id={prompt_id}, response_id="
-            f"{response_id}) is labeled twice, {y[row]:g} and {y[row + 1]:g}: each "
-            "candidate of a user's prompt takes one label."
-        )
 
 
 def id_column(X, name):
