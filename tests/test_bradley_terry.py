@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special
 from scipy.optimize import minimize
 
@@ -205,3 +205,18 @@ def test_sample_weight_log_evidence_matches_repeated_pairs():
     )
     # Unweighted evidence leaves out log 2 per padded row; weighted padding adds 0.
     assert_allclose(np.diff(weighted[0]), np.diff(expected[0]), atol=1e-6)
+
+
+def test_grouped_threads_give_the_same_answer(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.RandomState(5)
+    differences = rng.normal(size=(400, 3))
+    groups = rng.randint(0, 40, size=400)
+    monkeypatch.setattr(_bradley_terry, "_GROUPED_CHUNK", 200)  # many batches
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = fit_bradley_terry(differences, groups, 40, l2=0.3)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert _bradley_terry._blas_threads() == 2
+        two = fit_bradley_terry(differences, groups, 40, l2=0.3)
+    assert_array_equal(one, two)

@@ -20,8 +20,11 @@ Both minimise, per problem, ::
 with ``P = 2 * l2 * I`` for the isotropic penalty ``l2 * ||w - m||^2``.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy.special import expit
+from threadpoolctl import threadpool_info
 
 __all__ = ["fit_bradley_terry", "log_sigmoid_"]
 
@@ -171,6 +174,12 @@ def fit_bradley_terry(
     if not mixture:
         coef, log_evidence = coef[:, 0], log_evidence[:, 0]
     return (coef, log_evidence) if return_log_evidence else coef
+
+
+def _blas_threads():
+    """Threads BLAS may use in this process now (1 when it cannot be told)."""
+    limits = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(1, min(limits)) if limits else 1
 
 
 def log_sigmoid_(margin):
@@ -355,6 +364,7 @@ def _solve_grouped(
     by_count = np.argsort(counts, kind="stable")
     by_count = by_count[counts[by_count] > 0]
     _, prior_logdet = np.linalg.slogdet(prior_precision)
+    batches = []
     first = 0
     while first < by_count.size:
         # Groups of similar counts (within a factor of 2) keep the padding small.
@@ -366,7 +376,10 @@ def _solve_grouped(
             and counts[by_count[stop]] <= 2 * counts[by_count[first]] + 8
         ):
             stop += 1
-        batch = by_count[first:stop]
+        batches.append(by_count[first:stop])
+        first = stop
+
+    def solve(batch):
         n_pad = int(counts[batch].max())
         block = np.zeros((batch.size, n_pad, d))
         slot = np.arange(n_pad)[np.newaxis, :] < counts[batch][:, np.newaxis]
@@ -385,7 +398,17 @@ def _solve_grouped(
             # Padding rows add weight * log 2 each to the loss, whatever u is.
             loss -= weight * np.log(2.0) * (n_pad - counts[batch])[:, np.newaxis]
         log_evidence[batch] = -loss - 0.5 * (hessian_logdet - prior_logdet)
-        first = stop
+
+    # Batches are independent and numpy releases the GIL on their large arrays:
+    # threads, as many as BLAS may use here (loky workers and OMP_NUM_THREADS
+    # lower it), give the same result as one thread.
+    n_threads = min(len(batches), _blas_threads())
+    if n_threads > 1:
+        with ThreadPoolExecutor(n_threads) as executor:
+            list(executor.map(solve, batches))
+    else:
+        for batch in batches:
+            solve(batch)
     return coef, log_evidence
 
 
