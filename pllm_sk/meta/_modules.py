@@ -102,6 +102,23 @@ class ParticleEncoder(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, differences, owner, n_users):
+        posterior = self.prototype_posterior(differences, owner, n_users)
+        # Models pickled before the refinement existed have no such attribute.
+        n_steps = getattr(self, "n_newton_steps", 0)
+        if n_steps == 0:
+            return self.log_scale.exp() * (posterior @ self.positions)
+        mean, covariance = self.refinement_prior(posterior)
+        return newton_refine(
+            mean,
+            covariance,
+            differences,
+            owner,
+            self.log_temperature.exp(),
+            n_steps,
+        )
+
+    def prototype_posterior(self, differences, owner, n_users):
+        """Posterior probability of each prototype for each user, (n_users, n_prototypes)."""
         # A finite set of prototypes fits many comparisons less sharply than a few.
         n_pairs = torch.zeros(n_users, dtype=differences.dtype, device=owner.device)
         n_pairs = n_pairs.index_add(0, owner, torch.ones_like(differences[:, 0]))
@@ -111,13 +128,16 @@ class ParticleEncoder(nn.Module):
         log_likelihood = pooled_log_likelihood(
             sharpness[:, None] * differences, self.positions, owner, n_users
         )
-        posterior = torch.softmax(self.log_prior + log_likelihood, dim=1)
+        return torch.softmax(self.log_prior + log_likelihood, dim=1)
+
+    def refinement_prior(self, posterior):
+        """Mean and covariance of the Gaussian prior of the Newton refinement.
+
+        The (scaled) posterior mean and covariance of the prototypes, plus a ridge.
+        """
+        n_users = posterior.shape[0]
         scale = self.log_scale.exp()
         mean = posterior @ self.positions
-        # Models pickled before the refinement existed have no such attribute.
-        n_steps = getattr(self, "n_newton_steps", 0)
-        if n_steps == 0:
-            return scale * mean
         n_prototypes, n_components = self.positions.shape
         outer = self.positions[:, :, None] * self.positions[:, None, :]
         second = (posterior @ outer.reshape(n_prototypes, -1)).reshape(
@@ -127,14 +147,7 @@ class ParticleEncoder(nn.Module):
         covariance = scale**2 * (
             second - mean[:, :, None] * mean[:, None, :] + self.log_ridge.exp() * eye
         )
-        return newton_refine(
-            scale * mean,
-            covariance,
-            differences,
-            owner,
-            self.log_temperature.exp(),
-            n_steps,
-        )
+        return scale * mean, covariance
 
 
 class GradientAdapter(nn.Module):

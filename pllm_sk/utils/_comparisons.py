@@ -18,6 +18,7 @@ __all__ = [
     "comparisons",
     "expand_ranges",
     "float32_differences",
+    "pair_weights",
     "positions_in",
     "require_comparisons",
 ]
@@ -106,6 +107,26 @@ def comparisons(ids, y, *, transitive_reduction=False):
         losers=order[second],
         top=rank_from_top[first] == 0,
     )
+
+
+def pair_weights(structure, sample_weight):
+    """Weight of each comparison: the mean of its two rows' ``sample_weight``.
+
+    None stays None (every comparison weighs 1). With equal weights on a prompt's
+    rows, as feedback given at one time has, each comparison takes that weight.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pllm_sk.utils._comparisons import comparisons, pair_weights
+    >>> ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
+    >>> pairs = comparisons(ids, np.array([1.0, 0.0, 0.5]))
+    >>> pair_weights(pairs, np.array([1.0, 3.0, 2.0])).tolist()
+    [1.5, 2.0, 2.5]
+    """
+    if sample_weight is None:
+        return None
+    return 0.5 * (sample_weight[structure.winners] + sample_weight[structure.losers])
 
 
 def require_comparisons(structure, estimator_name):
