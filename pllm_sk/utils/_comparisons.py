@@ -112,8 +112,10 @@ def comparisons(ids, y, *, transitive_reduction=False):
 def pair_weights(structure, sample_weight):
     """Weight of each comparison: the mean of its two rows' ``sample_weight``.
 
-    None stays None (every comparison weighs 1). With equal weights on a prompt's
-    rows, as feedback given at one time has, each comparison takes that weight.
+    None when ``sample_weight`` is None or every weight is 1: the solvers' unweighted
+    path, so that unit weights fit exactly as no weights. With equal weights on a
+    prompt's rows, as feedback given at one time has, each comparison takes that
+    weight.
 
     Examples
     --------
@@ -124,7 +126,7 @@ def pair_weights(structure, sample_weight):
     >>> pair_weights(pairs, np.array([1.0, 3.0, 2.0])).tolist()
     [1.5, 2.0, 2.5]
     """
-    if sample_weight is None:
+    if sample_weight is None or (sample_weight == 1.0).all():
         return None
     return 0.5 * (sample_weight[structure.winners] + sample_weight[structure.losers])
 
