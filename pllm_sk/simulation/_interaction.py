@@ -224,8 +224,8 @@ class InteractionEnvironment:
             ranker, n_rounds, decay, window, refit_every, population_refit_every, history
         )
         policy.validate(ranker, self.n_shown)
-        population = copy.deepcopy(ranker)
-        ranker = copy.deepcopy(ranker)
+        # The ranker given is only ever copied or cloned: it is the population.
+        population, ranker = ranker, copy.deepcopy(ranker)
         streams = [
             np.random.RandomState(np.random.MT19937(child))
             for child in np.random.SeedSequence(
