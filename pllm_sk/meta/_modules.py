@@ -103,13 +103,23 @@ class ParticleEncoder(nn.Module):
 
     def forward(self, differences, owner, n_users):
         posterior = self.prototype_posterior(differences, owner, n_users)
+        scale = self.log_scale.exp()
+        mean = posterior @ self.positions
         # Models pickled before the refinement existed have no such attribute.
         n_steps = getattr(self, "n_newton_steps", 0)
         if n_steps == 0:
-            return self.log_scale.exp() * (posterior @ self.positions)
-        mean, covariance = self.refinement_prior(posterior)
+            return scale * mean
+        n_prototypes, n_components = self.positions.shape
+        outer = self.positions[:, :, None] * self.positions[:, None, :]
+        second = (posterior @ outer.reshape(n_prototypes, -1)).reshape(
+            n_users, n_components, n_components
+        )
+        eye = torch.eye(n_components, dtype=mean.dtype, device=mean.device)
+        covariance = scale**2 * (
+            second - mean[:, :, None] * mean[:, None, :] + self.log_ridge.exp() * eye
+        )
         return newton_refine(
-            mean,
+            scale * mean,
             covariance,
             differences,
             owner,
@@ -129,25 +139,6 @@ class ParticleEncoder(nn.Module):
             sharpness[:, None] * differences, self.positions, owner, n_users
         )
         return torch.softmax(self.log_prior + log_likelihood, dim=1)
-
-    def refinement_prior(self, posterior):
-        """Mean and covariance of the Gaussian prior of the Newton refinement.
-
-        The (scaled) posterior mean and covariance of the prototypes, plus a ridge.
-        """
-        n_users = posterior.shape[0]
-        scale = self.log_scale.exp()
-        mean = posterior @ self.positions
-        n_prototypes, n_components = self.positions.shape
-        outer = self.positions[:, :, None] * self.positions[:, None, :]
-        second = (posterior @ outer.reshape(n_prototypes, -1)).reshape(
-            n_users, n_components, n_components
-        )
-        eye = torch.eye(n_components, dtype=mean.dtype, device=mean.device)
-        covariance = scale**2 * (
-            second - mean[:, :, None] * mean[:, None, :] + self.log_ridge.exp() * eye
-        )
-        return scale * mean, covariance
 
 
 class GradientAdapter(nn.Module):
