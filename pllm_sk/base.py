@@ -78,21 +78,12 @@ class BaseRanker(BaseEstimator):
         """``fit``'s body; rows of zero ``sample_weight`` are dropped like unlabeled ones."""
         validate_params(self)
         ids, features, y = self._validate_fit_data(X, y)
-        labeled = ~np.isnan(y)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, ids.shape[0])
-            _check_some_weight(labeled, sample_weight)
-            labeled &= sample_weight > 0
+        labeled, weights = _weighted_rows(~np.isnan(y), sample_weight)
         if not labeled.any():
             raise ValueError(
                 "y has no labeled rows (all NaN): fit needs some feedback to learn from."
             )
-        if sample_weight is None:
-            self._fit(ids[labeled], features[labeled], y[labeled])
-        else:
-            self._fit(
-                ids[labeled], features[labeled], y[labeled], sample_weight[labeled]
-            )
+        self._fit(ids[labeled], features[labeled], y[labeled], *weights)
         return self
 
     def predict(self, X):
@@ -211,22 +202,13 @@ class IncrementalRankerMixin:
             check_feedback(y, 0, estimator_name=type(self).__name__)
         ids, features = self._validate_predict_data(X)
         y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
-        labeled = ~np.isnan(y)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, ids.shape[0])
-            _check_some_weight(labeled, sample_weight)
-            labeled &= sample_weight > 0
+        labeled, weights = _weighted_rows(~np.isnan(y), sample_weight)
         if not labeled.any():
             raise ValueError(
                 "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
             )
         check_unique_candidates(ids[labeled], y[labeled])
-        if sample_weight is None:
-            self._partial_fit(ids[labeled], features[labeled], y[labeled])
-        else:
-            self._partial_fit(
-                ids[labeled], features[labeled], y[labeled], sample_weight[labeled]
-            )
+        self._partial_fit(ids[labeled], features[labeled], y[labeled], *weights)
         return self
 
 
@@ -351,10 +333,19 @@ def _check_sample_weight(sample_weight, n_rows):
     return sample_weight
 
 
-def _check_some_weight(labeled, sample_weight):
-    """Refuse labeled rows that all weigh zero: there would be nothing to learn."""
+def _weighted_rows(labeled, sample_weight):
+    """The labeled rows of positive weight, and their weights as a 0- or 1-tuple.
+
+    Without ``sample_weight`` the rows are ``labeled`` and the tuple is empty, so
+    that rankers without weights get their usual three arguments.
+    """
+    if sample_weight is None:
+        return labeled, ()
+    sample_weight = _check_sample_weight(sample_weight, labeled.size)
     if labeled.any() and not (sample_weight[labeled] > 0).any():
         raise ValueError(
             "sample_weight is zero on every labeled row: with zero weight a row is "
             "dropped, so there is no feedback left to learn from."
         )
+    kept = labeled & (sample_weight > 0)
+    return kept, (sample_weight[kept],)
