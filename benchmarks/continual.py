@@ -311,6 +311,8 @@ def arrivals_experiment(args, corpus, oracle, history, users):
 
 
 def active_experiment(args, oracle, fitted, users):
+    # 50 offered prompts per answer, fewer on a corpus too small for 10 x 50.
+    n_candidates = min(50, oracle.corpus.prompt_ids("train").size // 10)
     rows = []
     for name in [m for m in ("Bayes", "LowRank") if m in fitted]:
         for strategy in ("information", "random"):
@@ -319,7 +321,8 @@ def active_experiment(args, oracle, fitted, users):
                 warnings.simplefilter("ignore", UserWarning)
                 result = active_cold_start(
                     fitted[name], oracle, users, strategy=strategy,
-                    n_answers=(1, 3, 5, 10), random_state=args.seed,
+                    n_answers=(1, 3, 5, 10), n_candidates=n_candidates,
+                    random_state=args.seed,
                 )
             rows.append(result.assign(method=name))
             print(f"  active {name} {strategy} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -460,9 +463,10 @@ def main(argv=None):
               "Cumulative regret over each user's first n steps (late_half: users arriving "
               "after half of them)")
         print(arrivals.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    n_offered = min(50, oracle.corpus.prompt_ids("train").size // 10)
     print("\n6. Active cold start: gap closed / top-1 on 3 test query prompts per new user "
-          "after n best/worst answers, the prompt chosen among 50 random train prompts by "
-          "the information rule (32 draws) or at random")
+          f"after n best/worst answers, the prompt chosen among {n_offered} random train "
+          "prompts by the information rule (32 draws) or at random")
     print(active.pivot_table(index=["method", "n_answers"], columns="strategy",
                              values=["gap_closed", "top1"]).to_string(
         float_format=lambda v: f"{v:.3f}"))

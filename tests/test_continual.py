@@ -610,3 +610,29 @@ def test_active_cold_start_compares_strategies_on_the_same_prompts(world):
     )
     with pytest.raises(TypeError, match="no sample_y"):
         active_cold_start(fitted(world, PopulationRanker()), oracle, users, n_answers=(1,))
+
+
+# ------------------------------------------------------------------ benchmark
+
+
+def test_continual_benchmark_runs_end_to_end(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from test_benchmarks import load_script
+
+    continual = load_script("continual")
+    continual.main(
+        [
+            "--n-prompts", "300", "--n-history-users", "40", "--n-history", "12",
+            "--n-users", "12", "--n-rounds", "12", "--jump-round", "6",
+            "--methods", "Bayes", "LowRank", "UserKNN", "--drifts", "none",
+            "--bayes-draws", "16", "--n-resamples", "200", "--output-dir", str(tmp_path),
+        ]
+    )
+    printed = capsys.readouterr().out
+    for section in ("1. Cumulative regret", "2. Paired bootstrap", "4. Jump", "5. Arrivals",
+                    "6. Active cold start", "Goals"):
+        assert section in printed
+    log = pd.read_csv(tmp_path / "continual_log.csv")
+    # Random, and 3 policies for each of 3 methods, each 12 users x 12 rounds.
+    assert len(log) == (1 + 3 * 3) * 12 * 12
+    assert (tmp_path / "continual.png").stat().st_size > 0

@@ -109,10 +109,17 @@ def active_cold_start(
         check_random_state(random_state).randint(np.iinfo(np.int32).max)
     )))
     n_max = checkpoints[-1]
+    pool = oracle.corpus.prompt_ids(support_split)
+    if n_max * n_candidates > pool.size:
+        raise ValueError(
+            f"{n_max} answers with n_candidates={n_candidates} fresh prompts each need "
+            f"{n_max * n_candidates} distinct prompts per user; support_split="
+            f"{support_split!r} has {pool.size}. Lower n_candidates or n_answers."
+        )
     # Offers, queries and labels are drawn up front: the same for both strategies.
-    offers = _choose_distinct(
-        rng, users.size, oracle.corpus.prompt_ids(support_split), n_max * n_candidates
-    ).reshape(users.size, n_max, n_candidates)
+    offers = _choose_distinct(rng, users.size, pool, n_max * n_candidates).reshape(
+        users.size, n_max, n_candidates
+    )
     queries = _choose_distinct(rng, users.size, oracle.corpus.prompt_ids(query_split), n_query)
     draw_seeds = rng.randint(np.iinfo(np.int32).max, size=n_max)
     n_responses = oracle.corpus.n_responses
