@@ -5,8 +5,11 @@ extract the id columns; subclasses implement the mathematics in ``_fit`` and
 ``_predict``.
 """
 
+import numbers
+
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .utils._param_validation import validate_params
@@ -16,7 +19,12 @@ from .utils._validation import (
     split_ids_features,
 )
 
-__all__ = ["BaseRanker", "IncrementalRankerMixin"]
+__all__ = [
+    "BaseRanker",
+    "IncrementalRankerMixin",
+    "PosteriorSamplingMixin",
+    "SampleWeightMixin",
+]
 
 
 class BaseRanker(BaseEstimator):
@@ -63,17 +71,21 @@ class BaseRanker(BaseEstimator):
         self : object
             The fitted estimator.
         """
+        return self._fit_labeled(X, y)
+
+    def _fit_labeled(self, X, y, sample_weight=None):
+        """``fit``'s body; rows of zero ``sample_weight`` are dropped like unlabeled ones."""
         validate_params(self)
         ids, features, y = self._validate_fit_data(X, y)
-        labeled = ~np.isnan(y)
+        labeled, weights = _weighted_rows(~np.isnan(y), sample_weight)
         if not labeled.any():
             raise ValueError(
                 "y has no labeled rows (all NaN): fit needs some feedback to learn from."
             )
-        if labeled.all():
-            self._fit(ids, features, y)
+        if labeled.all():  # no copy of a large X without unlabeled rows
+            self._fit(ids, features, y, *weights)
         else:
-            self._fit(ids[labeled], features[labeled], y[labeled])
+            self._fit(ids[labeled], features[labeled], y[labeled], *weights)
         return self
 
     def predict(self, X):
@@ -180,16 +192,159 @@ class IncrementalRankerMixin:
         -------
         self : object
         """
+        return self._partial_fit_labeled(X, y)
+
+    def _partial_fit_labeled(self, X, y, sample_weight=None):
+        """``partial_fit``'s body; rows of zero ``sample_weight`` are dropped."""
         if not hasattr(self, self._completed_fit_attribute):
-            return self.fit(X, y)
+            return self._fit_labeled(X, y, sample_weight)
         if y is None:
             check_feedback(y, 0, estimator_name=type(self).__name__)
         ids, features = self._validate_predict_data(X)
         y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
-        labeled = ~np.isnan(y)
+        labeled, weights = _weighted_rows(~np.isnan(y), sample_weight)
         if not labeled.any():
             raise ValueError(
                 "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
             )
-        self._partial_fit(ids[labeled], features[labeled], y[labeled])
+        self._partial_fit(ids[labeled], features[labeled], y[labeled], *weights)
         return self
+
+
+# ------------------------------------------------------------- continual learning
+
+
+class SampleWeightMixin:
+    """``fit`` (and ``partial_fit``) with a ``sample_weight`` per row.
+
+    For rankers whose ``_fit`` (and ``_partial_fit``) take a fourth argument, the
+    weights of the labeled rows (positive: a row of zero weight is dropped like an
+    unlabeled one). A comparison's weight is the mean of its two rows' weights
+    (:func:`~pllm_sk.utils._comparisons.pair_weights`) and multiplies its
+    log-likelihood, so an integer weight counts the comparison that many times.
+    Put it first among the bases, before :class:`IncrementalRankerMixin`.
+    """
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the estimator on the labeled rows of ``X``, each row weighted.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...).
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which ``fit`` ignores.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Non-negative weight of each row; None weighs every row 1. A comparison
+            weighs the mean of its two rows' weights: 0 drops it, 2 counts it twice.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit_labeled(X, y, sample_weight)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Add the weighted feedback of new or returning users; the population stays fixed.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows with the same feature columns as in ``fit``.
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which is ignored.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Non-negative weight of each row, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._partial_fit_labeled(X, y, sample_weight)
+
+
+class PosteriorSamplingMixin:
+    """``sample_y``: utility draws from the posterior over each user's preference.
+
+    As scikit-learn's ``GaussianProcessRegressor.sample_y``, but jointly over a
+    user: each draw takes one value of the user's parameters from the posterior
+    given the user's feedback (for a user without feedback, from the prior or the
+    population) and scores every row of that user with it, so that draws of two
+    candidates of one user are consistent. Subclasses implement
+    ``_sample_y(ids, features, n_samples, rng)``, which, like ``_predict``, leaves
+    the estimator unchanged.
+    """
+
+    def sample_y(self, X, n_samples=1, random_state=None):
+        """Draw utilities of each row from the posterior of its user's preference.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows as given to ``predict``.
+        n_samples : int, default=1
+            Draws per row, >= 1.
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws; an int gives the same draws at every call.
+
+        Returns
+        -------
+        y_samples : ndarray of shape (n_rows, n_samples)
+            Column ``s`` holds the utilities of every row under draw ``s`` of the
+            row's user; the draws' mean estimates ``predict(X)``.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool):
+            raise TypeError(f"n_samples must be an integer; got {n_samples!r}.")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1; got {n_samples}.")
+        ids, features = self._validate_predict_data(X)
+        rng = check_random_state(random_state)
+        draws = self._sample_y(ids, features, int(n_samples), rng)
+        return np.asarray(draws, dtype=np.float64).reshape(ids.shape[0], n_samples)
+
+
+def _check_sample_weight(sample_weight, n_rows):
+    """``sample_weight`` as a float64 array of ``n_rows`` finite non-negative values."""
+    sample_weight = np.asarray(sample_weight)
+    if sample_weight.dtype.kind not in "biuf":
+        raise TypeError(
+            f"sample_weight must hold numbers; got dtype {sample_weight.dtype}."
+        )
+    sample_weight = sample_weight.astype(np.float64)
+    if sample_weight.ndim != 1:
+        raise ValueError(
+            "sample_weight must be 1-d, one weight per row of X; got shape "
+            f"{sample_weight.shape}."
+        )
+    if sample_weight.shape[0] != n_rows:
+        raise ValueError(
+            f"sample_weight has {sample_weight.shape[0]} weights for {n_rows} rows of X."
+        )
+    bad = ~np.isfinite(sample_weight) | (sample_weight < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            "sample_weight must be finite and non-negative; got "
+            f"{sample_weight[row]!r} at row {row}."
+        )
+    return sample_weight
+
+
+def _weighted_rows(labeled, sample_weight):
+    """The labeled rows of positive weight, and their weights as a 0- or 1-tuple.
+
+    Without ``sample_weight`` the rows are ``labeled`` and the tuple is empty, so
+    that rankers without weights get their usual three arguments.
+    """
+    if sample_weight is None:
+        return labeled, ()
+    sample_weight = _check_sample_weight(sample_weight, labeled.size)
+    if labeled.any() and not (sample_weight[labeled] > 0).any():
+        raise ValueError(
+            "sample_weight is zero on every labeled row: with zero weight a row is "
+            "dropped, so there is no feedback left to learn from."
+        )
+    kept = labeled & (sample_weight > 0)
+    return kept, (sample_weight[kept],)

@@ -112,6 +112,24 @@ _Y_IS_USER_ID = [
     "check_methods_subset_invariance",
     "check_pipeline_consistency",
 ]
+# Rankers whose fit takes sample_weight: scikit-learn's weight checks use the same
+# generic X as the checks above.
+_SAMPLE_WEIGHT_CHECKS = {
+    "check_sample_weights_pandas_series": (
+        ValueError,
+        "is of type pandas.Series",
+        "the check's DataFrame X has no id columns",
+    ),
+    "check_sample_weights_not_an_array": _TWO_COLUMNS,
+    "check_sample_weights_not_overwritten": _TWO_COLUMNS,
+    "check_sample_weights_list": _LABELED_TWICE,
+    "check_sample_weights_shape": _TWO_COLUMNS,
+    "check_sample_weight_equivalence_on_dense_data": (
+        TypeError,
+        "must hold integer ids",
+        "the check's X has random floats in the id columns",
+    ),
+}
 EXPECTED_FAILED_CHECKS = {
     "PopulationRanker": {**_LEARNER, **dict.fromkeys(_Y_IS_USER_ID, _NO_COMPARISON)},
     "PerUserRanker": {**_LEARNER, **dict.fromkeys(_Y_IS_USER_ID, _NO_COMPARISON)},
@@ -127,7 +145,11 @@ EXPECTED_FAILED_CHECKS = {
     },
     "MetaRewardHead": {**_LEARNER, **dict.fromkeys(_Y_IS_USER_ID, _NO_COMPARISON)},
     "UserKNNRanker": {**_LEARNER, **dict.fromkeys(_Y_IS_USER_ID, _NO_COMPARISON)},
-    "LowRankRanker": {**_LEARNER, **dict.fromkeys(_Y_IS_USER_ID, _NO_COMPARISON)},
+    "LowRankRanker": {
+        **_LEARNER,
+        **dict.fromkeys(_Y_IS_USER_ID, _NO_COMPARISON),
+        **_SAMPLE_WEIGHT_CHECKS,
+    },
 }
 
 

@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 from numpy.testing import assert_array_equal
 
 from pllm_sk.utils._comparisons import UserComparisons, comparisons, positions_in
@@ -140,3 +141,15 @@ def test_positions_in_by_hand():
     assert_array_equal(positions, [2, 0, 0, 0])
     positions, found = positions_in(np.array([], dtype=np.int64), np.array([1]))
     assert not found.any()
+
+
+@pytest.mark.parametrize("transitive_reduction", [False, True])
+def test_a_candidate_labeled_twice_differently_is_refused(transitive_reduction):
+    # Response 0 of (user 0, prompt 0) is both the best and the worst.
+    ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    y = np.array([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match=r"response_id=0\) is labeled twice, 1 and 0"):
+        comparisons(ids, y, transitive_reduction=transitive_reduction)
+    # Twice with the same label is the same judgement given twice: it counts twice.
+    same = comparisons(ids, np.array([1.0, 0.5, 1.0]))
+    assert _pair_set(same) == {(0, 1), (2, 1)}

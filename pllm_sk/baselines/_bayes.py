@@ -9,7 +9,7 @@ from scipy.optimize import linprog
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import BaseRanker
+from ..base import BaseRanker, PosteriorSamplingMixin
 from ..utils._comparisons import comparisons, positions_in
 from ..utils._docstrings import fill_docstring
 from ..utils._param_validation import Interval
@@ -21,7 +21,7 @@ _BATCH_COMPARISONS = 100_000
 
 
 @fill_docstring
-class BayesRanker(BaseRanker):
+class BayesRanker(PosteriorSamplingMixin, BaseRanker):
     """Posterior-mean user weights under the Dirichlet prior: the Bayes limit.
 
     On the reward track the feature columns of ``X`` are the B reward-model scores
@@ -222,17 +222,47 @@ class BayesRanker(BaseRanker):
         by_user[constrained] = self._sample(position[constrained])
         return by_user[inverse.reshape(-1)]
 
+    def _sample_y(self, ids, features, n_samples, rng):
+        """Utility draws: the user's weights drawn from the posterior, exactly.
+
+        The draws are states of the sampler of ``predict`` (``n_chains`` chains,
+        ``n_burnin`` sweeps of burn-in each) seeded from ``rng``: the first
+        ``n_chains`` draws are independent, later ones follow in the chains. Users
+        without constraints draw from the Dirichlet prior.
+        """
+        unique, row_user = np.unique(ids[:, 0], return_inverse=True)
+        position, known = positions_in(self.users_, unique)
+        draws = _dirichlet(rng, self.alpha, (unique.size, n_samples, features.shape[1]))
+        constrained = np.flatnonzero(known & (self.n_comparisons_[position] > 0))
+        if constrained.size:
+            draws[constrained] = self._sample(
+                position[constrained],
+                n_draws=n_samples,
+                seed=int(rng.randint(np.iinfo(np.int32).max)),
+                fallback=lambda n: _dirichlet(
+                    rng, self.alpha, (n, n_samples, features.shape[1])
+                ),
+            )
+        return np.einsum("nb,nsb->ns", features, draws[row_user.reshape(-1)])
+
     def _predict(self, ids, features):
         return np.einsum("nb,nb->n", features, self.posterior_mean(ids[:, 0]))
 
-    def _sample(self, positions):
+    def _sample(self, positions, n_draws=None, seed=None, fallback=None):
         """Posterior means of the users at ``positions`` of ``users_``, in batches.
+
+        With ``fallback`` (a callable ``n -> (n, n_draws, B)`` prior draws), the
+        ``n_draws`` sampler states themselves instead of their mean.
 
         Returns
         -------
-        means : ndarray of shape (len(positions), n_reward_models)
+        means : ndarray of shape (len(positions), n_reward_models), or \
+                (len(positions), n_draws, n_reward_models) with ``fallback``
         """
-        means = np.empty((positions.size, self.population_coef_.size))
+        n_draws = int(self.n_draws) if n_draws is None else n_draws
+        seed = self._seed if seed is None else seed
+        shape = (n_draws,) if fallback is not None else ()
+        means = np.empty((positions.size,) + shape + (self.population_coef_.size,))
         # Batches of users with similar comparison counts keep the padding small.
         by_count = np.argsort(self.n_comparisons_[positions], kind="stable")
         n_inconsistent = 0
@@ -258,21 +288,27 @@ class BayesRanker(BaseRanker):
                 self.users_[batch],
                 alpha=float(self.alpha),
                 temperature=self.temperature,
-                n_draws=int(self.n_draws),
+                n_draws=n_draws,
                 n_chains=int(self.n_chains),
                 n_burnin=int(self.n_burnin),
-                seed=self._seed,
+                seed=seed,
+                return_draws=fallback is not None,
             )
-            inconsistent = np.isnan(batch_means).any(axis=1)
+            inconsistent = np.isnan(batch_means).reshape(batch.size, -1).any(axis=1)
             n_inconsistent += int(inconsistent.sum())
-            batch_means[inconsistent] = self.population_coef_
+            batch_means[inconsistent] = (
+                self.population_coef_
+                if fallback is None
+                else fallback(int(inconsistent.sum()))
+            )
             means[by_count[start:stop]] = batch_means
             start = stop
         if n_inconsistent:
             warnings.warn(
                 f"{n_inconsistent} user(s) gave orders that no weight vector on the "
                 "simplex satisfies (tied scores or noisy feedback); they get the prior "
-                "mean. Set temperature to model noisy choices.",
+                f"{'mean' if fallback is None else 'draws'}. Set temperature to model "
+                "noisy choices.",
                 UserWarning,
                 stacklevel=4,
             )
@@ -282,9 +318,23 @@ class BayesRanker(BaseRanker):
 # 0 * inf in the bound computations is NaN on purpose (see the coordinate loop).
 @np.errstate(invalid="ignore")
 def _posterior_means(
-    blocks, valid, user_ids, *, alpha, temperature, n_draws, n_chains, n_burnin, seed
+    blocks,
+    valid,
+    user_ids,
+    *,
+    alpha,
+    temperature,
+    n_draws,
+    n_chains,
+    n_burnin,
+    seed,
+    return_draws=False,
 ):
     """Posterior-mean weights of a batch of users by slice-within-Gibbs sampling.
+
+    With ``return_draws``, the first ``n_draws`` states after the burn-in instead,
+    sweep by sweep and chain by chain within a sweep (consecutive draws come from
+    different, independent chains), shape (n_users, n_draws, B).
 
     Parameters
     ----------
@@ -326,6 +376,7 @@ def _posterior_means(
     gamma = np.repeat(start.T[:, np.newaxis, :], n_chains, axis=1)
     buffer = np.empty((n_pad, n_chains, n_users))
     total = np.zeros((n_reward_models, n_users))
+    states = []
     n_sweeps = n_burnin + -(-n_draws // n_chains)
     for sweep in range(n_sweeps):
         # Each user's stream gives the same numbers whatever batch it is in.
@@ -396,9 +447,32 @@ def _posterior_means(
             scale = gamma.sum(axis=0)
         if sweep >= n_burnin:
             total += (gamma / gamma.sum(axis=0)).sum(axis=1)
+            if return_draws:
+                states.append(gamma / gamma.sum(axis=0))
+    if return_draws:
+        # (sweeps, B, chains, users) -> (users, sweeps * chains, B)
+        draws = np.stack(states).transpose(3, 0, 2, 1).reshape(n_users, -1, n_reward_models)
+        draws = draws[:, :n_draws]
+        draws[~feasible] = np.nan
+        return draws
     means = total.T / ((n_sweeps - n_burnin) * n_chains)
     means[~feasible] = np.nan
     return means
+
+
+def _dirichlet(rng, alpha, shape):
+    """Draws of ``Dirichlet(alpha * 1)`` on the last axis of ``shape``.
+
+    Normalised Gamma draws; a draw that underflows to all zeros (tiny ``alpha``)
+    goes to one vertex, as in :func:`~pllm_sk.simulation.sample_users`.
+    """
+    gamma = rng.standard_gamma(float(alpha), shape)
+    total = gamma.sum(axis=-1)
+    empty = ~(total > 0)
+    if empty.any():
+        gamma[empty] = np.eye(shape[-1])[rng.randint(shape[-1], size=int(empty.sum()))]
+        total[empty] = 1.0
+    return gamma / total[..., np.newaxis]
 
 
 def _inverse_bounds(coefficients):

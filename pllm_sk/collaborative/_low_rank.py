@@ -10,7 +10,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from ..base import BaseRanker, IncrementalRankerMixin
+from ..base import (
+    BaseRanker,
+    IncrementalRankerMixin,
+    PosteriorSamplingMixin,
+    SampleWeightMixin,
+)
 from ..utils._bradley_terry import fit_bradley_terry
 from ..utils._calibration import (
     TEMPERATURES,
@@ -22,6 +27,7 @@ from ..utils._comparisons import (
     UserComparisons,
     comparisons,
     float32_differences,
+    pair_weights,
     require_comparisons,
 )
 from ..utils._docstrings import fill_docstring
@@ -35,7 +41,9 @@ _CALIBRATION_USERS = 200
 
 
 @fill_docstring
-class LowRankRanker(IncrementalRankerMixin, BaseRanker):
+class LowRankRanker(
+    SampleWeightMixin, PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker
+):
     """Low-rank utility ``u_user . (A x_item + e_item)``, folded in per user.
 
     The utility of row ``(u, p, r)`` is ``factor_u . v_pr`` with a user factor of
@@ -206,7 +214,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         self.min_prior_prompts = min_prior_prompts
         self.random_state = random_state
 
-    def _partial_fit(self, ids, features, y):
+    def _partial_fit(self, ids, features, y, sample_weight=None):
         """Add the users' comparisons to what they gave before, to be folded in.
 
         The item map, the embeddings, the prior and the temperature stay as ``fit``
@@ -214,8 +222,11 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         to the users' earlier ones, so their factors and predictions update.
         """
         items = item_features(ids, features, self.n_response_slots_)
+        structure = comparisons(ids, y)
         self._store = self._store.merged(
-            self._user_comparisons(ids, items, comparisons(ids, y))
+            self._user_comparisons(
+                ids, items, structure, pair_weights(structure, sample_weight)
+            )
         )
         self.users_ = self._store.users
 
@@ -239,7 +250,57 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             factors[known] = self._fold_in(unique)[inverse]
         return factors
 
-    def _fit(self, ids, features, y):
+    def _sample_y(self, ids, features, n_samples, rng):
+        """Utility draws: a user's factor drawn from the Laplace mixture posterior.
+
+        Per user: a prior component drawn with its posterior probability (the
+        weights that average the component MAPs in ``predict``), then a factor from
+        the Gaussian at that component's MAP with the inverse Hessian of its
+        objective (the Laplace approximation); a user without comparisons draws
+        from the mixture prior. The draws' mean is the ``predict`` factor.
+        """
+        items = item_features(ids, features, self.n_response_slots_)
+        item_vectors = self._item_vectors(ids, items)
+        users, row_user = np.unique(ids[:, 0], return_inverse=True)
+        positions, known = self._store.positions(users)
+        rows, counts = self._store.rows(positions[known])
+        groups = np.repeat(np.flatnonzero(known), counts)
+        vectors = self._store.columns["vector"][rows].astype(np.float64)
+        pair_weight = self._pair_weights(rows)
+        coef, posterior = self._component_posteriors(
+            vectors, groups, users.size, self.temperature_, sample_weight=pair_weight
+        )
+        # Hessian of each (user, component) objective at its MAP.
+        hessian = np.array(
+            np.broadcast_to(self._prior_precisions, coef.shape + (self.rank_,))
+        )
+        margin = np.einsum("pr,pcr->pc", vectors, coef[groups])
+        curvature = expit(margin) * expit(-margin) / self.temperature_
+        if pair_weight is not None:
+            curvature *= pair_weight[:, np.newaxis]
+        outer = vectors[:, :, np.newaxis] * vectors[:, np.newaxis, :]
+        for component in range(coef.shape[1]):
+            np.add.at(
+                hessian[:, component],
+                groups,
+                curvature[:, component, np.newaxis, np.newaxis] * outer,
+            )
+        cumulative = np.cumsum(posterior, axis=1)
+        uniform = rng.random_sample((users.size, n_samples))
+        component = np.minimum(
+            (uniform[:, :, np.newaxis] > cumulative[:, np.newaxis, :]).sum(axis=2),
+            coef.shape[1] - 1,
+        )
+        user = np.arange(users.size)[:, np.newaxis]
+        # x = L^-T z has covariance (L L^T)^-1 = H^-1.
+        lower = np.linalg.cholesky(hessian)[user, component]
+        noise = rng.standard_normal((users.size, n_samples, self.rank_, 1))
+        factors = coef[user, component] + np.linalg.solve(
+            np.swapaxes(lower, -1, -2), noise
+        )[..., 0]
+        return np.einsum("nr,nsr->ns", item_vectors, factors[row_user.reshape(-1)])
+
+    def _fit(self, ids, features, y, sample_weight=None):
         rng = check_random_state(self.random_state)
         self.n_response_slots_ = count_response_slots(ids, features)
         self._n_response_keys = int(ids[:, 2].max()) + 1
@@ -251,6 +312,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         differences = float32_differences(items, winners, losers)
         users = structure.users
         pair_user = structure.group_user[structure.group_of_row[winners]]
+        pair_weight = pair_weights(structure, sample_weight)
         n_item_features = items.shape[1]
         keys = item_keys(ids, self._n_response_keys)
         if self.item_embeddings:
@@ -269,18 +331,18 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             else min(int(self.rank), n_item_features)
         )
 
-        weights = self._fit_users(differences, pair_user, users.size)
+        weights = self._fit_users(differences, pair_user, users.size, pair_weight)
         if not self.item_embeddings and self.rank_ == n_item_features:
             self.basis_ = np.eye(n_item_features)
             self.item_embedding_ = np.zeros((0, self.rank_))
             self.user_factors_ = weights
             self.n_iter_ = 0
         else:
-            self._alternate(differences, pair_user, pair_items, weights)
+            self._alternate(differences, pair_user, pair_items, weights, pair_weight)
 
         # With the identity map, the factor-space vectors are the differences.
         self._store = self._user_comparisons(
-            ids, items, structure, differences if self.n_iter_ == 0 else None
+            ids, items, structure, pair_weight, differences if self.n_iter_ == 0 else None
         )
         del differences
         n_prompts = np.bincount(structure.group_user, minlength=users.size)
@@ -301,11 +363,13 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
 
     # ------------------------------------------------------------ population part
 
-    def _fit_users(self, vectors, pair_user, n_users):
+    def _fit_users(self, vectors, pair_user, n_users, pair_weight=None):
         """Each user's MAP factor under the L2 penalty, vectors given."""
-        return fit_bradley_terry(vectors, pair_user, n_users, l2=float(self.user_l2))
+        return fit_bradley_terry(
+            vectors, pair_user, n_users, l2=float(self.user_l2), sample_weight=pair_weight
+        )
 
-    def _alternate(self, differences, pair_user, pair_items, weights):
+    def _alternate(self, differences, pair_user, pair_items, weights, pair_weight=None):
         """Alternate user factors (Newton) with the map and embeddings (L-BFGS)."""
         n_item_features = differences.shape[1]
         _, _, right = np.linalg.svd(weights, full_matrices=False)
@@ -322,9 +386,11 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
                 _pair_vectors(differences, basis, embedding, pair_items),
                 pair_user,
                 weights.shape[0],
+                pair_weight,
             )
             basis, embedding, objective = self._fit_items(
-                differences, pair_user, pair_items, factors, basis, embedding
+                differences, pair_user, pair_items, factors, basis, embedding,
+                pair_weight,
             )
             objective += self.user_l2 * np.sum(factors**2)
             if previous - objective <= self.tol * abs(objective):
@@ -336,9 +402,13 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             _pair_vectors(differences, basis, embedding, pair_items),
             pair_user,
             weights.shape[0],
+            pair_weight,
         )
 
-    def _fit_items(self, differences, pair_user, pair_items, factors, basis, embedding):
+    def _fit_items(
+        self, differences, pair_user, pair_items, factors, basis, embedding,
+        pair_weight=None,
+    ):
         """The map and the embeddings with the user factors fixed.
 
         The map (``rank x n_item_features`` numbers) by L-BFGS, the embeddings held
@@ -359,23 +429,29 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             offset = np.einsum(
                 "pr,pr->p", pair_factor, _embedding_differences(embedding, pair_items)
             )
-        basis, loss = self._fit_basis(differences, pair_factor, offset, basis)
+        basis, loss = self._fit_basis(differences, pair_factor, offset, basis, pair_weight)
         if pair_items is None:
             return basis, embedding, loss
         offset = np.einsum("pr,pr->p", pair_factor, differences @ basis.T)
-        embedding, loss = self._fit_embeddings(pair_items, pair_factor, offset, embedding)
+        embedding, loss = self._fit_embeddings(
+            pair_items, pair_factor, offset, embedding, pair_weight=pair_weight
+        )
         return basis, embedding, loss + self.basis_l2 * np.sum(basis**2)
 
-    def _fit_basis(self, differences, pair_factor, offset, basis):
+    def _fit_basis(self, differences, pair_factor, offset, basis, pair_weight=None):
         """L-BFGS over the map; margins ``f . (A d) + offset``."""
         n_pairs, n_item_features = differences.shape
         rank = self.rank_
+        # A pair's weight multiplies its loss (and so its slope).
+        pair_scale = 1.0 if pair_weight is None else pair_weight
 
         def objective(parameters):
             basis = parameters.reshape(rank, n_item_features)
             margin = np.einsum("pr,pr->p", pair_factor, differences @ basis.T) + offset
-            loss = np.logaddexp(0.0, -margin).sum() + self.basis_l2 * np.sum(basis**2)
-            slope = -expit(-margin)[:, np.newaxis] * pair_factor
+            loss = np.sum(pair_scale * np.logaddexp(0.0, -margin)) + self.basis_l2 * np.sum(
+                basis**2
+            )
+            slope = -(pair_scale * expit(-margin))[:, np.newaxis] * pair_factor
             gradient = slope.T @ differences + 2.0 * self.basis_l2 * basis
             # The mean pair loss keeps L-BFGS's tolerances independent of the size.
             return loss / n_pairs, gradient.ravel() / n_pairs
@@ -385,13 +461,16 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         )
         return result.x.reshape(rank, n_item_features), float(result.fun) * n_pairs
 
-    def _fit_embeddings(self, pair_items, pair_factor, offset, embedding, n_steps=5):
+    def _fit_embeddings(
+        self, pair_items, pair_factor, offset, embedding, n_steps=5, pair_weight=None
+    ):
         """Block-Jacobi Newton over the embeddings; margins ``f . (e_w - e_l) + offset``.
 
         Returns the embeddings and the objective (pair losses plus their L2 term).
         """
         n_items, rank = embedding.shape
         l2 = self.embedding_l2
+        pair_scale = np.ones(pair_items.shape[0]) if pair_weight is None else pair_weight
         # Each (pair, side) with a known item: the item, the pair and the sign.
         item = np.concatenate([pair_items[:, 0], pair_items[:, 1]])
         pair = np.tile(np.arange(pair_items.shape[0]), 2)
@@ -406,18 +485,20 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             return offset + np.bincount(pair, weights=side, minlength=offset.size)
 
         def objective(embedding, margin):
-            return np.logaddexp(0.0, -margin).sum() + l2 * np.sum(embedding**2)
+            return np.sum(pair_scale * np.logaddexp(0.0, -margin)) + l2 * np.sum(
+                embedding**2
+            )
 
         margin = margins(embedding)
         loss = objective(embedding, margin)
         for _ in range(n_steps):
-            slope = -expit(-margin)[pair] * sign
+            slope = -(pair_scale * expit(-margin))[pair] * sign
             gradient = 2.0 * l2 * embedding
             for r in range(rank):
                 gradient[:, r] += np.bincount(
                     item, weights=slope * side_factor[:, r], minlength=n_items
                 )
-            curvature = (expit(margin) * expit(-margin))[pair]
+            curvature = (pair_scale * expit(margin) * expit(-margin))[pair]
             hessian = np.zeros((n_items, rank, rank))
             for a, b in zip(*upper):
                 hessian[:, a, b] = hessian[:, b, a] = np.bincount(
@@ -487,15 +568,33 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             np.repeat(np.arange(positions.size), counts),
             positions.size,
             self.temperature_,
+            sample_weight=self._pair_weights(rows),
         )[0]
 
-    def _posterior_factors(self, vectors, groups, n_groups, temperature, start=None):
+    def _posterior_factors(
+        self, vectors, groups, n_groups, temperature, start=None, sample_weight=None
+    ):
         """Posterior-mean factors, and the per-component MAP factors.
 
         Returns
         -------
         factors : ndarray of shape (n_groups, rank_)
         component_factors : ndarray of shape (n_groups, n_components_, rank_)
+        """
+        coef, posterior = self._component_posteriors(
+            vectors, groups, n_groups, temperature, start, sample_weight
+        )
+        return np.einsum("gc,gcr->gr", posterior, coef), coef
+
+    def _component_posteriors(
+        self, vectors, groups, n_groups, temperature, start=None, sample_weight=None
+    ):
+        """Per-component MAP factors and each component's posterior probability.
+
+        Returns
+        -------
+        component_factors : ndarray of shape (n_groups, n_components_, rank_)
+        posterior : ndarray of shape (n_groups, n_components_)
         """
         coef, log_evidence = fit_bradley_terry(
             vectors,
@@ -504,13 +603,14 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             prior_mean=self.prior_means_,
             prior_precision=self._prior_precisions,
             weight=1.0 / temperature,
+            sample_weight=sample_weight,
             start=start,
             return_log_evidence=True,
         )
         log_posterior = np.log(self.prior_weights_) + log_evidence
         posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
         posterior /= posterior.sum(axis=1, keepdims=True)
-        return np.einsum("gc,gcr->gr", posterior, coef), coef
+        return coef, posterior
 
     def _calibrate_temperature(self, prior_user_ids, rng):
         if self.temperature != "auto":
@@ -526,7 +626,12 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         # From the softest temperature down, each fold-in starting where the last ended.
         for t in range(TEMPERATURES.size - 1, -1, -1):
             factors[:, t], start = self._posterior_factors(
-                vectors[support[0]], support[1], positions.size, TEMPERATURES[t], start
+                vectors[support[0]],
+                support[1],
+                positions.size,
+                TEMPERATURES[t],
+                start,
+                self._pair_weights(support[0]),
             )
         rows, owner = held_out
         is_top = self._store.columns["top"][rows]
@@ -554,13 +659,27 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             vectors[embedded] += self.item_embedding_[found[embedded]]
         return vectors
 
-    def _user_comparisons(self, ids, items, structure, vectors=None):
+    def _user_comparisons(self, ids, items, structure, pair_weight=None, vectors=None):
         """Factor-space comparison vectors, frozen map and embeddings applied
-        (``vectors``, float32, when already computed)."""
+        (``vectors``, float32, when already computed), and their weights."""
         if vectors is None:
             item_vectors = self._item_vectors(ids, items)
             vectors = float32_differences(item_vectors, structure.winners, structure.losers)
-        return UserComparisons.from_comparisons(ids, structure, vector=vectors)
+        return UserComparisons.from_comparisons(
+            ids,
+            structure,
+            vector=vectors,
+            weight=np.ones(structure.winners.size) if pair_weight is None else pair_weight,
+        )
+
+    def _pair_weights(self, rows):
+        """Stored weights of comparisons ``rows``; None when all are 1.
+
+        Unit weights take the solver's unweighted path, so fits without
+        ``sample_weight`` stay the same to the last bit.
+        """
+        weight = self._store.columns["weight"][rows]
+        return None if (weight == 1.0).all() else weight
 
 
 def _pair_vectors(differences, basis, embedding, pair_items):

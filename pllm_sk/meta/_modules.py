@@ -102,16 +102,7 @@ class ParticleEncoder(nn.Module):
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, differences, owner, n_users):
-        # A finite set of prototypes fits many comparisons less sharply than a few.
-        n_pairs = torch.zeros(n_users, dtype=differences.dtype, device=owner.device)
-        n_pairs = n_pairs.index_add(0, owner, torch.ones_like(differences[:, 0]))
-        sharpness = torch.exp(
-            self.log_sharpness + self.sharpness_slope * torch.log1p(n_pairs[owner])
-        )
-        log_likelihood = pooled_log_likelihood(
-            sharpness[:, None] * differences, self.positions, owner, n_users
-        )
-        posterior = torch.softmax(self.log_prior + log_likelihood, dim=1)
+        posterior = self.prototype_posterior(differences, owner, n_users)
         scale = self.log_scale.exp()
         mean = posterior @ self.positions
         # Models pickled before the refinement existed have no such attribute.
@@ -135,6 +126,19 @@ class ParticleEncoder(nn.Module):
             self.log_temperature.exp(),
             n_steps,
         )
+
+    def prototype_posterior(self, differences, owner, n_users):
+        """Posterior probability of each prototype for each user, (n_users, n_prototypes)."""
+        # A finite set of prototypes fits many comparisons less sharply than a few.
+        n_pairs = torch.zeros(n_users, dtype=differences.dtype, device=owner.device)
+        n_pairs = n_pairs.index_add(0, owner, torch.ones_like(differences[:, 0]))
+        sharpness = torch.exp(
+            self.log_sharpness + self.sharpness_slope * torch.log1p(n_pairs[owner])
+        )
+        log_likelihood = pooled_log_likelihood(
+            sharpness[:, None] * differences, self.positions, owner, n_users
+        )
+        return torch.softmax(self.log_prior + log_likelihood, dim=1)
 
 
 class GradientAdapter(nn.Module):

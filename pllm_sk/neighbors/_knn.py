@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import BaseRanker, IncrementalRankerMixin
+from ..base import BaseRanker, IncrementalRankerMixin, PosteriorSamplingMixin
 from ..utils._bradley_terry import fit_bradley_terry, log_sigmoid_
 from ..utils._calibration import (
     TEMPERATURES,
@@ -42,7 +42,7 @@ _USERS_PER_CHUNK = 256
 
 
 @fill_docstring
-class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
+class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
     """Predict each user's utility from the historical users most similar to them.
 
     Every user with at least ``min_neighbor_prompts`` labeled prompts in ``fit`` is
@@ -330,8 +330,60 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
 
     def _predict(self, ids, features):
         items = item_features(ids, features, self.n_response_slots_)
-        positions, known = self._store.positions(ids[:, 0])
         utility = items @ self.population_coef_
+        for rows, local, neighbors, weights, item_term in self._neighborhoods(ids):
+            coef = np.einsum("nk,nkf->nf", weights, self.neighbor_coef_[neighbors])
+            utility[rows] = np.einsum("nf,nf->n", items[rows], coef[local]) + item_term
+        return utility
+
+    def _sample_y(self, ids, features, n_samples, rng):
+        """Utility draws: one neighbour per draw, drawn with its weight.
+
+        With the likelihood weights, the weights are the posterior over the
+        candidates of an empirical-Bayes model whose prior is the candidates
+        themselves (uniform), and ``predict`` is that posterior's mean: a draw of
+        one neighbour by weight is an exact draw from the same posterior, whereas
+        a bootstrap of the neighbourhood would only shrink around the mean. The
+        item-level term is the same in every draw (its weighted value, as in
+        ``predict``). A cold user draws a candidate uniformly (the prior), so the
+        draws of a cold user average to the mean candidate preference, not to
+        ``population_coef_``.
+        """
+        items = item_features(ids, features, self.n_response_slots_)
+        users, row_user = np.unique(ids[:, 0], return_inverse=True)
+        drawn = rng.randint(self.neighbor_users_.size, size=(users.size, n_samples))
+        utility = np.einsum(
+            "nf,nsf->ns", items, self.neighbor_coef_[drawn[row_user.reshape(-1)]]
+        )
+        for rows, local, neighbors, weights, item_term in self._neighborhoods(ids):
+            cumulative = np.cumsum(weights, axis=1)
+            uniform = rng.random_sample((weights.shape[0], n_samples))
+            choice = np.minimum(
+                (uniform[:, :, np.newaxis] > cumulative[:, np.newaxis, :]).sum(axis=2),
+                weights.shape[1] - 1,
+            )
+            chosen = np.take_along_axis(neighbors, choice, axis=1)
+            utility[rows] = (
+                np.einsum("nf,nsf->ns", items[rows], self.neighbor_coef_[chosen[local]])
+                + item_term[:, np.newaxis]
+            )
+        return utility
+
+    def _neighborhoods(self, ids):
+        """Per chunk of users with feedback: their rows and neighbourhoods.
+
+        Yields
+        ------
+        rows : ndarray of int64
+            Rows of ``ids`` of the chunk's users.
+        local : ndarray of int64
+            Each row's user, as an index into ``neighbors`` and ``weights``.
+        neighbors, weights : ndarray of shape (n_chunk_users, k)
+            From :meth:`_neighbors`.
+        item_term : ndarray of shape (len(rows),)
+            The item-level term of each row.
+        """
+        positions, known = self._store.positions(ids[:, 0])
         rows = np.flatnonzero(known)
         users, row_user = np.unique(positions[rows], return_inverse=True)
         keys = item_keys(ids[rows], self._n_response_keys)
@@ -339,15 +391,12 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         # Users in chunks: the neighbours' weights take (users x n_neighbors) memory.
         for start in range(0, users.size, _USERS_PER_CHUNK):
             neighbors, weights = self._neighbors(users[start : start + _USERS_PER_CHUNK])
-            coef = np.einsum("nk,nkf->nf", weights, self.neighbor_coef_[neighbors])
             in_chunk = (row_user >= start) & (row_user < start + _USERS_PER_CHUNK)
             local = row_user[in_chunk] - start
-            utility[rows[in_chunk]] = np.einsum(
-                "nf,nf->n", items[rows[in_chunk]], coef[local]
-            ) + self._item_level_term(
+            item_term = self._item_level_term(
                 keys[in_chunk], prompts[in_chunk], local, neighbors, weights
             )
-        return utility
+            yield rows[in_chunk], local, neighbors, weights, item_term
 
     # ----------------------------------------------------------------- neighbours
 

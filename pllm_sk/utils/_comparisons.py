@@ -19,6 +19,7 @@ __all__ = [
     "expand_ranges",
     "float32_differences",
     "pooled_differences",
+    "pair_weights",
     "positions_in",
     "require_comparisons",
 ]
@@ -93,27 +94,26 @@ def comparisons(ids, y, *, transitive_reduction=False):
     cumulative = np.cumsum(new_run & ~new_group)
     rank_from_top = cumulative - np.repeat(cumulative[starts], sizes)
     n_levels = rank_from_top[starts + sizes - 1] + 1
-    # A row beats every row from the end of its label run to the end of its group
-    # (the next run only, for the transitive reduction).
+    # A row beats every row from the end of its label run to the end of its group.
     run_starts = np.append(np.flatnonzero(new_run), n_rows)
     run_end = run_starts[np.cumsum(new_run)]
-    if transitive_reduction:
-        last = np.minimum(np.searchsorted(run_starts, run_end, side="right"), run_starts.size - 1)
-        loser_end = np.minimum(run_starts[last], group_end)
-    else:
-        loser_end = group_end
-    second, first = expand_ranges(run_end, np.maximum(loser_end, run_end))
-    winners, losers = order[first], order[second]
+    second, first = expand_ranges(run_end, group_end)
     sorted_response = ids[order, 2]
     same = sorted_response[first] == sorted_response[second]
     if same.any():
         pair = np.argmax(same)
-        user_id, prompt_id, response_id = ids[winners[pair]].tolist()
+        user_id, prompt_id, response_id = ids[order[first[pair]]].tolist()
         raise ValueError(
             f"The candidate (user_id={user_id}, prompt_id={prompt_id}, response_id="
-            f"{response_id}) is labeled twice, {y[winners[pair]]:g} and "
-            f"{y[losers[pair]]:g}: each candidate of a user's prompt takes one label."
+            f"{response_id}) is labeled twice, {sorted_y[first[pair]]:g} and "
+            f"{sorted_y[second[pair]]:g}: each candidate of a user's prompt takes one "
+            "label."
         )
+    if transitive_reduction:
+        # Only the next run down.
+        keep = rank_from_top[second] == rank_from_top[first] + 1
+        first, second = first[keep], second[keep]
+    winners, losers = order[first], order[second]
     level = np.empty(n_rows, dtype=np.int64)
     level[order] = np.repeat(n_levels, sizes) - 1 - rank_from_top
     group_of_row = np.empty(n_rows, dtype=np.int64)
@@ -156,6 +156,28 @@ def _dense_codes(values):
         return np.flatnonzero(present), codes[values]
     distinct, codes = np.unique(values, return_inverse=True)
     return distinct, codes.reshape(-1).astype(np.int64)
+
+
+def pair_weights(structure, sample_weight):
+    """Weight of each comparison: the mean of its two rows' ``sample_weight``.
+
+    None when ``sample_weight`` is None or every weight is 1: the solvers' unweighted
+    path, so that unit weights fit exactly as no weights. With equal weights on a
+    prompt's rows, as feedback given at one time has, each comparison takes that
+    weight.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pllm_sk.utils._comparisons import comparisons, pair_weights
+    >>> ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
+    >>> pairs = comparisons(ids, np.array([1.0, 0.0, 0.5]))
+    >>> pair_weights(pairs, np.array([1.0, 3.0, 2.0])).tolist()
+    [1.5, 2.0, 2.5]
+    """
+    if sample_weight is None or (sample_weight == 1.0).all():
+        return None
+    return 0.5 * (sample_weight[structure.winners] + sample_weight[structure.losers])
 
 
 def require_comparisons(structure, estimator_name):

@@ -1,0 +1,213 @@
+"""Progressive (test, then train) evaluation of an interaction log: regret over time."""
+
+import numbers
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import Bunch, check_random_state
+
+__all__ = ["cumulative_regret", "paired_bootstrap", "plot_regret", "progressive_scores"]
+
+_TIMES = ("step", "round")
+
+
+def progressive_scores(log, *, by=None, time="step"):
+    """Regret per step, cumulative regret and top-1 rate, as a tidy DataFrame.
+
+    As River's ``progressive_val_score``: each served response was scored before
+    its feedback was learned from, so every row of the log is a test.
+
+    Parameters
+    ----------
+    log : DataFrame
+        From :meth:`InteractionEnvironment.run`, possibly several logs
+        concatenated with columns telling them apart (see ``by``).
+    by : str or list of str, default=None
+        Columns of the log that tell runs apart (for example ``"method"`` and
+        ``"policy"``), kept as columns of the result.
+    time : {"step", "round"}, default="step"
+        ``"step"``: rounds since each user arrived; ``"round"``: the loop's
+        clock (the same when every user arrives at round 0; use it to see a
+        drift that happens at a given round).
+
+    Returns
+    -------
+    scores : DataFrame
+        One row per (``by``..., time): ``n_users`` (users scored then),
+        ``regret`` (mean regret of the served responses), ``cumulative_regret``
+        (mean over those users of their regret summed up to and including that
+        time) and ``top1`` (share of users served a best response).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pllm_sk.simulation import progressive_scores
+    >>> log = pd.DataFrame({"step": [0, 0, 1, 1], "user_id": [1, 2, 1, 2],
+    ...                     "regret": [1.0, 0.0, 0.5, 0.0], "top1": [0, 1, 0, 1]})
+    >>> progressive_scores(log)[["regret", "cumulative_regret", "top1"]].to_numpy().tolist()
+    [[0.5, 0.5, 0.5], [0.25, 0.75, 0.5]]
+    """
+    by = _columns(by)
+    if time not in _TIMES:
+        raise ValueError(f"time must be one of {_TIMES}; got {time!r}.")
+    log = log.sort_values(by + ["user_id", time], kind="stable")
+    cumulative = log.groupby(by + ["user_id"], sort=False)["regret"].cumsum()
+    return (
+        log.assign(cumulative_regret=cumulative)
+        .groupby(by + [time], sort=True)
+        .agg(
+            n_users=("user_id", "size"),
+            regret=("regret", "mean"),
+            cumulative_regret=("cumulative_regret", "mean"),
+            top1=("top1", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def cumulative_regret(log, n_steps, *, by=None):
+    """Each user's regret summed over their first ``n_steps`` steps.
+
+    Parameters
+    ----------
+    log : DataFrame
+        From :meth:`InteractionEnvironment.run` (logs may be concatenated).
+    n_steps : int
+        Steps summed (steps ``0 .. n_steps - 1``), >= 1. Users with fewer steps
+        in the log are left out.
+    by : str or list of str, default=None
+        Columns that tell runs apart, kept in the index.
+
+    Returns
+    -------
+    regret : Series
+        Indexed by (``by``..., ``user_id``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pllm_sk.simulation import cumulative_regret
+    >>> log = pd.DataFrame({"step": [0, 1, 2, 0], "user_id": [1, 1, 1, 2],
+    ...                     "regret": [1.0, 0.5, 9.0, 0.0]})
+    >>> cumulative_regret(log, 2).to_dict()
+    {1: 1.5}
+    """
+    if not isinstance(n_steps, numbers.Integral) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer; got {n_steps!r}.")
+    by = _columns(by)
+    early = log[log["step"] < n_steps]
+    counts = early.groupby(by + ["user_id"])["regret"].count()
+    totals = early.groupby(by + ["user_id"])["regret"].sum()
+    return totals[counts == n_steps]
+
+
+def paired_bootstrap(first, second, *, n_resamples=10_000, confidence=0.95, random_state=None):
+    """Mean of ``first - second`` over paired units, with a bootstrap interval.
+
+    Units (users) are resampled with replacement, keeping each unit's pair
+    together; the interval is the percentile interval of the resampled means.
+
+    Parameters
+    ----------
+    first, second : Series or array-like of shape (n_units,)
+        Paired values (for example each user's cumulative regret under two
+        policies). Series are aligned on their index; units missing from either
+        are left out.
+    n_resamples : int, default=10_000
+    confidence : float, default=0.95
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    result : Bunch
+        ``mean``, ``low``, ``high`` (the interval) and ``n_units``.
+
+    Examples
+    --------
+    >>> from pllm_sk.simulation import paired_bootstrap
+    >>> result = paired_bootstrap([3.0, 4.0, 5.0], [1.0, 2.0, 3.0], random_state=0)
+    >>> float(result.mean), float(result.low), float(result.high)
+    (2.0, 2.0, 2.0)
+    """
+    if isinstance(first, pd.Series) and isinstance(second, pd.Series):
+        first, second = first.align(second, join="inner")
+    difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
+    if difference.ndim != 1 or difference.size == 0:
+        raise ValueError("first and second must hold the same, non-zero number of units.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}.")
+    rng = check_random_state(random_state)
+    resampled = rng.randint(difference.size, size=(int(n_resamples), difference.size))
+    means = difference[resampled].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Bunch(mean=difference.mean(), low=low, high=high, n_units=difference.size)
+
+
+def plot_regret(
+    scores, *, hue=None, style=None, metric="cumulative_regret", time="step", ax=None
+):
+    """Plot a score of :func:`progressive_scores` against time, one line per run.
+
+    Uses matplotlib's object-oriented interface without pyplot, so it needs no
+    display (save the figure with ``figure.savefig``).
+
+    Parameters
+    ----------
+    scores : DataFrame
+        From :func:`progressive_scores`.
+    hue : str or list of str, default=None
+        Columns whose values make the lines' colours (and their labels).
+    style : str, default=None
+        A column whose values make the lines' dash styles (and their labels).
+    metric : {"cumulative_regret", "regret", "top1"}, default="cumulative_regret"
+    time : {"step", "round"}, default="step"
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    figure : matplotlib Figure
+    """
+    from matplotlib.figure import Figure
+
+    if ax is None:
+        figure = Figure(figsize=(6, 4))
+        ax = figure.subplots()
+    else:
+        figure = ax.figure
+    hue, styles = _columns(hue), _columns(style)
+    colours = {key: f"C{i}" for i, key in enumerate(_keys(scores, hue))}
+    dashes = dict(zip(_keys(scores, styles), ["-", "--", ":", "-.", (0, (5, 1))] * 10))
+    for key, table in scores.groupby(hue + styles, sort=False) if hue + styles else [
+        ((), scores)
+    ]:
+        key = key if isinstance(key, tuple) else (key,)
+        colour_key, style_key = key[: len(hue)], key[len(hue) :]
+        ax.plot(
+            table[time],
+            table[metric],
+            color=colours.get(colour_key),
+            linestyle=dashes.get(style_key, "-"),
+            label=" / ".join(str(k) for k in key) or None,
+        )
+    ax.set(
+        xlabel=f"{time} (rounds since arrival)" if time == "step" else "round",
+        ylabel=metric.replace("_", " "),
+    )
+    if hue or styles:
+        ax.legend(fontsize="small")
+    return figure
+
+
+def _keys(scores, columns):
+    """Distinct value tuples of ``columns`` in order of appearance."""
+    if not columns:
+        return [()]
+    return list(dict.fromkeys(map(tuple, scores[columns].itertuples(index=False))))
+
+
+def _columns(by):
+    if by is None:
+        return []
+    return [by] if isinstance(by, str) else list(by)
