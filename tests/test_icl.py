@@ -11,6 +11,7 @@ import importlib.util
 import io
 import os
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -33,7 +34,10 @@ from pllm_sk.icl import (  # noqa: E402
     InContextRanker,
     _lm,  # noqa: E402
 )
-from pllm_sk.icl._lm import iter_continuation_logprobs  # noqa: E402
+from pllm_sk.icl._lm import (  # noqa: E402
+    iter_continuation_logprobs,
+    shared_prefix_length,
+)
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer  # noqa: E402
 from pllm_sk.simulation import sample_users, simulate_feedback  # noqa: E402
 from pllm_sk.utils._param_validation import InvalidParameterError  # noqa: E402
@@ -154,19 +158,33 @@ def scratch_logprob(model, prefix, continuation):
 def test_kv_cache_scores_equal_scoring_each_candidate_from_scratch(architecture):
     model = tiny_lm(architecture)
     rng = np.random.RandomState(0)
+    shared = tuple(rng.randint(259, size=10))  # a system prompt and header
     groups = [
         (
-            tuple(rng.randint(259, size=40)),
+            shared + tuple(rng.randint(259, size=30)),
             [tuple(rng.randint(259, size=n)) for n in (5, 1, 12, 0, 7)],
         ),
-        (tuple(rng.randint(259, size=3)), [tuple(rng.randint(259, size=4))]),
+        (shared + tuple(rng.randint(259, size=3)), [tuple(rng.randint(259, size=4))]),
     ]
-    scores = list(iter_continuation_logprobs(model, groups, batch_size=3))
-    for (prefix, continuations), got in zip(groups, scores):
-        expected = [scratch_logprob(model, prefix, c) for c in continuations]
-        np.testing.assert_allclose(got[:, 0], expected, rtol=0, atol=1e-4)
-        np.testing.assert_array_equal(got[:, 1], [len(c) for c in continuations])
+    assert shared_prefix_length(prefix for prefix, _ in groups) >= 10
+    for shared_length in (0, shared_prefix_length(prefix for prefix, _ in groups)):
+        scores = list(
+            iter_continuation_logprobs(
+                model, groups, batch_size=3, shared_length=shared_length
+            )
+        )
+        for (prefix, continuations), got in zip(groups, scores):
+            expected = [scratch_logprob(model, prefix, c) for c in continuations]
+            np.testing.assert_allclose(got[:, 0], expected, rtol=0, atol=1e-4)
+            np.testing.assert_array_equal(got[:, 1], [len(c) for c in continuations])
     assert np.ptp(scores[0][:4, 0]) > 1.0  # the candidates do get different scores
+
+
+def test_shared_prefix_length_leaves_a_token_of_each_prefix():
+    assert shared_prefix_length([(1, 2, 3, 4), (1, 2, 3, 5), (1, 2, 9)]) == 2
+    assert shared_prefix_length([(1, 2, 3), (1, 2, 3, 4)]) == 2
+    assert shared_prefix_length([(1, 2, 3)]) == 2
+    assert shared_prefix_length([]) == 0
 
 
 def test_predict_is_the_likelihood_of_the_response_after_the_paper_prompt(
@@ -660,3 +678,56 @@ def test_real_smollm2_scores_candidates(corpus):
         X, [1.0, 0.0]
     )
     assert np.isfinite(fitted.predict(X)).all()
+
+
+def test_runner_entry_is_opt_in_and_runs_on_the_ids_track(
+    model, tokenizer, monkeypatch, capsys, tmp_path
+):
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location(
+        "run_benchmark",
+        Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py",
+    )
+    run_benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_benchmark)
+    assert "InContext" not in run_benchmark.DEFAULT_METHODS
+    tracks, factory = run_benchmark.METHODS["InContext"]
+
+    def tiny_factory(ctx):
+        # The registered estimator, with the tiny model instead of SmolLM2.
+        estimator = factory(ctx)
+        assert isinstance(estimator, InContextRanker) and estimator.model is None
+        return estimator.set_params(
+            model=model,
+            tokenizer=tokenizer,
+            example_selection="own_recent",
+            cache=False,
+            device="cpu",
+        )
+
+    monkeypatch.setitem(run_benchmark.METHODS, "InContext", (tracks, tiny_factory))
+    run_benchmark.main(
+        [
+            "--n-prompts",
+            "120",
+            "--n-history-users",
+            "10",
+            "--n-test-users",
+            "6",
+            "--n-history",
+            "4",
+            "--shots",
+            "1",
+            "--n-splits",
+            "2",
+            "--tracks",
+            "ids",
+            "--methods",
+            "InContext",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
+    results = pd.read_csv(tmp_path / "benchmark.csv")
+    assert results[["track", "method"]].values.tolist() == [["ids", "InContext"]]
+    assert np.isfinite(results[["top1", "win_rate", "pairwise_accuracy"]]).all().all()

@@ -34,6 +34,7 @@ __all__ = [
     "CausalLMSource",
     "generate_continuation",
     "iter_continuation_logprobs",
+    "shared_prefix_length",
 ]
 
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -163,14 +164,16 @@ def _file_digest(path, size, mtime_ns):
     return _sha256_file(path)
 
 
-def iter_continuation_logprobs(model, groups, *, batch_size):
+def iter_continuation_logprobs(model, groups, *, batch_size, shared_length=0):
     """Summed log-probability of each continuation given its prefix, and its length.
 
     Each prefix is run once; its key/value cache is copied for each batch of its
     continuations, which are right-padded after it. The first token of a
     continuation is scored by the prefix's last logits, the others by the
-    continuation's own. Scores do not depend on the batch size or on the order of
-    the continuations (to float rounding).
+    continuation's own. With ``shared_length``, the first tokens that every prefix
+    shares (a system prompt, a header) are run once for all of them. Scores do not
+    depend on the batch size, on the order of the continuations or on
+    ``shared_length`` (to float rounding).
 
     Parameters
     ----------
@@ -181,6 +184,8 @@ def iter_continuation_logprobs(model, groups, *, batch_size):
         sequences of token ids (possibly empty).
     batch_size : int
         Continuations per forward pass.
+    shared_length : int, default=0
+        Number of leading tokens common to every prefix, shorter than each.
 
     Yields
     ------
@@ -193,18 +198,32 @@ def iter_continuation_logprobs(model, groups, *, batch_size):
     device = next(model.parameters()).device
     keyword = _cache_keyword(model)
     parameters = inspect.signature(model.forward).parameters
+    # Only the last position's logits are needed (and computed, when the model
+    # supports it): the vocabulary head is costly.
     last_logits = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    shared_cache = None
     for prefix, continuations in groups:
         scores = np.zeros((len(continuations), 2), dtype=np.float32)
         nonempty = [i for i, c in enumerate(continuations) if len(c)]
         with torch.inference_mode():
             if nonempty:
-                prefix_ids = torch.as_tensor(
-                    [list(prefix)], dtype=torch.long, device=device
+                if shared_length and shared_cache is None:
+                    shared_cache = getattr(
+                        model(
+                            input_ids=_row(prefix[:shared_length], device),
+                            use_cache=True,
+                            **last_logits,
+                        ),
+                        keyword,
+                    )
+                start = shared_length if shared_cache is not None else 0
+                cache = {keyword: copy.deepcopy(shared_cache)} if start else {}
+                output = model(
+                    input_ids=_row(prefix[start:], device),
+                    use_cache=True,
+                    **cache,
+                    **last_logits,
                 )
-                # Only the last position's logits are needed (and computed, when
-                # the model supports it): the vocabulary head is costly.
-                output = model(input_ids=prefix_ids, use_cache=True, **last_logits)
                 first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
             for start in range(0, len(nonempty), batch_size):
                 rows = nonempty[start : start + batch_size]
@@ -216,6 +235,25 @@ def iter_continuation_logprobs(model, groups, *, batch_size):
                     keyword,
                 )
         yield scores
+
+
+def shared_prefix_length(prefixes):
+    """Leading tokens common to all ``prefixes``, leaving at least one of each."""
+    prefixes = list(prefixes)
+    if not prefixes:
+        return 0
+    limit = min(len(prefix) for prefix in prefixes) - 1
+    first = prefixes[0]
+    length = 0
+    while length < limit and all(p[length] == first[length] for p in prefixes):
+        length += 1
+    return length
+
+
+def _row(ids, device):
+    import torch
+
+    return torch.as_tensor([list(ids)], dtype=torch.long, device=device)
 
 
 def _cache_keyword(model):

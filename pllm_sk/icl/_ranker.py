@@ -15,7 +15,12 @@ from ..features._models import progress, resolve_cache
 from ..utils._device import resolve_device, resolve_dtype
 from ..utils._param_validation import HasMethods, Interval, StrOptions
 from ..utils._validation import _check_id_values, is_dataframe
-from ._lm import CausalLMSource, generate_continuation, iter_continuation_logprobs
+from ._lm import (
+    CausalLMSource,
+    generate_continuation,
+    iter_continuation_logprobs,
+    shared_prefix_length,
+)
 from ._prompts import ContextBuilder, check_template, default_template
 
 __all__ = ["EXAMPLE_SELECTIONS", "SCORES", "InContextRanker"]
@@ -612,19 +617,21 @@ class InContextRanker(BaseRanker):
             model,
             ((prefix, [pairs[i][1] for i in rows]) for prefix, rows in groups),
             batch_size=self.batch_size,
+            shared_length=shared_prefix_length(prefix for prefix, _ in groups),
         )
         pending = []
-        for (_, rows), group_scores in progress(
-            zip(groups, computed),
-            total=len(groups),
-            verbose=self.verbose,
-            desc="in-context scoring",
+        for number, ((_, rows), group_scores) in enumerate(
+            progress(
+                zip(groups, computed),
+                total=len(groups),
+                verbose=self.verbose,
+                desc="in-context scoring",
+            )
         ):
             scores[rows] = group_scores
             pending.extend(rows)
-            if keys is not None and (
-                len(pending) >= _PAIRS_PER_STORE or rows is groups[-1][1]
-            ):
+            last = number == len(groups) - 1
+            if keys is not None and (len(pending) >= _PAIRS_PER_STORE or last):
                 self.cache_.store(self.identity_, keys[pending], scores[pending])
                 pending = []
         return scores
