@@ -89,6 +89,11 @@ def parse_args(argv):
     )
     parser.add_argument("--n-bootstrap", type=int, default=2000)
     parser.add_argument("--cache-dir", help="feature cache of the embeddings")
+    parser.add_argument(
+        "--score-cache-dir",
+        help="feature cache of the LLM scores; default: a fresh folder, so that the "
+        "throughput is measured on a cold cache",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     # What build_data reads from the runner's arguments.
@@ -197,7 +202,10 @@ def main(argv=None):
     corpus, oracle, X, y = build_data(args)
     test_users = np.unique(X.loc[np.isnan(y), "user_id"])
     embedder = TextEmbedder(cache=FeatureCache(args.cache_dir), verbose=0).fit()
-    score_cache = FeatureCache(tempfile.mkdtemp(prefix="pllm_sk_icl_"))
+    score_cache = FeatureCache(
+        args.score_cache_dir or tempfile.mkdtemp(prefix="pllm_sk_icl_")
+    )
+    fresh = not any(row["n_entries"] for row in score_cache.info())
     icl = InContextRanker(
         corpus,
         n_examples=args.n_examples,
@@ -218,7 +226,8 @@ def main(argv=None):
         f"n_examples={args.n_examples} (n_support caps it), similar_prompt "
         f"selection, liked responses shown, texts cut to {args.max_example_tokens} "
         f"tokens, candidates to {args.max_response_tokens}; default score "
-        f"{icl.score!r}.",
+        f"{icl.score!r}; LLM scores cached in {score_cache.root} "
+        f"({'fresh' if fresh else 'reused: throughput below is NOT cold'}).",
         flush=True,
     )
     load_start = time.perf_counter()
@@ -302,19 +311,32 @@ def main(argv=None):
     )
     true = outcomes_of[default, args.control_shots, "true"]
     for kind in args.controls:
-        control = outcomes_of[default, args.control_shots, kind]
-        intervals = paired_bootstrap(true, control, args.n_bootstrap, args.seed)
-        print(
-            f"  vs {kind:10s} "
-            + "  ".join(
-                f"{m} {p:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                for m, (p, lo, hi) in intervals.items()
-            )
+        print_interval(
+            f"vs {kind}", true, outcomes_of[default, args.control_shots, kind], args
         )
+    others = [s for s in args.scores if s != icl.score]
+    if others:
+        print(
+            f"\nScore options at n_support={args.control_shots}, option minus {default}:"
+        )
+    for score in others:
+        option = outcomes_of[f"InContext[{score}]", args.control_shots, "true"]
+        print_interval(score, option, true, args)
     print("\nThroughput (CPU, model already loaded):")
     for line in throughput:
         print(line)
     print(f"\nTotal {time.perf_counter() - start:.0f} s.")
+
+
+def print_interval(label, outcomes, reference, args):
+    intervals = paired_bootstrap(outcomes, reference, args.n_bootstrap, args.seed)
+    print(
+        f"  {label:18s} "
+        + "  ".join(
+            f"{m} {p:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            for m, (p, lo, hi) in intervals.items()
+        )
+    )
 
 
 def measure_throughput(ranker, fits, cold_s):
