@@ -34,11 +34,14 @@ reward models: a different task, not measurable offline.
 
     PYTHONPATH=$PWD python benchmarks/icl.py
 
-runs about 270k tokens through SmolLM2 (texts cut to 32 tokens): about 15 minutes
-at 300-400 tokens/s on 2 CPU cores shared with light work, plus the model load and
-the embeddings of the 400-prompt corpus (minutes, once: they are cached); on busy
-shared cores it takes several times longer (``--max-example-tokens 16
---max-response-tokens 16``: about 9 minutes). A smoke run:
+runs about 500k tokens through SmolLM2 with the default score (two contexts per
+user) and texts cut to 32 tokens. Measured on 2 CPU cores shared with other jobs
+(one torch thread): 250-400 tokens/s, so 25-35 minutes cold, plus the model load
+and the embeddings of the 400-prompt corpus (minutes, once: they are cached).
+``--max-example-tokens 16 --max-response-tokens 16`` takes about 60% of that; a
+run with ``--score-cache-dir`` pointing at an earlier run's folder recomputes only
+what is missing (the throughput it prints is then not cold, and it says so).
+A smoke run:
 
     PYTHONPATH=$PWD python benchmarks/icl.py --n-test-users 20 --shots 1 --control-shots 1
 """
