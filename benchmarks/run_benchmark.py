@@ -64,6 +64,7 @@ from pllm_sk.features import (
     RewardFeatures,
     TextEmbedder,
 )
+from pllm_sk.icl import InContextRanker
 from pllm_sk.meta import MetaRewardHead
 from pllm_sk.model_selection import METRICS, ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
@@ -104,6 +105,14 @@ METHODS = {
         lambda ctx: BayesRanker(alpha=ctx["alpha"], random_state=0),
     ),
     "Oracle": (("rewards",), lambda ctx: OracleRanker(ctx["oracle"])),
+    # Reads the texts from the corpus and ignores feature columns: one track is
+    # enough. Opt-in: SmolLM2-135M on a CPU takes seconds per query (benchmarks/icl.py).
+    "InContext": (
+        ("ids",),
+        lambda ctx: InContextRanker(
+            ctx["corpus"], max_example_tokens=32, max_response_tokens=32, verbose=0
+        ),
+    ),
 }
 
 # Feature steps of each track, placed before the method in a Pipeline.
@@ -127,7 +136,7 @@ TRACKS = {
 # Methods that run without --methods: all but the meta-learned head, whose
 # meta-training (about 15 s per fold on 2 idle CPU cores, 24 fits over both default
 # tracks) adds about 5 minutes to the default run; add it with --methods ... MetaHead.
-DEFAULT_METHODS = [name for name in METHODS if name != "MetaHead"]
+DEFAULT_METHODS = [name for name in METHODS if name not in ("MetaHead", "InContext")]
 # Tracks that run without --tracks; the embedding tracks are opt-in (see above).
 DEFAULT_TRACKS = ["rewards", "ids"]
 EMBEDDING_TRACKS = ("embeddings", "distilled")

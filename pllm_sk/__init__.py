@@ -18,6 +18,8 @@ collaborative
     Low-rank models of utility learned from every user's comparisons.
 meta
     A torch reward head meta-learned across users to adapt from few comparisons.
+icl
+    In-context LLM rankers: a causal LM shown the user's liked examples.
 
 Subpackages are imported on first use, so ``import pllm_sk`` stays fast and does
 not import torch or transformers.
@@ -32,6 +34,7 @@ _SUBMODULES = [
     "collaborative",
     "datasets",
     "features",
+    "icl",
     "meta",
     "model_selection",
     "neighbors",
