@@ -25,6 +25,8 @@ __all__ = [
     "check_texts",
     "declared_max_length",
     "pad_right",
+    "progress",
+    "resolve_cache",
 ]
 
 # Files whose content changes a model's outputs, hashed into a local folder's identity.
@@ -83,14 +85,7 @@ class BaseModelTransformer(TransformerMixin, BaseEstimator):
         validate_params(self)
         self.device_ = str(resolve_device(self.device))
         self.dtype_ = resolve_dtype(self.dtype, self.device_)
-        if self.cache is True:
-            self.cache_ = FeatureCache()
-        elif self.cache is None or self.cache is False:
-            self.cache_ = None
-        elif isinstance(self.cache, FeatureCache):
-            self.cache_ = self.cache
-        else:
-            self.cache_ = FeatureCache(self.cache)
+        self.cache_ = resolve_cache(self.cache)
 
     def _identity(self, source, task, **settings):
         """The cache identity: the model's source, ``settings``, the dtype."""
@@ -333,6 +328,21 @@ def _tokenizer_digest(tokenizer):
         ]
     )
     return hashlib.sha256((content + extra).encode()).hexdigest()
+
+
+def resolve_cache(cache):
+    """The ``cache`` parameter as a :class:`FeatureCache`, or None for no cache.
+
+    ``True`` is the default folder, ``False`` or None no cache, a path a folder, and
+    a FeatureCache is used as it is.
+    """
+    if cache is True:
+        return FeatureCache()
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, FeatureCache):
+        return cache
+    return FeatureCache(cache)
 
 
 def check_texts(texts, name="texts"):
