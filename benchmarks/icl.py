@@ -59,7 +59,7 @@ from sklearn.pipeline import make_pipeline
 
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.features import EmbeddingFeatures, FeatureCache, TextEmbedder
-from pllm_sk.icl import SCORES, InContextRanker
+from pllm_sk.icl import UTILITIES, InContextRanker
 from pllm_sk.model_selection import ColdStartSplit
 from pllm_sk.neighbors import UserKNNRanker
 
@@ -83,8 +83,8 @@ def parse_args(argv):
     parser.add_argument(
         "--scores",
         nargs="+",
-        default=list(SCORES),
-        choices=SCORES,
+        default=list(UTILITIES),
+        choices=UTILITIES,
         help="score options compared at --control-shots (the default at every shot)",
     )
     parser.add_argument(
@@ -229,7 +229,7 @@ def main(argv=None):
         f"n_examples={args.n_examples} (n_support caps it), similar_prompt "
         f"selection, liked responses shown, texts cut to {args.max_example_tokens} "
         f"tokens, candidates to {args.max_response_tokens}; default score "
-        f"{icl.score!r}; LLM scores cached in {score_cache.root} "
+        f"{icl.utility!r}; LLM scores cached in {score_cache.root} "
         f"({'fresh' if fresh else 'reused: throughput below is NOT cold'}).",
         flush=True,
     )
@@ -284,14 +284,14 @@ def main(argv=None):
         )
         scores = args.scores if n_support == args.control_shots else []
         # The default first, then the others, which reuse its cached contexts.
-        for score in [icl.score] + [s for s in scores if s != icl.score]:
-            ranker = clone(icl).set_params(score=score)
+        for score in [icl.utility] + [s for s in scores if s != icl.utility]:
+            ranker = clone(icl).set_params(utility=score)
             cold_s, fits = record(f"InContext[{score}]", n_support, "true", ranker)
             if not throughput:
                 throughput.append(measure_throughput(ranker, fits, cold_s))
 
     rng = np.random.RandomState(args.seed)
-    default = f"InContext[{icl.score}]"
+    default = f"InContext[{icl.utility}]"
     for kind in args.controls:
         if kind == "zero":
             record(
@@ -317,7 +317,7 @@ def main(argv=None):
         print_interval(
             f"vs {kind}", true, outcomes_of[default, args.control_shots, kind], args
         )
-    others = [s for s in args.scores if s != icl.score]
+    others = [s for s in args.scores if s != icl.utility]
     if others:
         print(
             f"\nScore options at n_support={args.control_shots}, option minus {default}:"
@@ -355,7 +355,7 @@ def measure_throughput(ranker, fits, cold_s):
     warm_s = time.perf_counter() - start
     tokens = counts["context_tokens"].sum() + counts["candidate_tokens"].sum()
     return (
-        f"  score={ranker.score!r}, {n_queries} queries: {counts['contexts'].sum()} "
+        f"  score={ranker.utility!r}, {n_queries} queries: {counts['contexts'].sum()} "
         f"contexts of {counts['context_tokens'].sum()} tokens, "
         f"{counts['candidates'].sum()} (context, candidate) pairs of "
         f"{counts['candidate_tokens'].sum()} candidate tokens\n"

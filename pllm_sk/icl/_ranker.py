@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..base import BaseRanker
 from ..features._cache import FeatureCache
 from ..features._models import progress, resolve_cache
+from ..utils._comparisons import comparisons
 from ..utils._device import resolve_device, resolve_dtype
 from ..utils._param_validation import HasMethods, Interval, StrOptions
 from ..utils._validation import _check_id_values, is_dataframe
@@ -23,10 +24,10 @@ from ._lm import (
 )
 from ._prompts import ContextBuilder, check_template, default_template
 
-__all__ = ["EXAMPLE_SELECTIONS", "SCORES", "InContextRanker"]
+__all__ = ["EXAMPLE_SELECTIONS", "UTILITIES", "InContextRanker"]
 
 EXAMPLE_SELECTIONS = ("own_recent", "own_random", "similar_prompt", "similar_user")
-SCORES = ("likelihood", "mean_likelihood", "contrast", "liked_vs_disliked")
+UTILITIES = ("likelihood", "mean_likelihood", "contrast", "liked_vs_disliked")
 # Computed scores are written to the cache in shards of about this many pairs.
 _PAIRS_PER_STORE = 512
 
@@ -42,7 +43,7 @@ class InContextRanker(BaseRanker):
     instruction to answer like the liked responses, then ``User: <test prompt>``
     and ``Response:``, in the model's chat template. ``fit`` learns no weights: it
     stores each user's examples. ``predict`` scores each candidate response by its
-    log-likelihood as the model's answer (``score``); :meth:`generate` writes the
+    log-likelihood as the model's answer (``utility``); :meth:`generate` writes the
     personalized response itself, the paper's setting.
 
     Examples. Each labeled (user, prompt) of ``fit`` with at least two distinct
@@ -65,7 +66,7 @@ class InContextRanker(BaseRanker):
     Examples are shown least similar first, so the nearest one is next to the test
     prompt.
 
-    Scores (``score``), for a candidate ``r`` of prompt ``x`` and a user with
+    Utilities (``utility``), for a candidate ``r`` of prompt ``x`` and a user with
     examples ``E``; ``log p(r | c)`` is the summed log-probability of the tokens of
     ``r`` as the answer to the context ``c``:
 
@@ -92,7 +93,7 @@ class InContextRanker(BaseRanker):
     model once per (user, prompt), and its key/value cache is reused for all the
     candidates, ``batch_size`` at a time. Every (context, candidate) score goes
     through the :class:`~pllm_sk.features.FeatureCache`, keyed by the model's
-    identity and the exact token ids, so a repeated predict, another score option
+    identity and the exact token ids, so a repeated predict, another utility option
     or another estimator with the same contexts reads it back; a warm cache needs
     no model at all. The model is loaded on the first cache miss and kept for the
     process (shared by all clones); it is never stored on the estimator, so
@@ -132,9 +133,10 @@ class InContextRanker(BaseRanker):
         with the paper's header and instruction. The paper's generation results
         favoured liked only (24.4% win rate against GPT-4o with 5 nearest examples
         versus 22.0% with both).
-    score : {"likelihood", "mean_likelihood", "contrast", "liked_vs_disliked"}, \
+    utility : {"likelihood", "mean_likelihood", "contrast", "liked_vs_disliked"}, \
             default="liked_vs_disliked"
-        How a candidate is scored; see above and, for why this default, the Notes.
+        How a candidate's utility is read from the LM (not called ``score``, the
+        name of scikit-learn's scoring method); see above and, for why this default, the Notes.
     template : str, default=None
         A prompt template containing ``{examples}`` and ``{prompt}``; ``None`` uses
         the paper's template for ``responses_shown``. Example blocks are
@@ -202,7 +204,7 @@ class InContextRanker(BaseRanker):
 
     Notes
     -----
-    The default score was measured, with SmolLM2-135M-Instruct on the synthetic
+    The default utility was measured, with SmolLM2-135M-Instruct on the synthetic
     corpus (``python benchmarks/icl.py``: 400 prompts, 100 test users, 3 support
     prompts, examples by prompt similarity, texts cut to 32 tokens):
     ``"liked_vs_disliked"`` had the best point estimates, gap closed -1.73 against
@@ -215,7 +217,7 @@ class InContextRanker(BaseRanker):
     [-0.01, +0.13] for top-1. It runs two contexts per user where the others run
     one (``"contrast"`` adds the zero-example contexts, shared by all users).
 
-    Whether the model uses the examples (same run, default score, 3 support
+    Whether the model uses the examples (same run, default utility, 3 support
     prompts; true minus control, paired bootstrap over the 100 test users, 95%):
     against the user's own examples with best and worst swapped on about half the
     prompts, the true examples close more of the gap (+1.11 [+0.44, +1.94]) and win
@@ -260,7 +262,7 @@ class InContextRanker(BaseRanker):
         "n_examples": [Interval(numbers.Integral, 0, None, closed="left")],
         "example_selection": [StrOptions(set(EXAMPLE_SELECTIONS))],
         "responses_shown": [StrOptions({"liked", "liked_disliked"})],
-        "score": [StrOptions(set(SCORES))],
+        "utility": [StrOptions(set(UTILITIES))],
         "template": [None, str],
         "max_example_tokens": [
             None,
@@ -289,7 +291,7 @@ class InContextRanker(BaseRanker):
         n_examples=3,
         example_selection="similar_prompt",
         responses_shown="liked",
-        score="liked_vs_disliked",
+        utility="liked_vs_disliked",
         template=None,
         max_example_tokens=128,
         max_response_tokens=256,
@@ -308,7 +310,7 @@ class InContextRanker(BaseRanker):
         self.n_examples = n_examples
         self.example_selection = example_selection
         self.responses_shown = responses_shown
-        self.score = score
+        self.utility = utility
         self.template = template
         self.max_example_tokens = max_example_tokens
         self.max_response_tokens = max_response_tokens
@@ -387,7 +389,7 @@ class InContextRanker(BaseRanker):
     def _predict(self, ids, features):
         plan = self._plan(ids)
         scores = self._score_pairs(plan.pairs, plan.source)
-        return plan.combine(scores, mean=self.score == "mean_likelihood")
+        return plan.combine(scores, mean=self.utility == "mean_likelihood")
 
     def count_tokens(self, X):
         """What :meth:`predict` on ``X`` runs through the model with a cold cache.
@@ -493,7 +495,7 @@ class InContextRanker(BaseRanker):
         shown = self._contexts(queries, builder, swapped=False)
         swapped = (
             self._contexts(queries, builder, swapped=True)
-            if self.score == "liked_vs_disliked"
+            if self.utility == "liked_vs_disliked"
             else None
         )
         plan = _Plan(source, ids.shape[0])
@@ -504,7 +506,7 @@ class InContextRanker(BaseRanker):
             )
             if not warm[query]:
                 plan.add(row, zero[prompt_ids[row]], candidate)
-            elif self.score == "contrast":
+            elif self.utility == "contrast":
                 plan.add(row, shown[query], candidate, zero[prompt_ids[row]])
             elif swapped is not None:
                 plan.add(row, shown[query], candidate, swapped[query])
@@ -706,16 +708,19 @@ def best_worst_examples(ids, y):
         sorted by user, then by the first row of the (user, prompt) in ``ids``.
         Ties in the labels go to the lower ``response_id``.
     """
-    _, first_row, group = np.unique(
-        ids[:, :2], axis=0, return_index=True, return_inverse=True
-    )
-    group = group.reshape(-1)
+    # The groups and label levels of every learner (a candidate labeled twice with
+    # different labels is refused there).
+    structure = comparisons(ids, y)
+    group, level = structure.group_of_row, structure.level
+    n_groups = structure.n_levels.size
+    first_row = np.full(n_groups, ids.shape[0], dtype=np.int64)
+    np.minimum.at(first_row, group, np.arange(ids.shape[0]))
     # Within a group: highest label first, ties to the lower response_id.
-    by_best = np.lexsort((ids[:, 2], -y, group))
-    by_worst = np.lexsort((ids[:, 2], y, group))
-    starts = np.searchsorted(group[by_best], np.arange(first_row.size))
+    by_best = np.lexsort((ids[:, 2], -level, group))
+    by_worst = np.lexsort((ids[:, 2], level, group))
+    starts = np.searchsorted(group[by_best], np.arange(n_groups))
     best, worst = by_best[starts], by_worst[starts]
-    distinct = y[best] > y[worst]
+    distinct = structure.n_levels > 1
     order = np.lexsort((first_row, ids[first_row, 0]))
     order = order[distinct[order]]
     return pd.DataFrame(
