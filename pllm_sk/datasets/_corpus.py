@@ -1,10 +1,36 @@
-"""The :class:`Corpus`: prompts, candidate responses and their reward-model scores."""
+"""The :class:`Corpus`: prompts, candidate responses and their reward-model scores.
 
+A corpus travels to the workers of a parallel engine by reference (see
+:meth:`Corpus.__reduce_ex__`): the data is written once to a folder beside the
+feature cache and each worker process reads it once.
+"""
+
+import hashlib
+import json
 import numbers
+import os
+import pickle
+import shutil
+import threading
+import uuid
+import warnings
+from collections import Counter, OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from ..utils._parallel import REFERENCE_ENV, shipping_engine, workers_share_disk
+
 __all__ = ["Corpus"]
+
+# Shared copies live in <feature cache root>/corpora/<fingerprint>/.
+SHARED_FOLDER = "corpora"
+# Corpora resolved from a reference and kept by a process, most recent last.
+_REGISTRY_SIZE = 8
+_registry = OrderedDict()
+# fingerprint -> times this process built a corpus from its data (pickled or shared).
+_loads = Counter()
+_lock = threading.Lock()
 
 
 class Corpus:
@@ -42,6 +68,29 @@ class Corpus:
     ----------
     n_prompts, n_responses, n_reward_models : int
         The three dimensions of ``rewards``.
+    fingerprint : str
+        A 128-bit digest of the content (texts, rewards, names, splits), computed
+        on first use. A corpus is treated as immutable: change its arrays in place
+        and the fingerprint, cached, no longer describes it.
+
+    Notes
+    -----
+    A corpus pickles with its data (``pickle``, ``joblib.dump``, a saved
+    pipeline load anywhere), except when a parallel engine ships it to its
+    workers: inside the task serializers of joblib's loky backend, of Dask
+    (``joblib.parallel_backend("dask")``) and of Ray
+    (``joblib.parallel_backend("ray")``) it travels as a reference, its
+    fingerprint and a folder. The folder,
+    ``<feature cache root>/corpora/<fingerprint>/`` (see
+    :func:`~pllm_sk.features.default_cache_dir`), is written once, by the first
+    such pickle; each worker process reads it once (the rewards memory-mapped)
+    and keeps the corpus for its later tasks. The reference is used when the
+    workers can read that folder: always for loky; for Dask when the scheduler
+    runs on this machine; for Ray when every node is this machine. On a cluster
+    of several machines set ``$PLLM_SK_CACHE_DIR`` to a folder that every machine
+    mounts at the same path and ``$PLLM_SK_CORPUS_REFERENCE=always``; ``never``
+    sends the data with every task. When the folder cannot be written, the data
+    travels with a ``RuntimeWarning``.
 
     See Also
     --------
@@ -127,6 +176,32 @@ class Corpus:
         # non-estimator parameters in every CV fold, and copying ~100k texts per
         # fold would cost more than the fit. Copies share the arrays.
         return self
+
+    @property
+    def fingerprint(self):
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = _content_digest(self)
+        return self.__dict__["_fingerprint"]
+
+    def __reduce_ex__(self, protocol):
+        # A parallel engine's task serializer gets a reference (see Notes); any
+        # other pickle gets the data.
+        engine = shipping_engine()
+        if engine is not None and workers_share_disk(engine):
+            folder = _shared_copy(self)
+            if folder is not None:
+                _remember(self)
+                return _resolve_reference, (self.fingerprint, str(folder))
+        return super().__reduce_ex__(protocol)
+
+    def __getstate__(self):
+        self.fingerprint  # noqa: B018 -- computed once, so that a copy knows it
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with _lock:
+            _loads[state.get("_fingerprint")] += 1
 
     def validate(self):
         """Check shapes, names and values; raise ``ValueError`` naming the problem.
@@ -247,6 +322,111 @@ class Corpus:
         """
         prompt_ids, response_ids = self.check_ids(prompt_ids, response_ids)
         return self.rewards[prompt_ids, response_ids]
+
+
+def _content_digest(corpus):
+    """BLAKE2b-128 of everything a corpus holds, as hex."""
+    digest = hashlib.blake2b(digest_size=16)
+    header = [corpus.name, list(corpus.reward_models), list(corpus.rewards.shape)]
+    digest.update(json.dumps(header).encode("utf-8"))
+    digest.update(np.ascontiguousarray(corpus.rewards, dtype="<f4").tobytes())
+    for values in _text_arrays(corpus).values():
+        texts = [str(text) for text in values.ravel().tolist()]
+        lengths = np.fromiter(map(len, texts), dtype="<i8", count=len(texts))
+        digest.update(lengths.tobytes())
+        digest.update("".join(texts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _text_arrays(corpus):
+    names = ("prompts", "responses", "response_models", "split", "subset")
+    return {name: getattr(corpus, name) for name in names}
+
+
+def corpus_loads(fingerprint=None):
+    """How many times this process built a corpus from its data, pickled or shared.
+
+    A corpus resolved from this process's registry is not counted.
+    """
+    with _lock:
+        return sum(_loads.values()) if fingerprint is None else _loads[fingerprint]
+
+
+def shared_folder(fingerprint):
+    """``<feature cache root>/corpora/<fingerprint>``."""
+    from ..features._cache import default_cache_dir
+
+    return default_cache_dir() / SHARED_FOLDER / fingerprint
+
+
+def _remember(corpus):
+    with _lock:
+        _registry[corpus.fingerprint] = corpus
+        _registry.move_to_end(corpus.fingerprint)
+        while len(_registry) > _REGISTRY_SIZE:
+            _registry.popitem(last=False)
+
+
+def _shared_copy(corpus):
+    """The folder of the corpus's shared copy, written now if absent; None if it can't."""
+    folder = shared_folder(corpus.fingerprint)
+    if (folder / "texts.pkl").is_file():
+        return folder
+    temporary = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.part")
+    try:
+        temporary.mkdir(parents=True)
+        np.save(temporary / "rewards.npy", np.ascontiguousarray(corpus.rewards))
+        texts = dict(
+            _text_arrays(corpus), reward_models=corpus.reward_models, name=corpus.name
+        )
+        with open(temporary / "texts.pkl", "wb") as handle:
+            pickle.dump(texts, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            os.replace(temporary, folder)
+        except OSError:
+            if not (folder / "texts.pkl").is_file():  # not another writer's copy
+                raise
+        return folder
+    except OSError as exc:
+        warnings.warn(
+            f"Could not write the shared copy of corpus {corpus.name!r} to {folder} "
+            f"({exc}); its data travels with every task. Set $PLLM_SK_CACHE_DIR to a "
+            f"writable folder, or {REFERENCE_ENV}=never to silence this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _resolve_reference(fingerprint, folder):
+    """The corpus of a reference: from this process's registry, else from ``folder``."""
+    with _lock:
+        corpus = _registry.get(fingerprint)
+    if corpus is not None:
+        _remember(corpus)
+        return corpus
+    folder = Path(folder)
+    try:
+        with open(folder / "texts.pkl", "rb") as handle:
+            texts = pickle.load(handle)
+        rewards = np.load(folder / "rewards.npy", mmap_mode="r")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"This worker cannot read the shared copy of corpus {fingerprint} at "
+            f"{folder}. On a cluster of several machines, set $PLLM_SK_CACHE_DIR to a "
+            f"folder that every machine mounts at the same path, or {REFERENCE_ENV}="
+            "never to send the corpus with every task."
+        ) from None
+    corpus = Corpus(
+        texts.pop("prompts"), texts.pop("responses"), rewards, **texts
+    )
+    corpus.__dict__["_fingerprint"] = fingerprint
+    with _lock:
+        _loads[fingerprint] += 1
+    _remember(corpus)
+    return corpus
 
 
 def _as_id_array(values, name, upper):
