@@ -194,7 +194,7 @@ def test_engines_send_a_reference_instead_of_the_corpus(engine, problem, monkeyp
     plain = len(pickle.dumps(task[0]))
     sent = engine_dumps(engine, task)
     assert sent < 20_000 and plain > 1_000_000, (plain, sent)
-    assert (shared_folder(corpus.fingerprint) / "texts.pkl").is_file()
+    assert (shared_folder(corpus.fingerprint) / "corpus.json").is_file()
     # The reference resolves, in this process, to the corpus itself.
     if engine == "loky":
         from joblib.externals.loky.backend.reduction import dumps

@@ -9,7 +9,6 @@ import hashlib
 import json
 import numbers
 import os
-import pickle
 import shutil
 import threading
 import uuid
@@ -25,12 +24,14 @@ __all__ = ["Corpus"]
 
 # Shared copies live in <feature cache root>/corpora/<fingerprint>/.
 SHARED_FOLDER = "corpora"
+_META = "corpus.json"
 # Corpora resolved from a reference and kept by a process, most recent last.
 _REGISTRY_SIZE = 8
 _registry = OrderedDict()
 # fingerprint -> times this process built a corpus from its data (pickled or shared).
 _loads = Counter()
-_lock = threading.Lock()
+# Reentrant: a resolution holds it while it loads and registers the corpus.
+_lock = threading.RLock()
 
 
 class Corpus:
@@ -331,11 +332,27 @@ def _content_digest(corpus):
     digest.update(json.dumps(header).encode("utf-8"))
     digest.update(np.ascontiguousarray(corpus.rewards, dtype="<f4").tobytes())
     for values in _text_arrays(corpus).values():
-        texts = [str(text) for text in values.ravel().tolist()]
-        lengths = np.fromiter(map(len, texts), dtype="<i8", count=len(texts))
+        lengths, blob = _encode_texts(values)
         digest.update(lengths.tobytes())
-        digest.update("".join(texts).encode("utf-8", "surrogatepass"))
+        digest.update(blob)
     return digest.hexdigest()
+
+
+def _encode_texts(values):
+    """The texts of an array as (length of each in characters, all of them in UTF-8)."""
+    texts = [str(text) for text in values.ravel().tolist()]
+    lengths = np.fromiter(map(len, texts), dtype="<i8", count=len(texts))
+    return lengths, "".join(texts).encode("utf-8", "surrogatepass")
+
+
+def _decode_texts(lengths, blob, shape):
+    """The inverse of :func:`_encode_texts`: an object array of ``shape``."""
+    joined = bytes(blob).decode("utf-8", "surrogatepass")
+    ends = np.cumsum(lengths).tolist()
+    starts = [0] + ends[:-1]
+    texts = np.empty(len(ends), dtype=object)
+    texts[:] = [joined[start:end] for start, end in zip(starts, ends)]
+    return texts.reshape(shape)
 
 
 def _text_arrays(corpus):
@@ -370,21 +387,28 @@ def _remember(corpus):
 def _shared_copy(corpus):
     """The folder of the corpus's shared copy, written now if absent; None if it can't."""
     folder = shared_folder(corpus.fingerprint)
-    if (folder / "texts.pkl").is_file():
+    if (folder / _META).is_file():
         return folder
     temporary = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.part")
     try:
         temporary.mkdir(parents=True)
         np.save(temporary / "rewards.npy", np.ascontiguousarray(corpus.rewards))
-        texts = dict(
-            _text_arrays(corpus), reward_models=corpus.reward_models, name=corpus.name
+        arrays, shapes = {}, {}
+        for name, values in _text_arrays(corpus).items():
+            lengths, blob = _encode_texts(values)
+            arrays[f"{name}_lengths"] = lengths
+            arrays[f"{name}_utf8"] = np.frombuffer(blob, dtype=np.uint8)
+            shapes[name] = list(values.shape)
+        np.savez(temporary / "texts.npz", **arrays)
+        meta = dict(
+            reward_models=list(corpus.reward_models), name=corpus.name, shapes=shapes
         )
-        with open(temporary / "texts.pkl", "wb") as handle:
-            pickle.dump(texts, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        # Written last: its presence says the copy is whole.
+        (temporary / _META).write_text(json.dumps(meta), encoding="utf-8")
         try:
             os.replace(temporary, folder)
         except OSError:
-            if not (folder / "texts.pkl").is_file():  # not another writer's copy
+            if not (folder / _META).is_file():  # not another writer's copy
                 raise
         return folder
     except OSError as exc:
@@ -401,17 +425,31 @@ def _shared_copy(corpus):
 
 
 def _resolve_reference(fingerprint, folder):
-    """The corpus of a reference: from this process's registry, else from ``folder``."""
+    """The corpus of a reference: from this process's registry, else from ``folder``.
+
+    The lock is held throughout, so that the threads of one worker read the folder
+    once between them.
+    """
     with _lock:
         corpus = _registry.get(fingerprint)
-    if corpus is not None:
+        if corpus is None:
+            corpus = _read_shared_copy(fingerprint, Path(folder))
+            _loads[fingerprint] += 1
         _remember(corpus)
         return corpus
-    folder = Path(folder)
+
+
+def _read_shared_copy(fingerprint, folder):
     try:
-        with open(folder / "texts.pkl", "rb") as handle:
-            texts = pickle.load(handle)
-        rewards = np.load(folder / "rewards.npy", mmap_mode="r")
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        rewards = np.load(folder / "rewards.npy", mmap_mode="r", allow_pickle=False)
+        with np.load(folder / "texts.npz", allow_pickle=False) as arrays:
+            texts = {
+                name: _decode_texts(
+                    arrays[f"{name}_lengths"], arrays[f"{name}_utf8"], shape
+                )
+                for name, shape in meta["shapes"].items()
+            }
     except FileNotFoundError:
         raise FileNotFoundError(
             f"This worker cannot read the shared copy of corpus {fingerprint} at "
@@ -420,12 +458,14 @@ def _resolve_reference(fingerprint, folder):
             "never to send the corpus with every task."
         ) from None
     corpus = Corpus(
-        texts.pop("prompts"), texts.pop("responses"), rewards, **texts
+        texts.pop("prompts"),
+        texts.pop("responses"),
+        rewards,
+        reward_models=meta["reward_models"],
+        name=meta["name"],
+        **texts,
     )
     corpus.__dict__["_fingerprint"] = fingerprint
-    with _lock:
-        _loads[fingerprint] += 1
-    _remember(corpus)
     return corpus
 
 
