@@ -55,7 +55,12 @@ from sklearn.pipeline import make_pipeline
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import METRICS, make_personal_scorer
-from pllm_sk.utils._parallel import BACKENDS, REFERENCE_ENV, joblib_backend
+from pllm_sk.utils._parallel import (
+    BACKENDS,
+    REFERENCE_ENV,
+    joblib_backend,
+    serialized_size,
+)
 
 
 def parse_args(argv):
@@ -69,22 +74,6 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32, 128],
                         help="N of the projection")
     return parser.parse_args(argv)
-
-
-def engine_bytes(engine, task):
-    """Bytes that ``engine``'s serializer makes of ``task`` (the engine must be up)."""
-    if engine == "loky":
-        from joblib.externals.loky.backend.reduction import dumps
-
-        return len(dumps(task))
-    if engine == "dask":
-        from distributed.protocol import serialize_bytes
-
-        return len(serialize_bytes(task))
-    import ray
-
-    context = ray._private.worker.global_worker.get_serialization_context()
-    return context.serialize(task).total_bytes
 
 
 @contextmanager
@@ -138,8 +127,8 @@ def main(argv=None):
             with joblib_backend(engine, n_workers=args.n_workers) as label:
                 startup_s = time.perf_counter() - start
                 with reference_mode("never"):
-                    as_data = engine_bytes(engine, task)
-                as_reference = engine_bytes(engine, task)
+                    as_data = serialized_size(engine, task)
+                as_reference = serialized_size(engine, task)
                 bytes_rows.append(dict(engine=engine, data=as_data, reference=as_reference))
                 address = None
                 if engine == "dask":

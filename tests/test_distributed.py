@@ -29,7 +29,12 @@ from pllm_sk.features import CACHE_DIR_ENV, FeatureCache, RewardFeatures
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
-from pllm_sk.utils._parallel import REFERENCE_ENV, claim_slot, joblib_backend
+from pllm_sk.utils._parallel import (
+    REFERENCE_ENV,
+    claim_slot,
+    joblib_backend,
+    serialized_size,
+)
 
 distributed = pytest.importorskip("distributed")
 ray = pytest.importorskip("ray", reason="ray is not installed for this Python")
@@ -111,17 +116,19 @@ def pipeline(corpus):
 
 
 def recording_scorer(oracle, log):
-    """The gap-closed scorer, which first appends ``pid corpus_loads`` to ``log``.
+    """The gap-closed scorer, which first appends ``pid loads`` to ``log``.
 
+    ``loads``: the times this process has built the oracle's corpus from its data.
     Defined in a function so that every engine pickles it by value.
     """
     score = make_personal_scorer(oracle, "gap_closed")
+    fingerprint = oracle.corpus.fingerprint
 
     def scorer(estimator, X, y=None):
         from pllm_sk.datasets._corpus import corpus_loads
 
         with open(log, "a") as handle:
-            handle.write(f"{os.getpid()} {corpus_loads()}\n")
+            handle.write(f"{os.getpid()} {corpus_loads(fingerprint)}\n")
         return score(estimator, X, y)
 
     return scorer
@@ -174,25 +181,11 @@ def test_plain_pickle_carries_the_data_and_loads_in_a_fresh_process(
     assert not (tmp_path / "empty").exists()
 
 
-def engine_dumps(engine, obj):
-    """The bytes that ``engine``'s own serializer makes of ``obj``."""
-    if engine == "loky":
-        from joblib.externals.loky.backend.reduction import dumps
-
-        return len(dumps(obj))
-    if engine == "dask":
-        from distributed.protocol import serialize_bytes
-
-        return len(serialize_bytes(obj))
-    context = ray._private.worker.global_worker.get_serialization_context()
-    return context.serialize(obj).total_bytes
-
-
 def test_engines_send_a_reference_instead_of_the_corpus(engine, problem, monkeypatch):
     corpus, oracle, _, _ = problem
     task = (clone(pipeline(corpus)), make_personal_scorer(oracle, "gap_closed"))
     plain = len(pickle.dumps(task[0]))
-    sent = engine_dumps(engine, task)
+    sent = serialized_size(engine, task)
     assert sent < 20_000 and plain > 1_000_000, (plain, sent)
     assert (shared_folder(corpus.fingerprint) / "corpus.json").is_file()
     # The reference resolves, in this process, to the corpus itself.
@@ -233,6 +226,23 @@ def test_grid_search_scores_are_identical_and_each_worker_reads_the_corpus_once(
     # Each worker built the corpus at most once, whatever number of tasks it ran.
     assert set(loads.values()) <= {0, 1}, loads
     assert sum(loads.values()) >= 1
+
+
+def test_a_damaged_shared_copy_is_replaced(monkeypatch, tmp_path):
+    from joblib.externals.loky.backend.reduction import dumps
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    corpus = make_personalllm(30, random_state=2)
+    folder = shared_folder(corpus.fingerprint)
+    folder.mkdir(parents=True)
+    (folder / "rewards.npy").write_bytes(b"half a file")  # no corpus.json
+    assert len(dumps(corpus)) < 1000
+    assert pickle.loads(dumps(corpus)) is corpus  # this process's own registry
+    from pllm_sk.datasets._corpus import _read_shared_copy
+
+    copy = _read_shared_copy(corpus.fingerprint, folder)
+    assert_array_equal(copy.responses, corpus.responses)
+    assert_array_equal(copy.rewards, corpus.rewards)
 
 
 def test_a_worker_that_cannot_read_the_folder_says_what_to_do(problem, tmp_path):

@@ -30,6 +30,8 @@ _REGISTRY_SIZE = 8
 _registry = OrderedDict()
 # fingerprint -> times this process built a corpus from its data (pickled or shared).
 _loads = Counter()
+# Fingerprints whose shared copy could not be written (warned once per process).
+_unwritable = set()
 # Reentrant: a resolution holds it while it loads and registers the corpus.
 _lock = threading.RLock()
 
@@ -408,17 +410,24 @@ def _shared_copy(corpus):
         try:
             os.replace(temporary, folder)
         except OSError:
-            if not (folder / _META).is_file():  # not another writer's copy
-                raise
+            if (folder / _META).is_file():  # another writer's copy: as good
+                return folder
+            # A folder without its meta file was never renamed into place whole:
+            # debris of another format or of a damaged disk. Replaced.
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(temporary, folder)
         return folder
     except OSError as exc:
-        warnings.warn(
-            f"Could not write the shared copy of corpus {corpus.name!r} to {folder} "
-            f"({exc}); its data travels with every task. Set $PLLM_SK_CACHE_DIR to a "
-            f"writable folder, or {REFERENCE_ENV}=never to silence this.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        if corpus.fingerprint not in _unwritable:
+            _unwritable.add(corpus.fingerprint)
+            warnings.warn(
+                f"Could not write the shared copy of corpus {corpus.name!r} to "
+                f"{folder} ({exc.strerror or exc}); its data travels with every task. "
+                f"Set $PLLM_SK_CACHE_DIR to a writable folder, or {REFERENCE_ENV}=never "
+                "to silence this.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -9,7 +9,9 @@ or none; every writer writes its own shards, so concurrent writers never share a
 file. A shard whose header, size or checksum is wrong is removed with a warning and
 its entries are computed again. Compaction merges a namespace's shards into one new
 shard before deleting the old ones, so at every moment the shards on disk cover
-every entry written.
+every entry written. The folder ``<root>/corpora/`` is not a namespace: it holds
+the corpora shipped to parallel workers by reference (see
+:class:`~pllm_sk.datasets.Corpus`).
 """
 
 import hashlib

@@ -24,6 +24,7 @@ __all__ = [
     "claim_gpu",
     "joblib_backend",
     "reference_mode",
+    "serialized_size",
     "shipping_engine",
     "workers_share_disk",
 ]
@@ -74,6 +75,25 @@ def shipping_engine():
                 return engine
         frame = frame.f_back
     return None
+
+
+def serialized_size(engine, obj):
+    """Bytes that ``engine``'s task serializer makes of ``obj``: what a worker receives.
+
+    ``"dask"`` needs a ``distributed.Client`` and ``"ray"`` a connected Ray.
+    """
+    if engine == "loky":
+        from joblib.externals.loky.backend.reduction import dumps
+
+        return len(dumps(obj))
+    if engine == "dask":
+        from distributed.protocol import serialize_bytes
+
+        return len(serialize_bytes(obj))
+    import ray
+
+    context = ray._private.worker.global_worker.get_serialization_context()
+    return context.serialize(obj).total_bytes
 
 
 def workers_share_disk(engine):
