@@ -14,8 +14,9 @@ Prints figures (these are not timed tests):
 5. the same throughputs on the GPU when there is one, with its name; otherwise it
    says the GPU was not measured;
 6. with ``--backend {loky,dask,ray}`` (and ``--scheduler ADDRESS``): the time to
-   embed ``--n-shard-texts`` texts serially and in chunks on the backend's workers
-   into one cache folder, and the largest difference between the two.
+   embed the prompts of a ``--n-shard-texts``-prompt corpus serially and in chunks
+   on the backend's workers into one cache folder, and the largest difference
+   between the two.
 
 All caches are temporary folders, removed at the end. The machine's load average
 is printed beside the figures: on shared cores, compare ratios from one run.
@@ -215,8 +216,8 @@ def scorer_throughput(corpus, n_pairs, device):
 
 def sharded_embedding(args, folder):
     """Serial vs sharded embedding of the same texts into fresh caches."""
-    corpus = make_personalllm(args.n_shard_texts // 8 + 1, random_state=args.seed)
-    texts = list(corpus.responses.ravel()[: args.n_shard_texts])
+    corpus = make_personalllm(args.n_shard_texts, random_state=args.seed)
+    texts = list(corpus.prompts)
     serial, serial_s = timed(
         lambda: TextEmbedder(cache=os.path.join(folder, "serial"), verbose=0)
         .fit()
@@ -229,7 +230,7 @@ def sharded_embedding(args, folder):
         sharded, sharded_s = timed(lambda: embedder.fit().transform(texts))
     shards = FeatureCache(os.path.join(folder, "sharded")).info()[0]["n_shards"]
     return (
-        f"  {len(texts)} responses, all-MiniLM-L6-v2, chunks of 4096: serial "
+        f"  {len(set(texts))} distinct prompts, all-MiniLM-L6-v2, chunks of 4096: serial "
         f"{serial_s:.1f} s; on {label}: {sharded_s:.1f} s (worker start-up included), "
         f"{shards} shard(s) in the one cache folder; largest difference "
         f"{np.abs(sharded - serial).max():.1e}"
