@@ -12,13 +12,18 @@ Prints figures (these are not timed tests):
    shards' checksums) and then again;
 4. ``RewardModelScorer`` throughput with a small random-weight GPT-2 reward model;
 5. the same throughputs on the GPU when there is one, with its name; otherwise it
-   says the GPU was not measured.
+   says the GPU was not measured;
+6. with ``--backend {loky,dask,ray}`` (and ``--scheduler ADDRESS``): the time to
+   embed the prompts of a ``--n-shard-texts``-prompt corpus serially and in chunks
+   on the backend's workers into one cache folder, and the largest difference
+   between the two.
 
 All caches are temporary folders, removed at the end. The machine's load average
 is printed beside the figures: on shared cores, compare ratios from one run.
 
     python benchmarks/features.py
     python benchmarks/features.py --n-lookup 200000 --n-texts 128
+    python benchmarks/features.py --backend dask --n-workers 2
 """
 
 import argparse
@@ -38,6 +43,7 @@ from pllm_sk.features import (
     TextEmbedder,
 )
 from pllm_sk.simulation import sample_users, simulate_feedback
+from pllm_sk.utils._parallel import BACKENDS, joblib_backend
 
 
 def parse_args(argv):
@@ -48,6 +54,10 @@ def parse_args(argv):
     parser.add_argument("--lookup-dim", type=int, default=384)
     parser.add_argument("--n-prompts", type=int, default=60, help="cold/warm corpus")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=BACKENDS, help="measure sharded embedding")
+    parser.add_argument("--scheduler", help="Dask scheduler or Ray cluster address")
+    parser.add_argument("--n-workers", type=int, help="local workers (default 2)")
+    parser.add_argument("--n-shard-texts", type=int, default=8192)
     return parser.parse_args(argv)
 
 
@@ -204,6 +214,29 @@ def scorer_throughput(corpus, n_pairs, device):
     )
 
 
+def sharded_embedding(args, folder):
+    """Serial vs sharded embedding of the same texts into fresh caches."""
+    corpus = make_personalllm(args.n_shard_texts, random_state=args.seed)
+    texts = list(corpus.prompts)
+    serial, serial_s = timed(
+        lambda: TextEmbedder(cache=os.path.join(folder, "serial"), verbose=0)
+        .fit()
+        .transform(texts)
+    )
+    with joblib_backend(
+        args.backend, address=args.scheduler, n_workers=args.n_workers
+    ) as label:
+        embedder = TextEmbedder(cache=os.path.join(folder, "sharded"), verbose=0)
+        sharded, sharded_s = timed(lambda: embedder.fit().transform(texts))
+    shards = FeatureCache(os.path.join(folder, "sharded")).info()[0]["n_shards"]
+    return (
+        f"  {len(set(texts))} distinct prompts, all-MiniLM-L6-v2, chunks of 4096: serial "
+        f"{serial_s:.1f} s; on {label}: {sharded_s:.1f} s (worker start-up included), "
+        f"{shards} shard(s) in the one cache folder; largest difference "
+        f"{np.abs(sharded - serial).max():.1e}"
+    )
+
+
 def main(argv=None):
     import torch
 
@@ -238,6 +271,11 @@ def main(argv=None):
         print(scorer_throughput(corpus, args.n_pairs, "cuda"))
     else:
         print("  not measured: no CUDA device on this machine.")
+
+    if args.backend is not None:
+        print(f"\n6. Sharded embedding, {args.backend} backend:", flush=True)
+        with tempfile.TemporaryDirectory(prefix="pllm_sk_shards_") as folder:
+            print(sharded_embedding(args, folder))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ all an ids-only method knows about a candidate).
         --tracks rewards ids embeddings distilled --support nearest
     python benchmarks/run_benchmark.py --tracks ids --query-split train
     python benchmarks/run_benchmark.py --data personalllm --data-files train.parquet test.parquet
+    python benchmarks/run_benchmark.py --backend dask               # a local 2-worker cluster
+    python benchmarks/run_benchmark.py --backend dask --scheduler tcp://host:8786
+    python benchmarks/run_benchmark.py --backend ray --scheduler auto
 """
 
 import argparse
@@ -69,6 +72,7 @@ from pllm_sk.meta import MetaRewardHead
 from pllm_sk.model_selection import METRICS, ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
+from pllm_sk.utils._parallel import BACKENDS, joblib_backend
 
 # name -> (tracks the method supports, factory(context) -> unfitted estimator).
 # A factory gets the corpus and the oracle; only reference methods may use the oracle.
@@ -199,6 +203,20 @@ def parse_args(argv):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="results")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="run the folds on this joblib backend's workers (default: sequentially, "
+        "in this process)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler or Ray cluster (default: start a "
+        "local one)",
+    )
+    parser.add_argument(
+        "--n-workers", type=int, help="local workers of --backend (default: 2; loky: all cores)"
+    )
     args = parser.parse_args(argv)
     for key, value in (FULL if args.full else DEFAULTS).items():
         if getattr(args, key) is None:
@@ -369,6 +387,15 @@ def plot(args, results, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    # --backend: the folds (and embeddings missing from the cache) run on the
+    # engine's workers, through joblib; the code inside is unchanged.
+    with joblib_backend(
+        args.backend, address=args.scheduler, n_workers=args.n_workers
+    ) as backend:
+        run(args, backend)
+
+
+def run(args, backend):
     start = time.perf_counter()
     corpus, oracle, X, y = build_data(args)
     features, embedding_note = prepare_embeddings(args, corpus, X, y)
@@ -380,7 +407,7 @@ def main(argv=None):
         f"({args.query_split} split); "
         f"feedback={args.feedback}; ColdStartSplit(n_splits={args.n_splits}, "
         f"support={args.support}); n_support={args.shots}; seed={args.seed}; "
-        f"{len(X):,} rows{embedding_note}"
+        f"{len(X):,} rows; backend={backend}{embedding_note}"
     )
     print(settings, flush=True)
     results = evaluate(args, corpus, oracle, X, y, features)

@@ -1,10 +1,39 @@
-"""The :class:`Corpus`: prompts, candidate responses and their reward-model scores."""
+"""The :class:`Corpus`: prompts, candidate responses and their reward-model scores.
 
+A corpus travels to the workers of a parallel engine by reference (see
+:meth:`Corpus.__reduce_ex__`): the data is written once to a folder beside the
+feature cache and each worker process reads it once.
+"""
+
+import hashlib
+import json
 import numbers
+import os
+import shutil
+import threading
+import uuid
+import warnings
+from collections import Counter, OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from ..utils._parallel import REFERENCE_ENV, shipping_engine, workers_share_disk
+
 __all__ = ["Corpus"]
+
+# Shared copies live in <feature cache root>/corpora/<fingerprint>/.
+SHARED_FOLDER = "corpora"
+_META = "corpus.json"
+# Corpora resolved from a reference and kept by a process, most recent last.
+_REGISTRY_SIZE = 8
+_registry = OrderedDict()
+# fingerprint -> times this process built a corpus from its data (pickled or shared).
+_loads = Counter()
+# Fingerprints whose shared copy could not be written (warned once per process).
+_unwritable = set()
+# Reentrant: a resolution holds it while it loads and registers the corpus.
+_lock = threading.RLock()
 
 
 class Corpus:
@@ -42,6 +71,29 @@ class Corpus:
     ----------
     n_prompts, n_responses, n_reward_models : int
         The three dimensions of ``rewards``.
+    fingerprint : str
+        A 128-bit digest of the content (texts, rewards, names, splits), computed
+        on first use. A corpus is treated as immutable: change its arrays in place
+        and the fingerprint, cached, no longer describes it.
+
+    Notes
+    -----
+    A corpus pickles with its data (``pickle``, ``joblib.dump``, a saved
+    pipeline load anywhere), except when a parallel engine ships it to its
+    workers: inside the task serializers of joblib's loky backend, of Dask
+    (``joblib.parallel_backend("dask")``) and of Ray
+    (``joblib.parallel_backend("ray")``) it travels as a reference, its
+    fingerprint and a folder. The folder,
+    ``<feature cache root>/corpora/<fingerprint>/`` (see
+    :func:`~pllm_sk.features.default_cache_dir`), is written once, by the first
+    such pickle; each worker process reads it once (the rewards memory-mapped)
+    and keeps the corpus for its later tasks. The reference is used when the
+    workers can read that folder: always for loky; for Dask when the scheduler
+    runs on this machine; for Ray when every node is this machine. On a cluster
+    of several machines set ``$PLLM_SK_CACHE_DIR`` to a folder that every machine
+    mounts at the same path and ``$PLLM_SK_CORPUS_REFERENCE=always``; ``never``
+    sends the data with every task. When the folder cannot be written, the data
+    travels with a ``RuntimeWarning``.
 
     See Also
     --------
@@ -127,6 +179,32 @@ class Corpus:
         # non-estimator parameters in every CV fold, and copying ~100k texts per
         # fold would cost more than the fit. Copies share the arrays.
         return self
+
+    @property
+    def fingerprint(self):
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = _content_digest(self)
+        return self.__dict__["_fingerprint"]
+
+    def __reduce_ex__(self, protocol):
+        # A parallel engine's task serializer gets a reference (see Notes); any
+        # other pickle gets the data.
+        engine = shipping_engine()
+        if engine is not None and workers_share_disk(engine):
+            folder = _shared_copy(self)
+            if folder is not None:
+                _remember(self)
+                return _resolve_reference, (self.fingerprint, str(folder))
+        return super().__reduce_ex__(protocol)
+
+    def __getstate__(self):
+        self.fingerprint  # noqa: B018 -- computed once, so that a copy knows it
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with _lock:
+            _loads[state.get("_fingerprint")] += 1
 
     def validate(self):
         """Check shapes, names and values; raise ``ValueError`` naming the problem.
@@ -247,6 +325,157 @@ class Corpus:
         """
         prompt_ids, response_ids = self.check_ids(prompt_ids, response_ids)
         return self.rewards[prompt_ids, response_ids]
+
+
+def _content_digest(corpus):
+    """BLAKE2b-128 of everything a corpus holds, as hex."""
+    digest = hashlib.blake2b(digest_size=16)
+    header = [corpus.name, list(corpus.reward_models), list(corpus.rewards.shape)]
+    digest.update(json.dumps(header).encode("utf-8"))
+    digest.update(np.ascontiguousarray(corpus.rewards, dtype="<f4").tobytes())
+    for values in _text_arrays(corpus).values():
+        lengths, blob = _encode_texts(values)
+        digest.update(lengths.tobytes())
+        digest.update(blob)
+    return digest.hexdigest()
+
+
+def _encode_texts(values):
+    """The texts of an array as (length of each in characters, all of them in UTF-8)."""
+    texts = [str(text) for text in values.ravel().tolist()]
+    lengths = np.fromiter(map(len, texts), dtype="<i8", count=len(texts))
+    return lengths, "".join(texts).encode("utf-8", "surrogatepass")
+
+
+def _decode_texts(lengths, blob, shape):
+    """The inverse of :func:`_encode_texts`: an object array of ``shape``."""
+    joined = bytes(blob).decode("utf-8", "surrogatepass")
+    ends = np.cumsum(lengths).tolist()
+    starts = [0] + ends[:-1]
+    texts = np.empty(len(ends), dtype=object)
+    texts[:] = [joined[start:end] for start, end in zip(starts, ends)]
+    return texts.reshape(shape)
+
+
+def _text_arrays(corpus):
+    names = ("prompts", "responses", "response_models", "split", "subset")
+    return {name: getattr(corpus, name) for name in names}
+
+
+def corpus_loads(fingerprint=None):
+    """How many times this process built a corpus from its data, pickled or shared.
+
+    A corpus resolved from this process's registry is not counted.
+    """
+    with _lock:
+        return sum(_loads.values()) if fingerprint is None else _loads[fingerprint]
+
+
+def shared_folder(fingerprint):
+    """``<feature cache root>/corpora/<fingerprint>``."""
+    from ..features._cache import default_cache_dir
+
+    return default_cache_dir() / SHARED_FOLDER / fingerprint
+
+
+def _remember(corpus):
+    with _lock:
+        _registry[corpus.fingerprint] = corpus
+        _registry.move_to_end(corpus.fingerprint)
+        while len(_registry) > _REGISTRY_SIZE:
+            _registry.popitem(last=False)
+
+
+def _shared_copy(corpus):
+    """The folder of the corpus's shared copy, written now if absent; None if it can't."""
+    folder = shared_folder(corpus.fingerprint)
+    if (folder / _META).is_file():
+        return folder
+    temporary = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.part")
+    try:
+        temporary.mkdir(parents=True)
+        np.save(temporary / "rewards.npy", np.ascontiguousarray(corpus.rewards))
+        arrays, shapes = {}, {}
+        for name, values in _text_arrays(corpus).items():
+            lengths, blob = _encode_texts(values)
+            arrays[f"{name}_lengths"] = lengths
+            arrays[f"{name}_utf8"] = np.frombuffer(blob, dtype=np.uint8)
+            shapes[name] = list(values.shape)
+        np.savez(temporary / "texts.npz", **arrays)
+        meta = dict(
+            reward_models=list(corpus.reward_models), name=corpus.name, shapes=shapes
+        )
+        # Written last: its presence says the copy is whole.
+        (temporary / _META).write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.replace(temporary, folder)
+        except OSError:
+            if (folder / _META).is_file():  # another writer's copy: as good
+                return folder
+            # A folder without its meta file was never renamed into place whole:
+            # debris of another format or of a damaged disk. Replaced.
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(temporary, folder)
+        return folder
+    except OSError as exc:
+        if corpus.fingerprint not in _unwritable:
+            _unwritable.add(corpus.fingerprint)
+            warnings.warn(
+                f"Could not write the shared copy of corpus {corpus.name!r} to "
+                f"{folder} ({exc.strerror or exc}); its data travels with every task. "
+                f"Set $PLLM_SK_CACHE_DIR to a writable folder, or {REFERENCE_ENV}=never "
+                "to silence this.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _resolve_reference(fingerprint, folder):
+    """The corpus of a reference: from this process's registry, else from ``folder``.
+
+    The lock is held throughout, so that the threads of one worker read the folder
+    once between them.
+    """
+    with _lock:
+        corpus = _registry.get(fingerprint)
+        if corpus is None:
+            corpus = _read_shared_copy(fingerprint, Path(folder))
+            _loads[fingerprint] += 1
+        _remember(corpus)
+        return corpus
+
+
+def _read_shared_copy(fingerprint, folder):
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        rewards = np.load(folder / "rewards.npy", mmap_mode="r", allow_pickle=False)
+        with np.load(folder / "texts.npz", allow_pickle=False) as arrays:
+            texts = {
+                name: _decode_texts(
+                    arrays[f"{name}_lengths"], arrays[f"{name}_utf8"], shape
+                )
+                for name, shape in meta["shapes"].items()
+            }
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"This worker cannot read the shared copy of corpus {fingerprint} at "
+            f"{folder}. On a cluster of several machines, set $PLLM_SK_CACHE_DIR to a "
+            f"folder that every machine mounts at the same path, or {REFERENCE_ENV}="
+            "never to send the corpus with every task."
+        ) from None
+    corpus = Corpus(
+        texts.pop("prompts"),
+        texts.pop("responses"),
+        rewards,
+        reward_models=meta["reward_models"],
+        name=meta["name"],
+        **texts,
+    )
+    corpus.__dict__["_fingerprint"] = fingerprint
+    return corpus
 
 
 def _as_id_array(values, name, upper):

@@ -9,7 +9,9 @@ or none; every writer writes its own shards, so concurrent writers never share a
 file. A shard whose header, size or checksum is wrong is removed with a warning and
 its entries are computed again. Compaction merges a namespace's shards into one new
 shard before deleting the old ones, so at every moment the shards on disk cover
-every entry written.
+every entry written. The folder ``<root>/corpora/`` is not a namespace: it holds
+the corpora shipped to parallel workers by reference (see
+:class:`~pllm_sk.datasets.Corpus`).
 """
 
 import hashlib
@@ -26,6 +28,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..datasets._corpus import SHARED_FOLDER
 
 __all__ = ["CACHE_DIR_ENV", "FeatureCache", "default_cache_dir"]
 
@@ -266,16 +270,7 @@ class FeatureCache:
             was computed.
         """
         texts = list(texts)
-        keys = self.text_keys(texts)
-        _, first, inverse = np.unique(
-            keys[:, 0], return_index=True, return_inverse=True
-        )
-        unique_keys = keys[first]
-        if not np.array_equal(unique_keys[inverse, 1], keys[:, 1]):
-            raise RuntimeError(
-                "Two different texts share the first 64 bits of their 128-bit key; "
-                "pass them to get_or_compute in separate calls."
-            )
+        unique_keys, first, inverse = _distinct_keys(texts)
         vectors, found = self.lookup(identity, unique_keys)
         missing = np.flatnonzero(~found)
         for start in range(0, missing.size, chunk_size):
@@ -304,6 +299,27 @@ class FeatureCache:
         if vectors is None:  # no texts at all
             return np.zeros((0, 0), dtype=_DTYPE)
         return vectors[inverse]
+
+    def missing(self, identity, texts):
+        """The distinct texts of ``texts`` not cached under ``identity``.
+
+        In the order in which :meth:`get_or_compute` would compute them, so that
+        computing them in chunks of ``chunk_size`` elsewhere (on other workers)
+        gives the same chunks as a serial :meth:`get_or_compute`.
+
+        Parameters
+        ----------
+        identity : dict
+        texts : sequence of str
+
+        Returns
+        -------
+        missing : list of str
+        """
+        texts = list(texts)
+        unique_keys, first, _ = _distinct_keys(texts)
+        _, found = self.lookup(identity, unique_keys)
+        return [texts[i] for i in first[~found]]
 
     def compact(self, identity):
         """Merge the shards of ``identity`` into one, dropping duplicate keys."""
@@ -336,6 +352,8 @@ class FeatureCache:
             return []
         rows = []
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if folder.name == SHARED_FOLDER:  # corpora shipped to workers, not vectors
+                continue
             try:
                 identity = json.loads((folder / "identity.json").read_text("utf-8"))
             except (OSError, ValueError):
@@ -561,6 +579,19 @@ def _remove(path):
         os.remove(path)
     except OSError:  # already gone, or held open on Windows: harmless either way
         pass
+
+
+def _distinct_keys(texts):
+    """Keys of the distinct texts (sorted), first position of each, inverse map."""
+    keys = FeatureCache.text_keys(texts)
+    _, first, inverse = np.unique(keys[:, 0], return_index=True, return_inverse=True)
+    unique_keys = keys[first]
+    if not np.array_equal(unique_keys[inverse, 1], keys[:, 1]):
+        raise RuntimeError(
+            "Two different texts share the first 64 bits of their 128-bit key; "
+            "pass them to get_or_compute in separate calls."
+        )
+    return unique_keys, first, inverse
 
 
 def _check_keys(keys):

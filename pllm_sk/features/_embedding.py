@@ -147,6 +147,7 @@ class TextEmbedder(BaseModelTransformer):
         device="auto",
         dtype="auto",
         cache=True,
+        n_jobs=None,
         verbose=1,
     ):
         self.model = model
@@ -159,6 +160,7 @@ class TextEmbedder(BaseModelTransformer):
         self.device = device
         self.dtype = dtype
         self.cache = cache
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     def fit(self, X=None, y=None):

@@ -4,6 +4,7 @@ torch, transformers and huggingface_hub are imported inside the functions, so th
 ``import pllm_sk.features`` stays fast.
 """
 
+import copy
 import functools
 import hashlib
 import json
@@ -12,10 +13,13 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
 from ..utils._device import resolve_device, resolve_dtype
+from ..utils._parallel import claim_gpu
 from ..utils._param_validation import Interval, StrOptions, validate_params
 from ._cache import FeatureCache
 
@@ -54,7 +58,8 @@ class BaseModelTransformer(TransformerMixin, BaseEstimator):
     """What :class:`TextEmbedder` and :class:`RewardModelScorer` share.
 
     The parameters common to both (``model``, ``tokenizer``, ``revision``,
-    ``max_length``, ``batch_size``, ``device``, ``dtype``, ``cache``, ``verbose``),
+    ``max_length``, ``batch_size``, ``device``, ``dtype``, ``cache``, ``n_jobs``,
+    ``verbose``),
     their constraints, where the model runs and how its outputs are cached. A
     subclass's ``fit`` calls :meth:`_fit_model`, which validates the parameters and
     sets ``device_``, ``dtype_`` and ``cache_``, then sets ``identity_`` with
@@ -78,6 +83,7 @@ class BaseModelTransformer(TransformerMixin, BaseEstimator):
         "dtype": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
         "cache": ["boolean", None, str, os.PathLike, FeatureCache],
         "verbose": ["verbose"],
+        "n_jobs": [None, Integral],
     }
 
     def _fit_model(self):
@@ -100,14 +106,58 @@ class BaseModelTransformer(TransformerMixin, BaseEstimator):
         }
 
     def _through_cache(self, texts, compute, min_chunk_size):
-        """``compute(texts)``, through the cache when there is one."""
+        """``compute(texts)``, through the cache when there is one.
+
+        With more than one joblib worker (``n_jobs``, or the engine of a
+        ``joblib.parallel_backend`` block), the texts missing from the cache are
+        computed in chunks on the workers (see :func:`_compute_chunk`).
+        """
+        chunk_size = max(min_chunk_size, self.batch_size)
+        if effective_n_jobs(self.n_jobs) > 1:
+            return self._sharded(texts, compute.__name__, chunk_size)
         if self.cache_ is None:
             return compute(texts)
         return self.cache_.get_or_compute(
-            self.identity_,
-            texts,
-            compute,
-            chunk_size=max(min_chunk_size, self.batch_size),
+            self.identity_, texts, compute, chunk_size=chunk_size
+        )
+
+    def _sharded(self, texts, method, chunk_size):
+        """Vectors of ``texts``, the missing ones computed in chunks on the workers.
+
+        The chunks are those of a serial ``get_or_compute`` (same texts, same
+        order). Each worker stores its chunk in the cache as soon as it is
+        computed and also returns it: texts the workers stored in a folder this
+        process does not see are stored here.
+        """
+        if self.cache_ is None:
+            missing = list(dict.fromkeys(texts))
+        else:
+            missing = self.cache_.missing(self.identity_, texts)
+        chunks = [
+            missing[start : start + chunk_size]
+            for start in range(0, len(missing), chunk_size)
+        ]
+        computed = Parallel(n_jobs=self.n_jobs)(
+            delayed(_compute_chunk)(self, method, chunk, chunk_size)
+            for chunk in chunks
+        )
+        by_text = {
+            text: vector
+            for chunk, vectors in zip(chunks, computed)
+            for text, vector in zip(chunk, vectors)
+        }
+
+        def lookup(batch):
+            # Texts another process removed from the cache meanwhile: computed here.
+            absent = [text for text in batch if text not in by_text]
+            if absent:
+                by_text.update(zip(absent, getattr(self, method)(absent)))
+            return np.stack([by_text[text] for text in batch])
+
+        if self.cache_ is None:
+            return lookup(texts) if texts else np.zeros((0, 0), dtype=np.float32)
+        return self.cache_.get_or_compute(
+            self.identity_, texts, lookup, chunk_size=max(len(missing), 1)
         )
 
     def _batches(self, sequences, desc):
@@ -141,6 +191,28 @@ class BaseModelTransformer(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.requires_fit = True
         return tags
+
+
+def _compute_chunk(transformer, method, texts, chunk_size):
+    """On a worker: ``transformer.<method>(texts)``, stored in the cache when done.
+
+    With ``device="auto"`` the worker picks its own device (the GPU its engine
+    gave it, or one of several that it claims); the dtype, part of the cache
+    identity, stays the one resolved in ``fit``.
+    """
+    if transformer.device == "auto":
+        device = str(resolve_device("auto"))
+        device = claim_gpu() if device == "cuda" else device
+        if device != transformer.device_:
+            # A copy: under the threading backend the tasks share the object.
+            transformer = copy.copy(transformer)
+            transformer.device_, transformer._loaded = device, None
+    compute = getattr(transformer, method)
+    if transformer.cache_ is None:
+        return compute(texts)
+    return transformer.cache_.get_or_compute(
+        transformer.identity_, texts, compute, chunk_size=chunk_size
+    )
 
 
 class ModelSource:

