@@ -6,10 +6,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
-from sklearn.pipeline import make_pipeline
 
-from pllm_sk.baselines import PopulationRanker
-from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -22,32 +19,33 @@ def test_readme_example_runs(capsys):
     assert "GridSearchCV(" in example
     namespace = {}
     exec(compile(example, str(README), "exec"), namespace)
-    printed = capsys.readouterr().out.strip()
-    search, data = namespace["search"], namespace["data"]
-    # It prints the best shrinkage and the gap it closes, rounded.
-    match = re.fullmatch(r"\{'peruserranker__shrinkage': (\S+)\} (\S+)", printed)
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    pipe, methods, data = namespace["pipe"], namespace["methods"], namespace["data"]
+    # It prints the best method and the gap it closes, rounded.
+    match = re.fullmatch(r"(\w+)\(.*\) (\S+)", printed)
     assert match, printed
-    best_params = {"peruserranker__shrinkage": float(match[1])}
-    # The printed score is the gap closed by those parameters on the same folds,
-    # recomputed here without the search.
+    # Each method's gap closed, recomputed here without the search, on the same folds.
     cv = ColdStartSplit(3, n_support=3, random_state=0)
     scorer = make_personal_scorer(data.oracle, "gap_closed")
-    gap_closed = cross_val_score(
-        clone(namespace["pipe"]).set_params(**best_params),
-        data.X,
-        data.y,
-        cv=cv,
-        scoring=scorer,
-    )
-    assert float(match[2]) == round(gap_closed.mean(), 3)
-    # Per-user weights from 3 support prompts close far more of the gap than the
-    # population weights alone (measured: 0.778 against 0.068).
-    population = cross_val_score(
-        make_pipeline(RewardFeatures(namespace["corpus"]), PopulationRanker()),
-        data.X,
-        data.y,
-        cv=cv,
-        scoring=scorer,
-    )
-    assert gap_closed.mean() > population.mean() + 0.5
-    assert np.isfinite(search.cv_results_["mean_test_gap_closed"]).all()
+    gap_closed = {
+        type(method).__name__: cross_val_score(
+            clone(pipe).set_params(ranker=method), data.X, data.y, cv=cv, scoring=scorer
+        ).mean()
+        for method in methods
+    }
+    best = max(gap_closed, key=gap_closed.get)
+    assert match[1] == best
+    assert float(match[2]) == round(gap_closed[best], 3)
+    # Learning across users beats both the population and each user alone.
+    assert gap_closed[best] > gap_closed["PopulationRanker"] + 0.5
+    assert gap_closed[best] > gap_closed["PerUserRanker"]
+    assert np.isfinite(namespace["search"].cv_results_["mean_test_top1"]).all()
+
+    # The successive-halving block runs on from there, spending max_iter, not rows.
+    text = text.split("\n### Successive halving", 1)[1]
+    halving = re.search(r"```python\n(.*?)```", text, flags=re.DOTALL)[1]
+    exec(compile(halving, str(README), "exec"), namespace)
+    search = namespace["halving"]
+    # Three candidates at max_iter=10, the best one at 30; rows never subsampled.
+    assert search.n_resources_ == [10, 30]
+    assert search.cv_results_["n_resources"].tolist() == [10, 10, 10, 30]

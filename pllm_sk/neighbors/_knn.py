@@ -567,9 +567,11 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         group, level = structure.group_of_row, structure.level
         n_groups = structure.group_user.size
         own = row_candidate >= 0
-        utility = np.einsum(
-            "nf,nf->n", items[own], self.neighbor_coef_[row_candidate[own]]
-        )
+        # Feature by feature: each gathers from a small table, not (rows x features).
+        candidate = row_candidate[own]
+        utility = np.zeros(candidate.size)
+        for column, coef in zip((items if own.all() else items[own]).T, self.neighbor_coef_.T):
+            utility += column * coef[candidate]
         spread = np.zeros(n_groups)
         low = np.full(n_groups, np.inf)
         np.minimum.at(low, group[own], utility)

@@ -431,14 +431,19 @@ def _newton_gaussian(
     margin = np.einsum("gpd,gcd->gcp", block, coef)
     data_loss = _softplus_sum(margin, block_weight)
     loss = weight * data_loss + _penalty(coef - prior_mean, precision)
-    # With several components, the pairs' outer products are shared by all of them.
+    # With several components, the pairs' outer products are shared by all of them;
+    # with one, the Hessians are built in float32 from this copy.
     outer = _outer_products(block) if n_components > 1 else None
+    block32 = block.astype(np.float32) if outer is None else None
     active = np.arange(block.shape[0])
     for _ in range(max_iter):
-        rows = block[active]
+        # Groups that converged leave; while none has, the block is used as it is.
+        everyone = active.size == block.shape[0]
+        rows = block if everyone else block[active]
         step, decrement = _newton_step(
             rows,
             None if outer is None else outer[active],
+            None if block32 is None else block32 if everyone else block32[active],
             margin[active],
             coef[active] - prior_mean,
             precision,
@@ -447,14 +452,12 @@ def _newton_gaussian(
         )
         converged = (decrement / 2.0 <= tol * (1.0 + np.abs(loss[active]))).all(axis=1)
         keep = ~converged
-        active, rows, step, decrement = (
-            active[keep], rows[keep], step[keep], decrement[keep]
-        )
-        if active.size == 0:
+        if not keep.any():
             break
         # Along the step, margins move linearly and the penalty is a parabola.
+        delta = np.einsum("gpd,gcd->gcp", rows, step)[keep]
+        active, step, decrement = active[keep], step[keep], decrement[keep]
         old_margin, old_loss = margin[active], loss[active]
-        delta = np.einsum("gpd,gcd->gcp", rows, step)
         linear = np.einsum("gcd,cde,gce->gc", coef[active] - prior_mean, precision, step)
         quadratic = 0.5 * np.einsum("gcd,cde,gce->gc", step, precision, step)
         old_penalty = old_loss - weight * data_loss[active]
@@ -481,7 +484,7 @@ def _newton_gaussian(
         coef[active] -= size[..., np.newaxis] * step
         margin[active] = old_margin - size[..., np.newaxis] * delta
         loss[active], data_loss[active] = new_loss, new_data
-    hessian = _data_hessian(block, outer, _curvature(margin, weight, block_weight))
+    hessian = _data_hessian(block32, outer, _curvature(margin, weight, block_weight))
     _, hessian_logdet = np.linalg.slogdet(hessian + precision)
     return coef, loss, hessian_logdet
 
@@ -505,28 +508,29 @@ def _outer_products(block):
     )
 
 
-def _data_hessian(block, outer, curvature):
+def _data_hessian(block32, outer, curvature):
     """``sum_pairs curvature * d d^T`` per group and component.
 
-    With one component, in float32: the Hessian only sets the Newton direction
-    (the gradient and the loss, which decide convergence, stay in float64), and
-    float32 products cost half as much.
+    With several components, from the pairs' outer products ``outer``; with one,
+    from the float32 ``block32``: the Hessian only sets the Newton direction (the
+    gradient and the loss, which decide convergence, stay in float64), and float32
+    products cost half as much.
     """
-    n_batch, _, d = block.shape
     if outer is not None:
+        n_batch, _, d_squared = outer.shape
+        d = int(round(d_squared**0.5))
         return np.matmul(curvature, outer).reshape(n_batch, -1, d, d)
-    scaled = block.astype(np.float32)
-    scaled *= np.sqrt(curvature[:, 0], dtype=np.float32)[:, :, np.newaxis]
+    scaled = block32 * np.sqrt(curvature[:, 0], dtype=np.float32)[:, :, np.newaxis]
     return np.matmul(scaled.transpose(0, 2, 1), scaled)[:, np.newaxis].astype(np.float64)
 
 
-def _newton_step(block, outer, margin, shift, precision, weight, pair_weight):
+def _newton_step(block, outer, block32, margin, shift, precision, weight, pair_weight):
     """Newton step and decrement of a batch."""
     p_loser = expit(-margin)
     weighted = p_loser if pair_weight is None else p_loser * pair_weight
     gradient = -weight * np.einsum("gcp,gpd->gcd", weighted, block) + np.einsum(
         "cde,gce->gcd", precision, shift
     )
-    hessian = _data_hessian(block, outer, weight * weighted * (1.0 - p_loser))
+    hessian = _data_hessian(block32, outer, weight * weighted * (1.0 - p_loser))
     step = np.linalg.solve(hessian + precision, gradient[..., np.newaxis])[..., 0]
     return step, np.einsum("gcd,gcd->gc", gradient, step)

@@ -282,8 +282,14 @@ def pooled_differences(ids, items, structure):
 
 
 def float32_differences(vectors, winners, losers):
-    """``vectors[winners] - vectors[losers]`` in float32, without float64 temporaries."""
-    differences = vectors[winners].astype(np.float32)
+    """``vectors[winners] - vectors[losers]`` in float32, without float64 temporaries.
+
+    The vectors are rounded to float32 once, then the pairs gathered and subtracted
+    in float32: for float32 features (every feature step's output) this is the
+    exact difference rounded once, at half the memory traffic of float64.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    differences = vectors[winners]
     differences -= vectors[losers]
     return differences
 
