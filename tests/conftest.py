@@ -1,16 +1,10 @@
 """Shared fixtures: small corpora, users and feedback built in the tests."""
 
-import os
+import numpy as np
+import pytest
 
-# Model or dataset loads by hub name must fail fast here, never retry for minutes.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from pllm_sk.datasets import RESPONSE_MODELS, REWARD_MODELS, Corpus  # noqa: E402
-from pllm_sk.simulation import sample_users, simulate_feedback  # noqa: E402
+from pllm_sk.datasets import RESPONSE_MODELS, REWARD_MODELS, Corpus
+from pllm_sk.simulation import sample_users, simulate_feedback
 
 
 @pytest.fixture(params=[0])
