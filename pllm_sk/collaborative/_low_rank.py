@@ -16,7 +16,7 @@ from ..utils._calibration import (
     TEMPERATURES,
     best_temperature,
     calibration_split,
-    temperature_scores,
+    log_likelihood_scores,
 )
 from ..utils._comparisons import (
     UserComparisons,
@@ -30,8 +30,11 @@ from ..utils._param_validation import Interval, StrOptions
 
 __all__ = ["LowRankRanker"]
 
-# Users sampled for temperature="auto".
-_CALIBRATION_USERS = 200
+# Users sampled for temperature="auto", and held-out prompts per user at most.
+_CALIBRATION_USERS = 160
+_HELD_OUT_PROMPTS = 10
+# Candidate numbers of prior components of n_components="auto".
+N_COMPONENTS = (16, 32)
 
 
 @fill_docstring
@@ -167,7 +170,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
 
     _parameter_constraints = {
         "rank": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_components": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "temperature": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
         "user_l2": [Interval(numbers.Real, 0, None, closed="neither")],
         "basis_l2": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -183,7 +186,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
         self,
         rank=10,
         *,
-        n_components=16,
+        n_components="auto",
         temperature="auto",
         user_l2=0.01,
         basis_l2=1.0,
@@ -280,10 +283,12 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
 
         del differences
         n_prompts = np.bincount(structure.group_user, minlength=users.size)
-        prior_users = self._fit_prior(self.user_factors_, n_prompts, pair_user, rng)
+        prior_users = self._prior_users(n_prompts, pair_user)
         self._store = self._user_comparisons(ids, items, structure)
         self.users_ = self._store.users
-        self.temperature_ = self._calibrate_temperature(users[prior_users], rng)
+        self.temperature_ = self._calibrate_prior(
+            self.user_factors_[prior_users], users[prior_users], rng
+        )
 
     def _predict(self, ids, features):
         item_vectors = self._item_vectors(
@@ -439,25 +444,29 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
                 break
         return embedding, loss
 
-    def _fit_prior(self, factors, n_prompts, pair_user, rng):
-        """Fit the mixture prior; returns the mask of the users that shaped it."""
+    def _prior_users(self, n_prompts, pair_user):
+        """Mask of the users that shape the prior (see ``min_prior_prompts``)."""
         has_comparisons = np.bincount(pair_user, minlength=n_prompts.size) > 0
         prior_users = has_comparisons & (n_prompts >= self.min_prior_prompts)
         if prior_users.sum() < 2:
             prior_users = has_comparisons
-        sample = factors[prior_users]
-        n_components = min(int(self.n_components), sample.shape[0])
+        return prior_users
+
+    def _fit_prior(self, sample, n_components, rng):
+        """Fit the mixture prior to the factors ``sample`` (in place)."""
         if sample.shape[0] < 2:
             # One user: the L2 penalty's own Gaussian around that user's factor.
-            self.prior_weights_ = np.ones(1)
-            self.prior_means_ = sample.copy()
-            self.prior_covariances_ = (
-                np.eye(self.rank_) / (2.0 * self.user_l2)
-            )[np.newaxis]
+            self._set_prior_state(
+                (
+                    np.ones(1),
+                    sample.copy(),
+                    (np.eye(self.rank_) / (2.0 * self.user_l2))[np.newaxis],
+                )
+            )
         else:
             scale = float(np.var(sample, axis=0).mean())
             mixture = GaussianMixture(
-                n_components,
+                min(n_components, sample.shape[0]),
                 covariance_type="full",
                 reg_covar=1e-3 * scale + 1e-9,
                 random_state=rng,
@@ -465,14 +474,9 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             # Rank-by-rank triangular solves: BLAS threads only add overhead.
             with threadpool_limits(limits=1, user_api="blas"):
                 mixture.fit(sample)
-            self.prior_weights_ = mixture.weights_
-            self.prior_means_ = mixture.means_
-            self.prior_covariances_ = mixture.covariances_
-        self.n_components_ = self.prior_weights_.size
-        self._prior_precisions = np.linalg.inv(self.prior_covariances_)
-        self.population_factor_ = self.prior_weights_ @ self.prior_means_
-        self.population_coef_ = self.basis_.T @ self.population_factor_
-        return prior_users
+            self._set_prior_state(
+                (mixture.weights_, mixture.means_, mixture.covariances_)
+            )
 
     # ------------------------------------------------------------------- fold-in
 
@@ -486,13 +490,30 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             self.temperature_,
         )[0]
 
-    def _posterior_factors(self, vectors, groups, n_groups, temperature, start=None):
+    def _posterior_factors(
+        self, vectors, groups, n_groups, temperature, start=None, sample_weight=None
+    ):
         """Posterior-mean factors, and the per-component MAP factors.
 
         Returns
         -------
         factors : ndarray of shape (n_groups, rank_)
         component_factors : ndarray of shape (n_groups, n_components_, rank_)
+        """
+        coef, posterior = self._component_posteriors(
+            vectors, groups, n_groups, temperature, start, sample_weight
+        )
+        return np.einsum("gc,gcr->gr", posterior, coef), coef
+
+    def _component_posteriors(
+        self, vectors, groups, n_groups, temperature, start=None, sample_weight=None
+    ):
+        """Per-component MAP factors and each component's posterior probability.
+
+        Returns
+        -------
+        component_factors : ndarray of shape (n_groups, n_components_, rank_)
+        posterior : ndarray of shape (n_groups, n_components_)
         """
         coef, log_evidence = fit_bradley_terry(
             vectors,
@@ -501,39 +522,126 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             prior_mean=self.prior_means_,
             prior_precision=self._prior_precisions,
             weight=1.0 / temperature,
+            sample_weight=sample_weight,
             start=start,
             return_log_evidence=True,
         )
         log_posterior = np.log(self.prior_weights_) + log_evidence
         posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
         posterior /= posterior.sum(axis=1, keepdims=True)
-        return np.einsum("gc,gcr->gr", posterior, coef), coef
+        return coef, posterior
 
-    def _calibrate_temperature(self, prior_user_ids, rng):
-        if self.temperature != "auto":
-            return float(self.temperature)
-        positions, support, held_out = calibration_split(
-            self._store, self._store.positions(prior_user_ids)[0], rng, _CALIBRATION_USERS
-        )
-        if positions.size == 0:
-            return 1.0
-        vectors = self._store.columns["vector"]
-        factors = np.empty((positions.size, TEMPERATURES.size, self.rank_))
-        start = None
-        # From the softest temperature down, each fold-in starting where the last ended.
-        for t in range(TEMPERATURES.size - 1, -1, -1):
-            factors[:, t], start = self._posterior_factors(
-                vectors[support[0]], support[1], positions.size, TEMPERATURES[t], start
+    def _calibrate_prior(self, sample, prior_user_ids, rng):
+        """Fit the prior and choose ``n_components_`` and ``temperature_``.
+
+        With ``"auto"``, sampled prior users reveal a few prompts; their held-out
+        comparisons (whose winner is the prompt's top choice) are scored by the
+        posterior predictive probability of the fold-in (see
+        :func:`_laplace_predictive`). Each candidate number of components gets its
+        own mixture, fitted to ``sample``, and is scored at every second
+        temperature of ``TEMPERATURES``; the best pair wins, and its temperature is
+        then refined between its neighbours on the full grid (see
+        :func:`~pllm_sk.utils._calibration.best_temperature`).
+
+        Returns
+        -------
+        temperature : float
+        """
+        if self.n_components == "auto":
+            candidates = [k for k in N_COMPONENTS if k <= sample.shape[0]]
+            candidates = candidates or [sample.shape[0]]
+        else:
+            candidates = [min(int(self.n_components), sample.shape[0])]
+        tune = self.temperature == "auto"
+        if len(candidates) > 1 or tune:
+            positions, support, held_out = calibration_split(
+                self._store,
+                self._store.positions(prior_user_ids)[0],
+                rng,
+                _CALIBRATION_USERS,
+                n_held_out=_HELD_OUT_PROMPTS,
             )
+        if (len(candidates) == 1 and not tune) or positions.size == 0:
+            self._fit_prior(sample, candidates[-1], rng)
+            return 1.0 if tune else float(self.temperature)
+
+        vectors = self._store.columns["vector"]
+        support_vectors = vectors[support[0]].astype(np.float64)
         rows, owner = held_out
         is_top = self._store.columns["top"][rows]
         rows, owner = rows[is_top], owner[is_top]
-        margins = np.einsum("nr,ntr->nt", vectors[rows], factors[owner])
-        return best_temperature(
-            temperature_scores(
-                margins, self._store.columns["prompt"][rows], owner, positions.size
+        held_out_vectors = vectors[rows].astype(np.float64)
+
+        def score(temperature, start):
+            """Per-user held-out scores at ``temperature``, and the MAP factors."""
+            coef, posterior = self._component_posteriors(
+                support_vectors, support[1], positions.size, temperature, start
             )
-        )
+            probability = _laplace_predictive(
+                held_out_vectors,
+                owner,
+                support_vectors,
+                support[1],
+                coef,
+                posterior,
+                self._prior_precisions,
+                1.0 / temperature,
+            )
+            return log_likelihood_scores(probability[:, None], owner, positions.size), coef
+
+        grid = TEMPERATURES if tune else np.array([float(self.temperature)])
+        n_scored = np.unique(owner).size
+        # The smallest candidate first (the cheapest to fold in), at every second
+        # temperature of the grid from the softest down, each fold-in starting
+        # where the last ended.
+        first = candidates[0]
+        self._fit_prior(sample, first, rng)
+        priors, tables, solutions = {}, {}, {}
+        priors[first] = self._prior_state()
+        tables[first] = np.full((n_scored, grid.size), np.nan)
+        coarse = np.arange(0, grid.size, 2)
+        start = None
+        for index in coarse[::-1]:
+            tables[first][:, [index]], start = score(grid[index], start)
+            solutions[first, index] = start
+        at = coarse[int(np.argmax(tables[first][:, coarse].mean(axis=0)))]
+        # The other candidates at that temperature; the best one is kept.
+        for n_components in candidates:
+            if n_components not in priors:
+                self._fit_prior(sample, n_components, rng)
+                priors[n_components] = self._prior_state()
+                tables[n_components] = np.full((n_scored, grid.size), np.nan)
+                tables[n_components][:, [at]], solutions[n_components, at] = score(
+                    grid[at], None
+                )
+        chosen = max(candidates, key=lambda k: tables[k][:, at].mean())
+        self._set_prior_state(priors[chosen])
+        if not tune:
+            return float(self.temperature)
+        # Climb the full grid from there while a neighbour scores better.
+        table = tables[chosen]
+        while True:
+            around = [i for i in (at - 1, at + 1) if 0 <= i < grid.size]
+            for index in around:
+                if np.isnan(table[0, index]):
+                    table[:, [index]], solutions[chosen, index] = score(
+                        grid[index], solutions[chosen, at]
+                    )
+            step = max(around, key=lambda i: table[:, i].mean())
+            if table[:, step].mean() <= table[:, at].mean():
+                return best_temperature(table)
+            at = step
+
+    def _prior_state(self):
+        return (self.prior_weights_, self.prior_means_, self.prior_covariances_)
+
+    def _set_prior_state(self, state):
+        """Set the mixture prior (weights, means, covariances) and what follows."""
+        self.prior_weights_, self.prior_means_, self.prior_covariances_ = state
+        self.n_components_ = self.prior_weights_.size
+        self._prior_precisions = np.linalg.inv(self.prior_covariances_)
+        self.population_factor_ = self.prior_weights_ @ self.prior_means_
+        self.population_coef_ = self.basis_.T @ self.population_factor_
 
     # ------------------------------------------------------------------- helpers
 
@@ -559,6 +667,72 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             structure,
             vector=float32_differences(vectors, structure.winners, structure.losers),
         )
+
+
+def _laplace_predictive(
+    vectors, owner, support_vectors, support_owner, coef, posterior, prior_precisions,
+    weight,
+):
+    """Posterior predictive probability of comparisons under the Laplace mixture.
+
+    Each user's posterior is approximated per prior component ``c`` by a Gaussian
+    at the component's MAP factor ``u_c`` with precision ``H_c = P_c + weight *
+    sum_support s (1 - s) v v^T`` (the prior precision plus the tempered
+    Bradley-Terry curvature), and the components are weighted by their posterior
+    probabilities. A comparison ``v`` is then won with probability
+    ``sum_c pi_c sigmoid(u_c . v / sqrt(1 + pi / 8 * v' H_c^-1 v))`` (the probit
+    approximation of the logistic-Gaussian integral), which keeps the uncertainty
+    of a user with few comparisons that the plug-in ``sigmoid(u . v)`` ignores.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_comparisons, rank)
+    owner : ndarray of int64, sorted
+        User (group) of each comparison.
+    support_vectors : ndarray of shape (n_support, rank)
+    support_owner : ndarray of int64
+        User of each support comparison.
+    coef : ndarray of shape (n_users, n_components, rank)
+        MAP factor per user and component, on the support comparisons.
+    posterior : ndarray of shape (n_users, n_components)
+    prior_precisions : ndarray of shape (n_components, rank, rank)
+    weight : float
+        ``1 / temperature``.
+
+    Returns
+    -------
+    probability : ndarray of shape (n_comparisons,)
+    """
+    n_users, n_components, rank = coef.shape
+    support, _ = _padded(support_vectors, support_owner, n_users)
+    margin = np.matmul(support[:, np.newaxis], coef[:, :, :, np.newaxis])[..., 0]
+    # Padded rows are zero vectors: their curvature adds nothing.
+    curvature = weight * expit(margin) * expit(-margin)  # (users, components, pad)
+    transposed = support.transpose(0, 2, 1)[:, np.newaxis]
+    precision = np.matmul(transposed * curvature[:, :, np.newaxis], support[:, np.newaxis])
+    covariance = np.linalg.inv(precision + prior_precisions)
+    padded, slot = _padded(vectors, owner, n_users)
+    spread = np.matmul(covariance, padded.transpose(0, 2, 1)[:, np.newaxis])
+    variance = np.einsum("gcrn,gnr->gnc", spread, padded)
+    mean = np.einsum("gnr,gcr->gnc", padded, coef)
+    probability = expit(mean / np.sqrt(1.0 + np.pi / 8.0 * variance))
+    return np.einsum("gnc,gc->gn", probability, posterior)[owner, slot]
+
+
+def _padded(values, owner, n_users):
+    """Rows of ``values`` grouped by their sorted ``owner``, zero-padded.
+
+    Returns
+    -------
+    padded : ndarray of shape (n_users, n_pad, n_columns)
+    slot : ndarray of int64
+        Position of each row within its owner's block.
+    """
+    bounds = np.searchsorted(owner, np.arange(n_users + 1))
+    slot = np.arange(owner.size) - bounds[owner]
+    padded = np.zeros((n_users, int(slot.max(initial=-1)) + 1, values.shape[1]))
+    padded[owner, slot] = values
+    return padded, slot
 
 
 def _pair_vectors(differences, basis, embedding, pair_items):

@@ -34,6 +34,11 @@ __all__ = ["MetaRewardHead"]
 
 # Support comparisons per forward pass at predict time; bounds the memory.
 _PREDICT_PAIRS = 1 << 15
+# Log sharpness and log scale tried for the encoder's starting point, on the
+# episodes of this many training users with at most this many query prompts.
+_ENCODER_GRID = np.log(2.0) * np.arange(-2, 7)
+_CALIBRATION_USERS = 128
+_CALIBRATION_QUERY = 5
 
 
 @fill_docstring
@@ -361,7 +366,7 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
             self._items[columns["winner"][pairs]] - self._items[columns["loser"][pairs]]
         )
         coef = fit_bradley_terry(
-            differences.astype(np.float64), owner, most.size, l2=1.0
+            differences.astype(np.float64), owner, most.size, l2=0.01
         )
         coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-12)
         positions = torch.from_numpy(np.resize(coef, (self.n_prototypes, n_components)))
@@ -390,12 +395,16 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     def _meta_train(self, module, rng, device):
         """Episodic meta-training with early stopping on held-out users (in place)."""
         groups = self._store.prompt_groups()
-        trainable = np.flatnonzero(np.diff(groups[1]) > 0)
-        n_validation = int(np.ceil(self.validation_fraction * trainable.size))
-        if n_validation >= trainable.size:
+        n_groups = np.diff(groups[1])
+        trainable = np.flatnonzero(n_groups > 0)
+        # Held-out users adapt on a support and are scored on a query: a user with
+        # one prompt would score the prior alone, and a noisy early stop.
+        adaptable = np.flatnonzero(n_groups > 1)
+        n_validation = int(np.ceil(self.validation_fraction * adaptable.size))
+        if n_validation >= adaptable.size:
             n_validation = 0
-        shuffled = rng.permutation(trainable)
-        validation, train = np.sort(shuffled[:n_validation]), shuffled[n_validation:]
+        validation = np.sort(rng.permutation(adaptable)[:n_validation])
+        train = rng.permutation(np.setdiff1d(trainable, validation))
         episode_loss = _EpisodeLoss(module, self._store, self._items, device)
 
         def episodes(users):
@@ -414,6 +423,19 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
             )
             if batch.size
         ]
+        if isinstance(module.adapter, ParticleEncoder):
+            sample = train[n_groups[train] > 1][:_CALIBRATION_USERS]
+            if sample.size:
+                sample_episodes = draw_episodes(
+                    groups,
+                    sample,
+                    rng,
+                    max_support=self.max_support,
+                    max_query=_CALIBRATION_QUERY,
+                )
+                _calibrate_encoder(
+                    module.adapter, lambda: episode_loss(sample.size, sample_episodes)
+                )
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
         max_steps = self.max_steps or np.inf
         self.loss_curve_, self.validation_scores_ = [], []
@@ -533,6 +555,26 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
                     )
                 )
         return torch.cat(vectors), known
+
+
+def _calibrate_encoder(encoder, loss):
+    """Start the encoder's sharpness and scale at the best of a grid (in place).
+
+    The prototypes start at unit-norm preferences; how sharply a comparison
+    selects among them and how large the user vector is are set, before
+    meta-training, to the pair of ``_ENCODER_GRID`` values with the lowest query loss
+    of a sample of training episodes (``loss()``), so that training starts from a
+    calibrated empirical prior instead of travelling there by small steps.
+    """
+    with torch.no_grad():
+        # One at a time (sharpness, then scale, then sharpness again): the loss is
+        # smooth in both, and a full grid costs a forward pass per pair.
+        for parameter in (encoder.log_sharpness, encoder.log_scale, encoder.log_sharpness):
+            losses = []
+            for value in _ENCODER_GRID:
+                parameter.fill_(value)
+                losses.append(loss().item())
+            parameter.fill_(_ENCODER_GRID[int(np.argmin(losses))])
 
 
 def _chunks_by_count(counts, limit=_PREDICT_PAIRS):

@@ -3,6 +3,7 @@
 import numbers
 
 import numpy as np
+from scipy.special import expit
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -12,6 +13,7 @@ from ..utils._calibration import (
     TEMPERATURES,
     best_temperature,
     calibration_split,
+    log_likelihood_scores,
     temperature_scores,
     within_one_standard_error,
 )
@@ -34,8 +36,9 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 _BLOCK_ENTRIES = 1 << 24
 # Candidate shares of item_imputation="auto".
 IMPUTATIONS = np.array([0.0, 0.25, 0.5, 1.0])
-# Users sampled for temperature="auto".
+# Users sampled for temperature="auto", and held-out prompts per user at most.
 _CALIBRATION_USERS = 200
+_HELD_OUT_PROMPTS = 10
 # Users whose neighbours are found together in predict.
 _USERS_PER_CHUNK = 256
 
@@ -627,7 +630,7 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         rng = check_random_state(self.random_state)
         candidates, _ = self._store.positions(self.neighbor_users_)
         positions, support, held_out = calibration_split(
-            self._store, candidates, rng, _CALIBRATION_USERS
+            self._store, candidates, rng, _CALIBRATION_USERS, n_held_out=_HELD_OUT_PROMPTS
         )
         if positions.size == 0:
             return (
@@ -662,7 +665,11 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
 
         if temperature == "auto":
             temperature = best_temperature(
-                temperature_scores(margins(TEMPERATURES), prompts, owner, positions.size)
+                log_likelihood_scores(
+                    self._predictive_probability(top, top_loglik, rows, owner),
+                    owner,
+                    positions.size,
+                )
             )
         if imputation == "auto":
             weights = self._neighbor_weights(top_loglik / float(temperature))
@@ -681,6 +688,40 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
             # The smallest within one SE of the best: the least imputation.
             imputation = IMPUTATIONS[within_one_standard_error(scores).min()]
         return float(temperature), float(imputation)
+
+    def _predictive_probability(self, neighbors, loglik, rows, owner):
+        """Predictive probability of held-out comparisons at each of ``TEMPERATURES``.
+
+        ``sum_v a_uv(T) sigmoid(m_v)``: each neighbour's probability that the winner
+        is chosen, averaged with the neighbours' weights at temperature ``T`` (with
+        the likelihood weights, the posterior over the candidates of the
+        empirical-Bayes model whose prior sample is the candidates).
+
+        Parameters
+        ----------
+        neighbors, loglik : ndarray of shape (n_users, k)
+            From :meth:`_likelihood_neighbors` on the users' support comparisons.
+        rows : ndarray of int64
+            Held-out comparison indices into the store, grouped by user.
+        owner : ndarray of int64, sorted
+            Index into ``neighbors`` of each held-out comparison's user.
+
+        Returns
+        -------
+        probability : ndarray of shape (len(rows), n_temperatures)
+        """
+        weights = np.stack(
+            [self._neighbor_weights(loglik / t) for t in TEMPERATURES], axis=2
+        )
+        coef = self.neighbor_coef_.astype(np.float32)
+        differences = self._store.columns["difference"]
+        bounds = np.searchsorted(owner, np.arange(neighbors.shape[0] + 1))
+        probability = np.empty((rows.size, TEMPERATURES.size))
+        for user, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if stop > start:
+                margin = differences[rows[start:stop]] @ coef[neighbors[user]].T
+                probability[start:stop] = expit(margin) @ weights[user]
+        return probability
 
     # ------------------------------------------------------------------- helpers
 

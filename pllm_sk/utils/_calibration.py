@@ -3,7 +3,13 @@
 The rankers that learn across users calibrate how much one comparison counts as
 evidence about a user (a likelihood temperature) by revealing a few prompts of
 sampled historical users, as a cold-start test user would, and scoring their
-predictions on the held-out prompts.
+predictions on the held-out prompts. A temperature is scored by the held-out
+comparisons' log predictive probability (a proper scoring rule, the cross-validated
+log marginal likelihood of the tempered model): unlike the share of prompts whose
+choice is predicted, it is smooth in the temperature, so the chosen value barely
+moves with the sample of calibration users, and it favours no side of the
+bias-variance trade-off (the 1-SE rule on top-1 accuracy chose the most cautious
+temperature within a noisy band, and pulled one-shot users toward the population).
 """
 
 import numpy as np
@@ -12,6 +18,7 @@ __all__ = [
     "TEMPERATURES",
     "best_temperature",
     "calibration_split",
+    "log_likelihood_scores",
     "temperature_scores",
     "within_one_standard_error",
 ]
@@ -20,10 +27,12 @@ __all__ = [
 # comparisons is divided by T. Below 1 sharpens (choices that the features explain
 # exactly, as on the reward track); above 1 softens (choices that the features only
 # partly explain, and the many correlated pairs that one best/worst choice yields).
-TEMPERATURES = 2.0 ** np.arange(-3, 6)
+TEMPERATURES = 2.0 ** np.arange(-4, 6)
 
-# Support sizes (prompts) cycled over the calibration users.
-_CALIBRATION_SUPPORT = (1, 3, 5, 10)
+# Support sizes (prompts) cycled over the calibration users: the few-shot regime,
+# where the prior matters; with more prompts the temperature matters less (the
+# held-out scores barely move with it) and the support costs the most to fold in.
+_CALIBRATION_SUPPORT = (1, 2, 3, 5)
 
 
 def temperature_scores(margins, prompts, owner, n_users):
@@ -56,21 +65,64 @@ def temperature_scores(margins, prompts, owner, n_users):
     return per_user[scored] / n_prompts[scored, np.newaxis]
 
 
-def best_temperature(scores):
-    """The largest temperature within one standard error of the best (the 1-SE rule).
+def log_likelihood_scores(probability, owner, n_users):
+    """Mean log predictive probability of each user's held-out comparisons.
 
-    The largest is the most cautious: the closest to the population. A temperature
-    qualifies when its mean score over users falls short of the best one's by at
-    most the standard error of that paired difference.
+    Parameters
+    ----------
+    probability : ndarray of shape (n_comparisons, n_temperatures)
+        Predicted probability that each held-out comparison's winner is chosen over
+        its loser, at each candidate temperature.
+    owner : ndarray of int64, shape (n_comparisons,)
+        Calibration user of each comparison.
+    n_users : int
+
+    Returns
+    -------
+    scores : ndarray of shape (n_scored_users, n_temperatures)
+        For each user with held-out comparisons, their mean log probability; every
+        user counts the same, whatever their number of comparisons.
+    """
+    log_probability = np.log(np.clip(probability, 1e-300, None))
+    counts = np.bincount(owner, minlength=n_users)
+    per_user = np.zeros((n_users, probability.shape[1]))
+    np.add.at(per_user, owner, log_probability)
+    scored = counts > 0
+    return per_user[scored] / counts[scored, np.newaxis]
+
+
+def best_temperature(scores):
+    """The temperature of highest mean held-out log-likelihood, refined off the grid.
+
+    The best of ``TEMPERATURES`` is refined by the vertex of the parabola through
+    the mean scores there and at its two neighbours, in ``log2(T)``: the chosen
+    value moves continuously with the calibration users rather than jumping by a
+    factor of 2. At either end of the grid (or of the temperatures scored) the
+    best grid value is kept.
 
     Parameters
     ----------
     scores : ndarray of shape (n_users, n_temperatures)
-        Per-user scores, from :func:`temperature_scores`; greater is better.
+        Per-user scores at each of ``TEMPERATURES``, from
+        :func:`log_likelihood_scores`; greater is better. A column of NaN is a
+        temperature left out of the search.
+
+    Returns
+    -------
+    temperature : float
+        1.0 when there is no calibration user.
     """
     if scores.shape[0] == 0:
         return 1.0
-    return float(TEMPERATURES[within_one_standard_error(scores).max()])
+    mean = scores.mean(axis=0)
+    best = int(np.nanargmax(mean))
+    exponent = np.log2(TEMPERATURES[best])
+    if 0 < best < mean.size - 1:
+        left, middle, right = mean[best - 1 : best + 2]
+        curvature = left - 2.0 * middle + right
+        if curvature < 0:
+            exponent += float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+    return float(2.0**exponent)
 
 
 def within_one_standard_error(scores):
@@ -94,12 +146,13 @@ def within_one_standard_error(scores):
     return np.flatnonzero(mean >= mean[best] - error)
 
 
-def calibration_split(store, candidates, rng, n_users):
+def calibration_split(store, candidates, rng, n_users, *, n_held_out=None):
     """Support and held-out comparisons of a sample of users, for calibration.
 
     Each sampled user (with at least two prompts) reveals the comparisons of a few
-    random prompts, 1, 3, 5 or 10 in turn (at most all but one), as a cold-start test
-    user would; the comparisons of their other prompts are held out.
+    random prompts, 1, 2, 3 or 5 in turn (at most all but one), as a cold-start test
+    user would; the comparisons of their other prompts (at most ``n_held_out`` of
+    them, drawn at random) are held out.
 
     Parameters
     ----------
@@ -110,6 +163,8 @@ def calibration_split(store, candidates, rng, n_users):
     rng : RandomState
     n_users : int
         Users to sample at most.
+    n_held_out : int or None, default=None
+        Held-out prompts per user at most; None holds out all the others.
 
     Returns
     -------
@@ -134,11 +189,15 @@ def calibration_split(store, candidates, rng, n_users):
             _CALIBRATION_SUPPORT[len(positions) % len(_CALIBRATION_SUPPORT)],
             user_prompts.size - 1,
         )
-        revealed = rng.choice(user_prompts, n_support, replace=False)
+        shuffled = rng.permutation(user_prompts)
+        revealed = shuffled[:n_support]
         in_support = np.isin(prompts[rows], revealed)
+        in_held_out = ~in_support
+        if n_held_out is not None:
+            in_held_out &= np.isin(prompts[rows], shuffled[n_support : n_support + n_held_out])
         positions.append(position)
         support.append(rows[in_support])
-        held_out.append(rows[~in_support])
+        held_out.append(rows[in_held_out])
 
     def grouped(parts):
         if not parts:
