@@ -436,11 +436,25 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
                 _calibrate_encoder(
                     module.adapter, lambda: episode_loss(sample.size, sample_episodes)
                 )
+        def validation_loss():
+            with torch.no_grad():
+                return (
+                    sum(
+                        episode_loss(batch.size, batch_episodes).item() * batch.size
+                        for batch, batch_episodes in validation_episodes
+                    )
+                    / validation.size
+                )
+
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
         max_steps = self.max_steps or np.inf
         self.loss_curve_, self.validation_scores_ = [], []
         self.n_steps_ = self.n_epochs_ = 0
         best_loss, best_state, n_stale = np.inf, None, 0
+        if validation_episodes:
+            # The calibrated starting point competes with the trained parameters.
+            best_loss = validation_loss()
+            best_state = copy.deepcopy(module.state_dict())
         progress = tqdm(
             total=self.max_epochs, disable=not self.verbose, desc="meta-training"
         )
@@ -461,14 +475,7 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
             self.loss_curve_.append(total / n_users)
             current = self.loss_curve_[-1]
             if validation_episodes:
-                with torch.no_grad():
-                    current = (
-                        sum(
-                            episode_loss(batch.size, batch_episodes).item() * batch.size
-                            for batch, batch_episodes in validation_episodes
-                        )
-                        / validation.size
-                    )
+                current = validation_loss()
                 self.validation_scores_.append(current)
             progress.update()
             progress.set_postfix(loss=f"{current:.4f}")
@@ -567,8 +574,8 @@ def _calibrate_encoder(encoder, loss):
     calibrated empirical prior instead of travelling there by small steps.
     """
     with torch.no_grad():
-        # One at a time (sharpness, then scale, then sharpness again): the loss is
-        # smooth in both, and a full grid costs a forward pass per pair.
+        # One at a time, the loss being smooth in each: a full grid would cost a
+        # forward pass per combination.
         for parameter in (encoder.log_sharpness, encoder.log_scale, encoder.log_sharpness):
             losses = []
             for value in _ENCODER_GRID:
