@@ -78,7 +78,7 @@ METHODS = {
     ),
     "PerUser": (
         ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: PerUserRanker(),
+        lambda ctx: PerUserRanker(random_state=0),
     ),
     "UserKNN": (
         ("rewards", "ids", "embeddings", "distilled"),

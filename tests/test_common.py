@@ -31,7 +31,7 @@ def public_estimators():
     """One small instance of every public estimator."""
     return [
         PopulationRanker(),
-        PerUserRanker(),
+        PerUserRanker(random_state=0),
         OracleRanker(_ORACLE),
         BayesRanker(n_draws=200, n_chains=4, n_burnin=10, random_state=0),
         MetaRewardHead(n_prototypes=16, max_epochs=3, random_state=0),

@@ -14,8 +14,9 @@ from ..base import BaseRanker, IncrementalRankerMixin
 from ..utils._bradley_terry import fit_bradley_terry
 from ..utils._calibration import (
     TEMPERATURES,
-    best_temperature,
+    best_grid_value,
     calibration_split,
+    laplace_predictive,
     log_likelihood_scores,
 )
 from ..utils._comparisons import (
@@ -536,12 +537,14 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
 
         With ``"auto"``, sampled prior users reveal a few prompts; their held-out
         comparisons (whose winner is the prompt's top choice) are scored by the
-        posterior predictive probability of the fold-in (see
-        :func:`_laplace_predictive`). Each candidate number of components gets its
-        own mixture, fitted to ``sample``, and is scored at every second
-        temperature of ``TEMPERATURES``; the best pair wins, and its temperature is
-        then refined between its neighbours on the full grid (see
-        :func:`~pllm_sk.utils._calibration.best_temperature`).
+        posterior predictive probability of the fold-in (the Laplace mixture
+        predictive, :func:`~pllm_sk.utils._calibration.laplace_predictive`). The
+        smallest candidate number of components is scored at every second
+        temperature of ``TEMPERATURES``; the other candidates, each with its own
+        mixture fitted to ``sample``, at the best of those; the best candidate is
+        kept, and its temperature climbs the full grid while a neighbour scores
+        better, then is refined between grid points
+        (:func:`~pllm_sk.utils._calibration.best_grid_value`).
 
         Returns
         -------
@@ -577,7 +580,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             coef, posterior = self._component_posteriors(
                 support_vectors, support[1], positions.size, temperature, start
             )
-            probability = _laplace_predictive(
+            probability = laplace_predictive(
                 held_out_vectors,
                 owner,
                 support_vectors,
@@ -629,7 +632,7 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
                     )
             step = max(around, key=lambda i: table[:, i].mean())
             if table[:, step].mean() <= table[:, at].mean():
-                return best_temperature(table)
+                return best_grid_value(table)
             at = step
 
     def _prior_state(self):
@@ -667,72 +670,6 @@ class LowRankRanker(IncrementalRankerMixin, BaseRanker):
             structure,
             vector=float32_differences(vectors, structure.winners, structure.losers),
         )
-
-
-def _laplace_predictive(
-    vectors, owner, support_vectors, support_owner, coef, posterior, prior_precisions,
-    weight,
-):
-    """Posterior predictive probability of comparisons under the Laplace mixture.
-
-    Each user's posterior is approximated per prior component ``c`` by a Gaussian
-    at the component's MAP factor ``u_c`` with precision ``H_c = P_c + weight *
-    sum_support s (1 - s) v v^T`` (the prior precision plus the tempered
-    Bradley-Terry curvature), and the components are weighted by their posterior
-    probabilities. A comparison ``v`` is then won with probability
-    ``sum_c pi_c sigmoid(u_c . v / sqrt(1 + pi / 8 * v' H_c^-1 v))`` (the probit
-    approximation of the logistic-Gaussian integral), which keeps the uncertainty
-    of a user with few comparisons that the plug-in ``sigmoid(u . v)`` ignores.
-
-    Parameters
-    ----------
-    vectors : ndarray of shape (n_comparisons, rank)
-    owner : ndarray of int64, sorted
-        User (group) of each comparison.
-    support_vectors : ndarray of shape (n_support, rank)
-    support_owner : ndarray of int64
-        User of each support comparison.
-    coef : ndarray of shape (n_users, n_components, rank)
-        MAP factor per user and component, on the support comparisons.
-    posterior : ndarray of shape (n_users, n_components)
-    prior_precisions : ndarray of shape (n_components, rank, rank)
-    weight : float
-        ``1 / temperature``.
-
-    Returns
-    -------
-    probability : ndarray of shape (n_comparisons,)
-    """
-    n_users, n_components, rank = coef.shape
-    support, _ = _padded(support_vectors, support_owner, n_users)
-    margin = np.matmul(support[:, np.newaxis], coef[:, :, :, np.newaxis])[..., 0]
-    # Padded rows are zero vectors: their curvature adds nothing.
-    curvature = weight * expit(margin) * expit(-margin)  # (users, components, pad)
-    transposed = support.transpose(0, 2, 1)[:, np.newaxis]
-    precision = np.matmul(transposed * curvature[:, :, np.newaxis], support[:, np.newaxis])
-    covariance = np.linalg.inv(precision + prior_precisions)
-    padded, slot = _padded(vectors, owner, n_users)
-    spread = np.matmul(covariance, padded.transpose(0, 2, 1)[:, np.newaxis])
-    variance = np.einsum("gcrn,gnr->gnc", spread, padded)
-    mean = np.einsum("gnr,gcr->gnc", padded, coef)
-    probability = expit(mean / np.sqrt(1.0 + np.pi / 8.0 * variance))
-    return np.einsum("gnc,gc->gn", probability, posterior)[owner, slot]
-
-
-def _padded(values, owner, n_users):
-    """Rows of ``values`` grouped by their sorted ``owner``, zero-padded.
-
-    Returns
-    -------
-    padded : ndarray of shape (n_users, n_pad, n_columns)
-    slot : ndarray of int64
-        Position of each row within its owner's block.
-    """
-    bounds = np.searchsorted(owner, np.arange(n_users + 1))
-    slot = np.arange(owner.size) - bounds[owner]
-    padded = np.zeros((n_users, int(slot.max(initial=-1)) + 1, values.shape[1]))
-    padded[owner, slot] = values
-    return padded, slot
 
 
 def _pair_vectors(differences, basis, embedding, pair_items):

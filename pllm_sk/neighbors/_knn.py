@@ -11,7 +11,7 @@ from ..base import BaseRanker, IncrementalRankerMixin
 from ..utils._bradley_terry import fit_bradley_terry, log_sigmoid_
 from ..utils._calibration import (
     TEMPERATURES,
-    best_temperature,
+    best_grid_value,
     calibration_split,
     log_likelihood_scores,
     temperature_scores,
@@ -664,7 +664,7 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
             return np.einsum("nf,ntf->nt", columns["difference"][rows], coef[owner])
 
         if temperature == "auto":
-            temperature = best_temperature(
+            temperature = best_grid_value(
                 log_likelihood_scores(
                     self._predictive_probability(top, top_loglik, rows, owner),
                     owner,

@@ -13,12 +13,15 @@ temperature within a noisy band, and pulled one-shot users toward the population
 """
 
 import numpy as np
+from scipy.special import expit
 
 __all__ = [
     "TEMPERATURES",
-    "best_temperature",
+    "best_grid_value",
     "calibration_split",
+    "laplace_predictive",
     "log_likelihood_scores",
+    "per_user_means",
     "temperature_scores",
     "within_one_standard_error",
 ]
@@ -70,58 +73,71 @@ def log_likelihood_scores(probability, owner, n_users):
 
     Parameters
     ----------
-    probability : ndarray of shape (n_comparisons, n_temperatures)
+    probability : ndarray of shape (n_comparisons, n_settings)
         Predicted probability that each held-out comparison's winner is chosen over
-        its loser, at each candidate temperature.
+        its loser, at each candidate setting (a temperature, a shrinkage).
     owner : ndarray of int64, shape (n_comparisons,)
         Calibration user of each comparison.
     n_users : int
 
     Returns
     -------
-    scores : ndarray of shape (n_scored_users, n_temperatures)
+    scores : ndarray of shape (n_scored_users, n_settings)
         For each user with held-out comparisons, their mean log probability; every
         user counts the same, whatever their number of comparisons.
     """
-    log_probability = np.log(np.clip(probability, 1e-300, None))
-    counts = np.bincount(owner, minlength=n_users)
-    per_user = np.zeros((n_users, probability.shape[1]))
-    np.add.at(per_user, owner, log_probability)
-    scored = counts > 0
-    return per_user[scored] / counts[scored, np.newaxis]
+    return per_user_means(np.log(np.clip(probability, 1e-300, None)), owner, n_users)
 
 
-def best_temperature(scores):
-    """The temperature of highest mean held-out log-likelihood, refined off the grid.
-
-    The best of ``TEMPERATURES`` is refined by the vertex of the parabola through
-    the mean scores there and at its two neighbours, in ``log2(T)``: the chosen
-    value moves continuously with the calibration users rather than jumping by a
-    factor of 2. At either end of the grid (or of the temperatures scored) the
-    best grid value is kept.
-
-    Parameters
-    ----------
-    scores : ndarray of shape (n_users, n_temperatures)
-        Per-user scores at each of ``TEMPERATURES``, from
-        :func:`log_likelihood_scores`; greater is better. A column of NaN is a
-        temperature left out of the search.
+def per_user_means(values, owner, n_users):
+    """Mean of ``values`` (n_comparisons, n_settings) over each user's comparisons.
 
     Returns
     -------
-    temperature : float
+    means : ndarray of shape (n_scored_users, n_settings)
+        Users without comparisons are left out.
+    """
+    counts = np.bincount(owner, minlength=n_users)
+    total = np.zeros((n_users, values.shape[1]))
+    np.add.at(total, owner, values)
+    scored = counts > 0
+    return total[scored] / counts[scored, np.newaxis]
+
+
+def best_grid_value(scores, grid=TEMPERATURES):
+    """The grid value of highest mean held-out log-likelihood, refined off the grid.
+
+    The best value of ``grid`` (``TEMPERATURES`` by default; any grid evenly
+    spaced in ``log2``) is refined by the vertex of the parabola through the mean
+    scores there and at its two neighbours, in ``log2`` of the value: the chosen
+    value moves continuously with the calibration users rather than jumping by a
+    grid step. At either end of the grid (or of the values scored) the best grid
+    value is kept.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_users, n_grid)
+        Per-user scores at each value of ``grid``, from
+        :func:`log_likelihood_scores`; greater is better. A column of NaN is a
+        value left out of the search.
+    grid : ndarray of shape (n_grid,), default=TEMPERATURES
+
+    Returns
+    -------
+    value : float
         1.0 when there is no calibration user.
     """
     if scores.shape[0] == 0:
         return 1.0
     mean = scores.mean(axis=0)
     best = int(np.nanargmax(mean))
-    exponent = np.log2(TEMPERATURES[best])
+    exponent = np.log2(grid[best])
     if 0 < best < mean.size - 1:
         left, middle, right = mean[best - 1 : best + 2]
         curvature = left - 2.0 * middle + right
         if curvature < 0:
-            exponent += float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+            step = np.log2(grid[best + 1]) - exponent
+            exponent += step * float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
     return float(2.0**exponent)
 
 
@@ -207,3 +223,69 @@ def calibration_split(store, candidates, rng, n_users, *, n_held_out=None):
         return np.concatenate(parts), owner
 
     return np.asarray(positions, dtype=np.int64), grouped(support), grouped(held_out)
+
+
+def laplace_predictive(
+    vectors, owner, support_vectors, support_owner, coef, posterior, prior_precisions,
+    weight,
+):
+    """Posterior predictive probability of comparisons under the Laplace mixture.
+
+    Each user's posterior is approximated per prior component ``c`` by a Gaussian
+    at the component's MAP factor ``u_c`` with precision ``H_c = P_c + weight *
+    sum_support s (1 - s) v v^T`` (the prior precision plus the tempered
+    Bradley-Terry curvature), and the components are weighted by their posterior
+    probabilities. A comparison ``v`` is then won with probability
+    ``sum_c pi_c sigmoid(u_c . v / sqrt(1 + pi / 8 * v' H_c^-1 v))`` (the probit
+    approximation of the logistic-Gaussian integral), which keeps the uncertainty
+    of a user with few comparisons that the plug-in ``sigmoid(u . v)`` ignores.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_comparisons, rank)
+    owner : ndarray of int64, sorted
+        User (group) of each comparison.
+    support_vectors : ndarray of shape (n_support, rank)
+    support_owner : ndarray of int64
+        User of each support comparison.
+    coef : ndarray of shape (n_users, n_components, rank)
+        MAP factor per user and component, on the support comparisons.
+    posterior : ndarray of shape (n_users, n_components)
+    prior_precisions : ndarray of shape (n_components, rank, rank)
+    weight : float
+        ``1 / temperature``.
+
+    Returns
+    -------
+    probability : ndarray of shape (n_comparisons,)
+    """
+    n_users, n_components, rank = coef.shape
+    support, _ = _padded(support_vectors, support_owner, n_users)
+    margin = np.matmul(support[:, np.newaxis], coef[:, :, :, np.newaxis])[..., 0]
+    # Padded rows are zero vectors: their curvature adds nothing.
+    curvature = weight * expit(margin) * expit(-margin)  # (users, components, pad)
+    transposed = support.transpose(0, 2, 1)[:, np.newaxis]
+    precision = np.matmul(transposed * curvature[:, :, np.newaxis], support[:, np.newaxis])
+    covariance = np.linalg.inv(precision + prior_precisions)
+    padded, slot = _padded(vectors, owner, n_users)
+    spread = np.matmul(covariance, padded.transpose(0, 2, 1)[:, np.newaxis])
+    variance = np.einsum("gcrn,gnr->gnc", spread, padded)
+    mean = np.einsum("gnr,gcr->gnc", padded, coef)
+    probability = expit(mean / np.sqrt(1.0 + np.pi / 8.0 * variance))
+    return np.einsum("gnc,gc->gn", probability, posterior)[owner, slot]
+
+
+def _padded(values, owner, n_users):
+    """Rows of ``values`` grouped by their sorted ``owner``, zero-padded.
+
+    Returns
+    -------
+    padded : ndarray of shape (n_users, n_pad, n_columns)
+    slot : ndarray of int64
+        Position of each row within its owner's block.
+    """
+    bounds = np.searchsorted(owner, np.arange(n_users + 1))
+    slot = np.arange(owner.size) - bounds[owner]
+    padded = np.zeros((n_users, int(slot.max(initial=-1)) + 1, values.shape[1]))
+    padded[owner, slot] = values
+    return padded, slot
