@@ -66,8 +66,16 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
       read many comparisons less sharply than a few). When users are linear in the
       features, as on the reward track, this is the form of the Bayes estimator
       (posterior-mean weights) with a learned, discrete prior. With the identity
-      tower the prototypes start at the unit-norm Bradley-Terry fits of the users
-      with the most comparisons (an empirical prior); otherwise at random.
+      tower the prototypes start at the unit-norm Bradley-Terry fits (nearly
+      unpenalised, ``l2=0.01``) of the users with the most comparisons (an
+      empirical prior); otherwise at random. How sharply a comparison selects
+      among the starting prototypes and the scale of ``u`` (the prototypes'
+      temperature, and so how far one comparison moves a new user from the
+      population) start at the best of a grid of powers of 2 (``_ENCODER_GRID``)
+      for the query loss of episodes of up to 128 training users, each chosen in
+      turn with the other fixed (sharpness, scale, sharpness): meta-training
+      starts from a calibrated empirical prior instead of travelling there by
+      small steps, which it did within a few dozen steps on some seeds only.
       Finitely many prototypes are coarse for a user with many comparisons, so the
       posterior mean is then refined by ``n_newton_steps`` Newton steps of a
       Laplace fold-in: toward the MAP of the user's Bradley-Terry log-likelihood
@@ -86,9 +94,11 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
     part (the other prompts, at most ``max_query``), adapts ``u`` on the support
     comparisons, and takes the Bradley-Terry loss of the query comparisons under
     ``u`` (averaged per user); Adam updates the tower and the adapter. A share
-    ``validation_fraction`` of the users is held out: their loss on episodes drawn
-    once is measured after each epoch, training stops when it has not improved by
-    ``tol`` for ``n_iter_no_change`` epochs, and the best parameters are kept.
+    ``validation_fraction`` of the users with at least two labeled prompts (a
+    support and a query) is held out: their loss on episodes drawn once is
+    measured before training and after each epoch, training stops when it has not
+    improved by ``tol`` for ``n_iter_no_change`` epochs, and the best parameters
+    are kept, the calibrated starting point included.
 
     At predict time every user with labeled rows is adapted the same way, from all
     their comparisons in ``fit`` and ``partial_fit`` (the labeled rows are kept,
@@ -175,6 +185,9 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
         Held-out loss after each epoch (empty when ``validation_fraction=0``).
     best_loss_ : float
         The loss (held-out, else training) of the parameters kept.
+    initial_sharpness_, initial_scale_ : float or None
+        The encoder's sharpness and scale chosen before meta-training (see
+        ``"encoder"`` above); None with ``adaptation="gradient"``.
     {input_attributes}
 
     See Also
@@ -423,6 +436,7 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
             )
             if batch.size
         ]
+        self.initial_sharpness_ = self.initial_scale_ = None
         if isinstance(module.adapter, ParticleEncoder):
             sample = train[n_groups[train] > 1][:_CALIBRATION_USERS]
             if sample.size:
@@ -436,6 +450,8 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
                 _calibrate_encoder(
                     module.adapter, lambda: episode_loss(sample.size, sample_episodes)
                 )
+            self.initial_sharpness_ = float(module.adapter.log_sharpness.exp())
+            self.initial_scale_ = float(module.adapter.log_scale.exp())
         def validation_loss():
             with torch.no_grad():
                 return (

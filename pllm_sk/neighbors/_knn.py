@@ -95,13 +95,28 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     prompts that other users labeled), the smallest of ``IMPUTATIONS`` within one
     standard error of the best top-1 accuracy.
 
-    Temperature. One best/worst choice yields many correlated pairs, and features may
-    explain choices exactly (the reward track) or only partly (the ids track), so how
-    much one pair counts is calibrated: ``temperature="auto"`` samples historical
-    users, reveals a few of their prompts as a cold-start user would, and keeps the
-    ``T`` of ``TEMPERATURES`` whose predictions choose their held-out prompts' chosen
-    rows most often (top-1 accuracy), or the largest ``T`` within one standard error
-    of it: the most cautious, the closest to the population.
+    Temperature: how strongly a new user's comparisons pull them away from the
+    population (the neighbourhood's bandwidth). One best/worst choice yields many
+    correlated pairs, features may explain choices exactly (the reward track) or
+    only partly (noisy choices, the ids track), and the candidates' preferences are
+    themselves estimates, so how much one pair counts is calibrated:
+    ``temperature="auto"`` samples up to 200 candidates, reveals 1, 2, 3 or 5 of
+    their prompts as a cold-start user would, and scores up to 10 held-out prompts
+    each by the posterior predictive probability of their comparisons whose winner
+    is the prompt's top choice, ``sum_v a_uv(T) sigmoid(m_v)`` over the neighbours
+    found from the revealed prompts (the user left out). The ``T`` of
+    ``TEMPERATURES`` with the best mean log-probability over users is refined
+    between its grid neighbours (the vertex of a parabola in ``log2 T``), so the
+    choice is deterministic for a ``random_state`` and moves little with it. The
+    log-probability is a proper score, smooth in ``T``: the share of held-out
+    choices predicted, with the 1-SE rule, chose the most cautious temperature of
+    a noisy band and pulled one-shot users toward the population (with
+    Bradley-Terry feedback, 200 historical users and alpha 0.01, it chose ``T=4``,
+    0.87 of the Bayes limit's gap closed at one prompt on 1,000 test users; the
+    predictive score chooses ``T`` of about 1.8, 1.13). ``shrinkage``, by
+    contrast, only keeps the candidates' own 50-prompt fits finite (a prior on them, not on the new
+    user); with the temperature calibrated on top of it, 0.01, 0.1 and 1 ranked
+    new users within noise of each other.
 
     A user with no labeled rows in ``fit`` or ``partial_fit`` gets the population
     prediction ``population_coef_ . x``. Neighbours are
@@ -126,7 +141,8 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
         returns non-negative weights of the same shape.
     temperature : "auto" or float, default="auto"
         Divides the log-likelihood of the likelihood similarity, > 0; ``"auto"``
-        calibrates it (see above). Ignored by the cosine similarities.
+        chooses it on held-out prompts of sampled candidates (see above). Ignored
+        by the cosine similarities.
     item_imputation : "auto" or float, default="auto"
         Share in [0, 1] of the neighbours' unknown item-level labels that the
         labels of the neighbours who labeled the prompt stand in for (see above).
@@ -143,7 +159,8 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     max_iter : int, default=100
         Newton iterations at most for the population and candidate preferences.
     random_state : int, RandomState instance or None, default=None
-        Draws the users and prompts of the temperature calibration.
+        Draws the users and prompts of the calibration (``"auto"`` temperature and
+        item imputation).
 
     Attributes
     ----------
@@ -155,8 +172,9 @@ class UserKNNRanker(IncrementalRankerMixin, BaseRanker):
     neighbor_coef_ : ndarray of shape (n_candidates, n_item_features)
         The candidates' preferences, in the order of ``neighbor_users_``.
     temperature_ : float or None
-        Temperature of the likelihood similarity (chosen when ``"auto"``); None for
-        the cosine similarities.
+        Temperature of the likelihood similarity: ``temperature``, or the one chosen
+        with ``"auto"`` (1.0 with uniform weights, which do not depend on it); None
+        for the cosine similarities.
     item_imputation_ : float
         The share of unknown item-level labels imputed (chosen when ``"auto"``).
     {users_attribute}
