@@ -475,3 +475,11 @@ def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
     # Far from every end of the grid, near the best of it.
     assert worst > 1.5 * best
     assert auto <= best + 0.2 * (worst - best)
+
+
+def test_imputation_ignores_labelers_of_negligible_weight():
+    from pllm_sk.neighbors._knn import _imputation_factor
+
+    # 1 / 1e-320 overflows: the factor must stay finite, so that no margin is NaN.
+    factor = _imputation_factor(np.array([1e-320, 0.0, 0.5, 1.0]), 1.0)
+    assert_allclose(factor, [0.0, 0.0, 2.0, 1.0])

@@ -36,6 +36,8 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 _BLOCK_ENTRIES = 1 << 24
 # Candidate shares of item_imputation="auto".
 IMPUTATIONS = np.array([0.0, 0.25, 0.5, 1.0])
+# Summed weight of a row's labelers below which their labels are not imputed.
+_LEAST_LABELER_WEIGHT = 1e-9
 # Users sampled for temperature="auto", and held-out prompts per user at most.
 _CALIBRATION_USERS = 200
 _HELD_OUT_PROMPTS = 10
@@ -834,10 +836,16 @@ def _matching_entries(table_keys, keys):
 
 
 def _imputation_factor(mass, imputation):
-    """``(W + c (1 - W)) / W``, and 0 where ``W`` is 0 (no neighbour labeled it)."""
+    """``(W + c (1 - W)) / W``, and 0 where ``W`` is (about) 0.
+
+    Below ``_LEAST_LABELER_WEIGHT`` the neighbours who labeled the item carry no
+    weight worth extrapolating from (and ``1 / W`` would overflow to inf, then
+    NaN in ``S * inf``, a margin that no comparison can fail).
+    """
     mass = np.asarray(mass, dtype=np.float64)
-    safe = np.where(mass > 0, mass, 1.0)
-    return np.where(mass > 0, (mass + imputation * (1.0 - mass)) / safe, 0.0)
+    known = mass > _LEAST_LABELER_WEIGHT
+    safe = np.where(known, mass, 1.0)
+    return np.where(known, (mass + imputation * (1.0 - mass)) / safe, 0.0)
 
 
 def _float_or_none(value):
