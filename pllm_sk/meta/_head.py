@@ -450,8 +450,8 @@ class MetaRewardHead(IncrementalRankerMixin, BaseRanker):
                 _calibrate_encoder(
                     module.adapter, lambda: episode_loss(sample.size, sample_episodes)
                 )
-            self.initial_sharpness_ = float(module.adapter.log_sharpness.exp())
-            self.initial_scale_ = float(module.adapter.log_scale.exp())
+            self.initial_sharpness_ = module.adapter.log_sharpness.exp().item()
+            self.initial_scale_ = module.adapter.log_scale.exp().item()
         def validation_loss():
             with torch.no_grad():
                 return (
