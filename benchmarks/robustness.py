@@ -30,9 +30,9 @@ method's ratio to it; each method's worst cell; the cells that miss the issue's 
 MetaHead each >= .85 at 1). Saves a CSV and a heatmap PNG of the ratios.
 
 The default grid (3 structures x 4 alphas x 2 feedback protocols x 2 numbers of
-historical users x 2 support sizes, 6 methods: 576 fits) took 850 s of CPU (user +
-system; 14 min) and 25 min of wall-clock time on 2 cores shared with other jobs (load
-average 4-7); MetaRewardHead's fits are a third of it.
+historical users x 2 support sizes, 6 methods: 576 fits) took 827 s of CPU (user +
+system) and 14 min of wall-clock time on one core of a shared 2-core machine (load
+average 1-3); MetaRewardHead's fits are a third of it, Bayes's posteriors a quarter.
 
 The grid's cells share data where they can: one corpus per structure; per (structure,
 alpha, feedback), one simulation of the largest number of historical users, the
