@@ -5,13 +5,24 @@ presets of :func:`~pllm_sk.datasets.make_personalllm`'s structure parameters) x 
 users' Dirichlet alpha x the feedback protocol x the number of historical users.
 In each cell, historical users label ``--n-history`` train prompts each and test users
 label a few train prompts and bring ``--n-query`` unlabeled test-split query prompts
-(5: 1,000 (user, prompt) groups from 200 test users, for less noise); at each
-support size, every method runs through the public API (``RewardFeatures`` + the
-ranker in a ``Pipeline``, ``ColdStartSplit``, ``make_personal_scorer`` with
-``gap_closed``) on the same single split: all test users at once, the same support
-prompts for every method. ``BayesRanker``, the reference, is given the world's alpha
-and the feedback's choice temperature (``None`` for best/worst, the simulation's
-temperature for Bradley-Terry).
+(20: 4,000 (user, prompt) groups from 200 test users; with 5 queries the standard
+error of a ratio at n_support=3 with Bradley-Terry feedback was about twice as large,
+0.19 and 0.07 in two cells against 0.09 and 0.03, at the same cost); at each support
+size, every method runs through the public API (``RewardFeatures`` + the ranker in a
+``Pipeline``, ``ColdStartSplit``) on the same single split: all test users at once,
+the same support prompts for every method, scored as ``make_personal_scorer``'s
+``gap_closed`` from the oracle's rewards per (user, prompt). ``BayesRanker``, the
+reference, is given the world's alpha and the feedback's choice temperature (``None``
+for best/worst, the simulation's temperature for Bradley-Terry).
+
+Noise. Each ratio comes with a standard error: half the central 68% interval of the
+ratio over a paired bootstrap of the test users (every method resampled together;
+the standard deviation is useless when Bayes's resampled gap closed nears 0). Where
+Bayes closes less than ``NOISY_BELOW`` of the gap (Bradley-Terry feedback with one
+prompt, alpha 1), a ratio says little: the misses print their standard error and
+whether the target is within two of them. ``--method-seeds 0 1 2 3 4`` runs every
+learned method once per ``random_state`` on the same data and prints the spread of
+its gap closed.
 
 Printed, with the settings beside every number: per cell, Bayes's gap closed and each
 method's ratio to it; each method's worst cell; the cells that miss the issue's goals
@@ -19,9 +30,9 @@ method's ratio to it; each method's worst cell; the cells that miss the issue's 
 MetaHead each >= .85 at 1). Saves a CSV and a heatmap PNG of the ratios.
 
 The default grid (3 structures x 4 alphas x 2 feedback protocols x 2 numbers of
-historical users x 2 support sizes, 6 methods: 576 fits) took 850 s of CPU (user +
-system; 14 min) and 25 min of wall-clock time on 2 cores shared with other jobs (load
-average 4-7); MetaRewardHead's fits are a third of it.
+historical users x 2 support sizes, 6 methods: 576 fits) took 827 s of CPU (user +
+system) and 14 min of wall-clock time on one core of a shared 2-core machine (load
+average 1-3); MetaRewardHead's fits are a third of it, Bayes's posteriors a quarter.
 
 The grid's cells share data where they can: one corpus per structure; per (structure,
 alpha, feedback), one simulation of the largest number of historical users, the
@@ -40,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import cross_validate
 from sklearn.pipeline import make_pipeline
 
 from pllm_sk.baselines import BayesRanker, PerUserRanker, PopulationRanker
@@ -48,7 +58,7 @@ from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
 from pllm_sk.meta import MetaRewardHead
-from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
+from pllm_sk.model_selection import ColdStartSplit
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
 
@@ -103,6 +113,8 @@ BT_TEMPERATURE = 0.3
 META_MAX_STEPS = 150
 # Below this gap closed of the Bayes limit, ratios to it are mostly sampling noise.
 NOISY_BELOW = 0.1
+# Paired bootstrap resamples of the test users, for the standard error of a ratio.
+N_BOOTSTRAP = 200
 
 REFERENCE = "Bayes"
 LEARNED = ["UserKNN", "LowRank", "MetaHead", "PerUser", "Population"]
@@ -116,14 +128,14 @@ GOALS = [
 ]
 
 
-def make_method(name, cell, args):
+def make_method(name, cell, args, seed=0):
     """An unfitted ranker; only the reference is told the world's alpha and noise."""
     if name == REFERENCE:
         bradley_terry = cell["feedback"] == "bradley_terry"
         temperature = args.bt_temperature if bradley_terry else None
         return BayesRanker(alpha=cell["alpha"], temperature=temperature, random_state=0)
     if name == "MetaHead":
-        return MetaRewardHead(max_steps=args.meta_max_steps, random_state=0)
+        return MetaRewardHead(max_steps=args.meta_max_steps, random_state=seed)
     estimator = {
         "UserKNN": UserKNNRanker,
         "LowRank": LowRankRanker,
@@ -132,7 +144,7 @@ def make_method(name, cell, args):
     }[name]()
     # Seed the methods that draw anything (parameter names are the public ones).
     if "random_state" in estimator.get_params():
-        estimator.set_params(random_state=0)
+        estimator.set_params(random_state=seed)
     return estimator
 
 
@@ -153,7 +165,7 @@ def parse_args(argv):
     )
     parser.add_argument("--n-test-users", type=int, default=200)
     parser.add_argument(
-        "--n-query", type=int, default=5, help="test-split query prompts per test user"
+        "--n-query", type=int, default=20, help="test-split query prompts per test user"
     )
     parser.add_argument(
         "--bt-temperature",
@@ -174,6 +186,14 @@ def parse_args(argv):
         default=META_MAX_STEPS,
         help="MetaRewardHead's max_steps (its default, None, trains until early "
         "stopping)",
+    )
+    parser.add_argument(
+        "--method-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="random_state of the learned methods; with several, each method runs "
+        "once per seed and the spread of its gap closed is reported",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="results")
@@ -222,30 +242,94 @@ def cell_data(corpus, weights, history, test, n_users):
     return PreferenceOracle(corpus, cell_weights), X, y
 
 
+def query_groups(oracle, X):
+    """The test fold's (user, prompt) groups: their rows and true rewards.
+
+    Returns
+    -------
+    order : ndarray of int64
+        Rows of ``X`` sorted by (user, prompt, response): group ``g`` is rows
+        ``order[K * g : K * (g + 1)]``, K candidates each.
+    users : ndarray of int64, shape (n_groups,)
+    rewards : ndarray of shape (n_groups, K)
+        Every candidate's true reward for the group's user.
+    zero_shot : ndarray of shape (n_groups,)
+        True reward of the zero-shot choice (the population weights').
+    """
+    ids = X[["user_id", "prompt_id", "response_id"]].to_numpy()
+    order = np.lexsort((ids[:, 2], ids[:, 1], ids[:, 0]))
+    n_responses = oracle.corpus.n_responses
+    users, prompts = ids[order[::n_responses], 0], ids[order[::n_responses], 1]
+    rewards = oracle.candidate_rewards(users, prompts)
+    zero_shot = rewards[np.arange(users.size), oracle.zero_shot_response(prompts)]
+    return order, users, rewards, zero_shot
+
+
+def gap_closed(chosen, zero_shot, best):
+    """``make_personal_scorer``'s gap closed: a ratio of means over the groups."""
+    return (chosen.mean() - zero_shot.mean()) / (best.mean() - zero_shot.mean())
+
+
 def evaluate_cell(cell, corpus, oracle, X, y, args):
-    """Gap closed of every method at every support size, on one split each."""
-    scorer = make_personal_scorer(oracle, metric="gap_closed")
+    """Gap closed of every method at every support size, on one split each.
+
+    Each method's ratio to Bayes comes with the standard error of a paired
+    bootstrap over the test users (all methods resampled together).
+    """
     rows = []
     for n_support in args.shots:
         # All test users in one split, the same support prompts for every method.
         cv = ColdStartSplit(
             1, test_size=args.n_test_users, n_support=n_support, random_state=args.seed
         )
-        for name in [REFERENCE, *args.methods]:
+        train, test = next(cv.split(X, y))
+        order, users, rewards, zero_shot = query_groups(oracle, X.iloc[test])
+        best = rewards.max(axis=1)
+        runs = [(REFERENCE, 0)] + [
+            (name, seed) for name in args.methods for seed in args.method_seeds
+        ]
+        chosen = {}
+        for name, seed in runs:
             estimator = make_pipeline(
-                RewardFeatures(corpus), make_method(name, cell, args)
+                RewardFeatures(corpus), make_method(name, cell, args, seed)
             )
-            result = cross_validate(estimator, X, y, cv=cv, scoring=scorer)
+            start = time.perf_counter()
+            estimator.fit(X.iloc[train], y[train])
+            fit_s = time.perf_counter() - start
+            utility = estimator.predict(X.iloc[test])[order].reshape(rewards.shape)
+            # Ties go to the lowest response_id, as in the personal scorers.
+            chosen[name, seed] = rewards[np.arange(users.size), utility.argmax(axis=1)]
             rows.append(
                 dict(
                     cell,
                     n_support=n_support,
                     method=name,
-                    gap_closed=float(result["test_score"].mean()),
-                    fit_s=float(result["fit_time"].sum()),
-                    score_s=float(result["score_time"].sum()),
+                    method_seed=seed,
+                    gap_closed=gap_closed(chosen[name, seed], zero_shot, best),
+                    fit_s=fit_s,
+                    score_s=time.perf_counter() - start - fit_s,
                 )
             )
+        # Paired bootstrap over test users: the same resample for every method.
+        rng = np.random.default_rng(args.seed)
+        distinct, group_user = np.unique(users, return_inverse=True)
+        members = np.argsort(group_user, kind="stable")
+        bounds = np.searchsorted(group_user[members], np.arange(distinct.size + 1))
+        ratios = {run: [] for run in runs[1:]}
+        for _ in range(N_BOOTSTRAP):
+            drawn = rng.integers(distinct.size, size=distinct.size)
+            groups = np.concatenate([members[bounds[u] : bounds[u + 1]] for u in drawn])
+            parts = (zero_shot[groups], best[groups])
+            reference = gap_closed(chosen[REFERENCE, 0][groups], *parts)
+            for run in ratios:
+                ratios[run].append(gap_closed(chosen[run][groups], *parts) / reference)
+        for row in rows[len(rows) - len(runs) :]:
+            run = (row["method"], row["method_seed"])
+            if run in ratios:
+                # Half the central 68% interval: a ratio to a gap closed near 0 has
+                # tails that would make the standard deviation meaningless.
+                low, high = np.percentile(ratios[run], [16, 84])
+                row["ratio_se"] = float(high - low) / 2
     return rows
 
 
@@ -253,6 +337,7 @@ def add_ratios(results):
     """Each method's gap closed over Bayes's in the same cell and split."""
     keys = ["structure", "alpha", "feedback", "n_history_users", "n_support"]
     bayes = results[results["method"] == REFERENCE].set_index(keys)["gap_closed"]
+    # Several method seeds: one row per (method, seed); Bayes runs once.
     results = results.join(bayes.rename("bayes_gap_closed"), on=keys)
     results["ratio"] = results["gap_closed"] / results["bayes_gap_closed"]
     return results
@@ -266,16 +351,19 @@ def settings_of(row):
 
 
 def report(results, args):
-    learned = results[results["method"] != REFERENCE]
     keys = ["structure", "alpha", "feedback", "n_history_users", "n_support"]
+    all_seeds = results[results["method"] != REFERENCE]
+    learned = all_seeds[all_seeds["method_seed"] == args.method_seeds[0]]
     print(
         "\nRatio of gap closed to BayesRanker's (same cell, same split, same support "
-        "prompts); Bayes's own gap closed in brackets:"
+        "prompts) +- its standard error (paired bootstrap over the test users, "
+        f"{N_BOOTSTRAP} resamples); Bayes's own gap closed in brackets:"
     )
     for _, cell in learned.groupby(keys, sort=False):
         first = cell.iloc[0]
         ratios = "  ".join(
-            f"{m}={r:.2f}" for m, r in zip(cell["method"], cell["ratio"])
+            f"{m}={r:.2f}+-{e:.2f}"
+            for m, r, e in zip(cell["method"], cell["ratio"], cell["ratio_se"])
         )
         noisy = (
             f"  (noisy: Bayes < {NOISY_BELOW})"
@@ -298,17 +386,18 @@ def report(results, args):
                 continue
             worst = subset.loc[subset["ratio"].idxmin()]
             print(
-                f"  {method:10s} {label:12s} ratio {worst.ratio:.2f} (gap closed "
-                f"{worst.gap_closed:.3f} vs Bayes {worst.bayes_gap_closed:.3f}) at "
-                f"{settings_of(worst)}; median over {len(subset)} cells "
-                f"{subset['ratio'].median():.2f}"
+                f"  {method:10s} {label:12s} ratio {worst.ratio:.2f}+-"
+                f"{worst.ratio_se:.2f} (gap closed {worst.gap_closed:.3f} vs Bayes "
+                f"{worst.bayes_gap_closed:.3f}) at {settings_of(worst)}; median over "
+                f"{len(subset)} cells {subset['ratio'].median():.2f}"
             )
 
-    print("\nIssue 12's goals (ratio to Bayes), cells that miss them:")
-    best = learned.groupby(keys, sort=False).agg(
-        ratio=("ratio", "max"), bayes_gap_closed=("bayes_gap_closed", "first")
+    print(
+        "\nIssue 12's goals (ratio to Bayes), cells that miss them; '(within 2 SE)' "
+        "when the target is less than two standard errors above the ratio:"
     )
-    best = best.reset_index().assign(method="best learned")
+    best = learned.loc[learned.groupby(keys, sort=False)["ratio"].idxmax()]
+    best = best.assign(method="best learned")
     candidates = pd.concat([learned, best], ignore_index=True)
     for method, low, high, target in GOALS:
         rows = candidates[
@@ -321,11 +410,38 @@ def report(results, args):
         shots = f"n_support={low}" if low == high else f"n_support>={low}"
         print(
             f"  {method} at {shots}, ratio >= {target:.2f}: met in "
-            f"{len(rows) - len(misses)} of {len(rows)} cells"
+            f"{len(rows) - len(misses)} of {len(rows)} cells, "
+            f"{int((misses['ratio'] + 2 * misses['ratio_se'] >= target).sum())} of "
+            "the misses within 2 SE"
         )
         for row in misses.sort_values("ratio").itertuples():
-            noisy = " (noisy)" if row.bayes_gap_closed < NOISY_BELOW else ""
-            print(f"    miss: {row.ratio:.2f} at {settings_of(row)}{noisy}")
+            notes = [
+                note
+                for note, applies in (
+                    ("noisy", row.bayes_gap_closed < NOISY_BELOW),
+                    ("within 2 SE", row.ratio + 2 * row.ratio_se >= target),
+                )
+                if applies
+            ]
+            note = f" ({', '.join(notes)})" if notes else ""
+            print(
+                f"    miss: {row.ratio:.2f}+-{row.ratio_se:.2f} at {settings_of(row)}"
+                f"{note}"
+            )
+
+    if len(args.method_seeds) > 1:
+        print(
+            f"\nSpread of gap closed over the methods' random_state "
+            f"{args.method_seeds} (max - min, same data and split):"
+        )
+        spread = all_seeds.groupby([*keys, "method"], sort=False)["gap_closed"].agg(
+            ["min", "max"]
+        )
+        for key, row in spread.iterrows():
+            print(
+                f"  {key[-1]:10s} {settings_of(pd.Series(dict(zip(keys, key))))}: "
+                f"{row['min']:.3f} .. {row['max']:.3f} (spread {row['max'] - row['min']:.3f})"
+            )
 
 
 def plot(results, args, path):
@@ -335,7 +451,10 @@ def plot(results, args, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    learned = results[results["method"] != REFERENCE]
+    learned = results[
+        (results["method"] != REFERENCE)
+        & (results["method_seed"] == args.method_seeds[0])
+    ]
     methods = list(dict.fromkeys(learned["method"]))
     row_keys = list(
         dict.fromkeys(zip(learned.structure, learned.feedback, learned.n_history_users))
@@ -439,7 +558,9 @@ def main(argv=None):
                     cell_rows = evaluate_cell(cell, corpus, oracle, X, y, args)
                     rows += cell_rows
                     summary = " ".join(
-                        f"{r['method']}@{r['n_support']}={r['gap_closed']:+.3f}"
+                        f"{r['method']}"
+                        + (f"[{r['method_seed']}]" if len(args.method_seeds) > 1 else "")
+                        + f"@{r['n_support']}={r['gap_closed']:+.3f}"
                         for r in cell_rows
                     )
                     print(

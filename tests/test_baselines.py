@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_corpus
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special
 from sklearn.exceptions import NotFittedError
 
+from conftest import random_corpus
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
 from pllm_sk.datasets import Corpus
 from pllm_sk.simulation import sample_users, simulate_feedback
@@ -165,6 +165,41 @@ def test_per_user_cold_user_gets_the_population(feedback_data, corpus):
     features = cold.filter(like="reward_").to_numpy()
     assert_allclose(ranker.predict(cold), features @ ranker.population_coef_)
     assert ranker.count_fallbacks(cold) == {"rows": len(cold), "users": 40}
+
+
+def test_per_user_auto_shrinkage_ranks_new_users_about_as_well_as_the_best_fixed_one():
+    from test_neighbors import one_shot_regret
+
+    from pllm_sk.baselines._per_user import SHRINKAGES
+
+    regret = {
+        float(s): one_shot_regret(PerUserRanker(shrinkage=float(s)))
+        for s in SHRINKAGES[::2]
+    }
+    best, worst = min(regret.values()), max(regret.values())
+    auto = one_shot_regret(PerUserRanker(random_state=0))
+    assert worst > 1.5 * best
+    assert auto <= best + 0.2 * (worst - best)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_user_auto_shrinkage_grows_with_the_noise_of_the_choices(seed):
+    from test_neighbors import bradley_terry_rows
+
+    # Three kinds of users; the same comparisons, chosen without noise, with
+    # Bradley-Terry noise at temperature 1, and at temperature 4.
+    weights = np.repeat(3 * np.eye(3), 30, axis=0)
+    chosen = [
+        PerUserRanker(random_state=seed)
+        .fit(*bradley_terry_rows(weights, 20, temperature, seed=seed))
+        .shrinkage_
+        for temperature in (None, 1.0, 4.0)
+    ]
+    assert chosen[0] < chosen[1] < chosen[2]
+    # The same seed chooses the same shrinkage; a given one is kept as given.
+    X, y = bradley_terry_rows(weights, 20, None, seed=seed)
+    assert PerUserRanker(random_state=seed).fit(X, y).shrinkage_ == chosen[0]
+    assert PerUserRanker(shrinkage=0.3).fit(X, y).shrinkage_ == 0.3
 
 
 @pytest.mark.parametrize("shrinkage", [-1.0, 0.0])

@@ -17,7 +17,7 @@ def load_script(name):
     return module
 
 
-@pytest.mark.parametrize("query_split", ["test", "train"])
+@pytest.mark.parametrize("query_split", ["auto", "test", "train"])
 def test_run_benchmark_writes_a_table_and_a_plot(tmp_path, capsys, query_split):
     pytest.importorskip("matplotlib")
     run_benchmark = load_script("run_benchmark")
@@ -31,8 +31,16 @@ def test_run_benchmark_writes_a_table_and_a_plot(tmp_path, capsys, query_split):
         ]
     )
     printed = capsys.readouterr().out
-    assert f"({query_split} split)" in printed
+    # Each track's table says where its query prompts came from: by default the
+    # ids track ranks train-split prompts that other users labeled.
+    ids_split = "train" if query_split == "auto" else query_split
+    rewards_split = "test" if query_split == "auto" else query_split
+    assert f"Track: ids ({ids_split}-split queries)" in printed
+    assert f"Track: rewards ({rewards_split}-split queries)" in printed
     results = pd.read_csv(tmp_path / "benchmark.csv")
+    splits = results.groupby("track")["query_split"].unique()
+    assert splits["ids"].tolist() == [ids_split]
+    assert splits["rewards"].tolist() == [rewards_split]
     assert (tmp_path / "benchmark.png").stat().st_size > 0
     # Every method on every track it supports, at both support sizes.
     counts = results.groupby(["track", "method"]).size()

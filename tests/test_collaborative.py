@@ -281,3 +281,30 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
     assert loss == pytest.approx(objective(embedding.ravel()))
     assert loss == pytest.approx(reference.fun, rel=1e-6)
     assert loss < objective(np.zeros(n_items * rank))
+
+
+def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
+    from test_neighbors import one_shot_regret
+
+    from pllm_sk.utils._calibration import TEMPERATURES
+
+    regret = {
+        float(t): one_shot_regret(LowRankRanker(temperature=float(t), random_state=0))
+        for t in TEMPERATURES[::2]
+    }
+    best, worst = min(regret.values()), max(regret.values())
+    auto = one_shot_regret(LowRankRanker(random_state=0))
+    assert worst > 1.5 * best
+    assert auto <= best + 0.2 * (worst - best)
+
+
+@pytest.mark.parametrize("candidates", [(1, 8), (8, 1)])
+def test_auto_components_prefer_a_mixture_that_describes_the_users(
+    candidates, monkeypatch
+):
+    # Eight kinds of users, each devoted to one of 8 features: one Gaussian is a
+    # poor prior for them, eight components give each kind its own. Whichever
+    # candidate is scored first, the held-out score must prefer the mixture.
+    monkeypatch.setattr("pllm_sk.collaborative._low_rank.N_COMPONENTS", candidates)
+    X, y = best_worst_rows(np.repeat(np.eye(8), 10, axis=0), 10, n_features=8)
+    assert LowRankRanker(random_state=0).fit(X, y).n_components_ == 8

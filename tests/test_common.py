@@ -7,7 +7,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_corpus
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import sparse
 from sklearn.base import clone
@@ -17,6 +16,7 @@ from sklearn.utils.estimator_checks import (
 )
 from test_icl import byte_tokenizer, tiny_lm
 
+from conftest import random_corpus
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.icl import InContextRanker
@@ -46,7 +46,7 @@ def public_estimators():
             verbose=0,
         ),
         PopulationRanker(),
-        PerUserRanker(),
+        PerUserRanker(random_state=0),
         OracleRanker(_ORACLE),
         BayesRanker(n_draws=200, n_chains=4, n_burnin=10, random_state=0),
         MetaRewardHead(n_prototypes=16, max_epochs=3, random_state=0),

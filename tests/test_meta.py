@@ -9,10 +9,10 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import random_corpus
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 
+from conftest import random_corpus
 from pllm_sk.datasets import Corpus
 from pllm_sk.meta import MetaRewardHead, _modules
 from pllm_sk.meta._episodes import draw_episodes
@@ -416,3 +416,18 @@ def test_newton_refinement_moves_a_coarse_posterior_toward_the_truth():
     assert cosine(refined) > 0.95, (cosine(plain), cosine(refined))
     # More steps go further toward the MAP.
     assert cosine(user_vector(3)) >= cosine(refined)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_encoder_starts_sharper_when_features_explain_choices_exactly(seed):
+    from test_neighbors import bradley_terry_rows
+
+    # The same comparisons, chosen without noise and with Bradley-Terry noise: the
+    # calibrated start of the encoder reads a comparison more sharply in the first.
+    weights = np.repeat(3 * np.eye(3), 30, axis=0)
+    sharpness = []
+    for temperature in (None, 2.0):
+        X, y = bradley_terry_rows(weights, 20, temperature, seed=seed)
+        head = MetaRewardHead(n_prototypes=32, max_steps=1, random_state=seed).fit(X, y)
+        sharpness.append(head.initial_sharpness_)
+    assert sharpness[0] > 2 * sharpness[1]

@@ -411,3 +411,75 @@ def test_errors_name_the_problem(history):
         knn.partial_fit(X, np.full(len(y), np.nan))
     with pytest.raises(ValueError, match="User 77"):
         knn.user_neighbors([0, 77])
+
+
+def bradley_terry_rows(weights, n_prompts, temperature, *, n_responses=4, seed=0):
+    """Each user compares one random pair per prompt of their own.
+
+    The first row is chosen with probability ``sigmoid((u_a - u_b) / temperature)``
+    (deterministically when ``temperature`` is None); a user's utility is
+    ``weights[u] . x`` with Gaussian features ``x0, x1, ...``.
+    """
+    rng = np.random.RandomState(seed)
+    n_features = weights.shape[1]
+    rows, labels = [], []
+    for u, w in enumerate(weights):
+        for q in range(n_prompts):
+            x = rng.normal(size=(n_responses, n_features))
+            a, b = rng.choice(n_responses, 2, replace=False)
+            margin = (x[a] - x[b]) @ w
+            if temperature is None:
+                first = float(margin > 0)
+            else:
+                first = float(rng.random_sample() < 1 / (1 + np.exp(-margin / temperature)))
+            for r, label in ((a, first), (b, 1.0 - first)):
+                rows.append((u, u * n_prompts + q, r, *x[r]))
+                labels.append(label)
+    columns = ["user_id", "prompt_id", "response_id"] + [f"x{f}" for f in range(n_features)]
+    return pd.DataFrame(rows, columns=columns), np.array(labels)
+
+
+def one_shot_regret(estimator, n_features=6, seed=0):
+    """Mean regret of ``estimator`` on new users who reveal one best/worst prompt.
+
+    200 historical users with sparse Dirichlet(0.2) weights label 15 prompts each;
+    100 new users reveal one prompt, and the regret (best true utility minus the
+    chosen row's) is averaged over 6 query prompts each.
+    """
+    rng = np.random.RandomState(seed)
+    weights = rng.dirichlet(np.full(n_features, 0.2), 300)
+    history = best_worst_rows(weights[:200], 15, n_responses=6, n_features=n_features, seed=seed)
+    new_X, new_y = best_worst_rows(
+        weights[200:], 7, n_responses=6, n_features=n_features, seed=seed + 1, first_user=200
+    )
+    query = (new_X["prompt_id"] % 7 > 0).to_numpy()
+    X = pd.concat([history[0], new_X[~query]], ignore_index=True)
+    y = np.concatenate([history[1], new_y[~query]])
+    utility = clone(estimator).fit(X, y).predict(new_X[query])
+    features = new_X[query].filter(like="x").to_numpy()
+    true = np.einsum("nf,nf->n", features, weights[new_X[query]["user_id"].to_numpy()])
+    table = pd.DataFrame({"group": new_X[query]["prompt_id"].to_numpy(), "u": utility, "t": true})
+    chosen = table.loc[table.groupby("group")["u"].idxmax(), "t"].to_numpy()
+    return float(np.mean(table.groupby("group")["t"].max().to_numpy() - chosen))
+
+
+def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
+    from pllm_sk.utils._calibration import TEMPERATURES
+
+    regret = {
+        float(t): one_shot_regret(UserKNNRanker(temperature=float(t), item_imputation=0.0))
+        for t in TEMPERATURES
+    }
+    best, worst = min(regret.values()), max(regret.values())
+    auto = one_shot_regret(UserKNNRanker(item_imputation=0.0, random_state=0))
+    # Far from every end of the grid, near the best of it.
+    assert worst > 1.5 * best
+    assert auto <= best + 0.2 * (worst - best)
+
+
+def test_imputation_ignores_labelers_of_negligible_weight():
+    from pllm_sk.neighbors._knn import _imputation_factor
+
+    # 1 / 1e-320 overflows: the factor must stay finite, so that no margin is NaN.
+    factor = _imputation_factor(np.array([1e-320, 0.0, 0.5, 1.0]), 1.0)
+    assert_allclose(factor, [0.0, 0.0, 2.0, 1.0])

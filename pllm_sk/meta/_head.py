@@ -35,6 +35,11 @@ __all__ = ["MetaRewardHead"]
 
 # Support comparisons per forward pass at predict time; bounds the memory.
 _PREDICT_PAIRS = 1 << 15
+# Log sharpness and log scale tried for the encoder's starting point, on the
+# episodes of this many training users with at most this many query prompts.
+_ENCODER_GRID = np.log(2.0) * np.arange(-2, 7)
+_CALIBRATION_USERS = 128
+_CALIBRATION_QUERY = 5
 
 
 @fill_docstring
@@ -62,8 +67,16 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
       read many comparisons less sharply than a few). When users are linear in the
       features, as on the reward track, this is the form of the Bayes estimator
       (posterior-mean weights) with a learned, discrete prior. With the identity
-      tower the prototypes start at the unit-norm Bradley-Terry fits of the users
-      with the most comparisons (an empirical prior); otherwise at random.
+      tower the prototypes start at the unit-norm Bradley-Terry fits (nearly
+      unpenalised, ``l2=0.01``) of the users with the most comparisons (an
+      empirical prior); otherwise at random. How sharply a comparison selects
+      among the starting prototypes and the scale of ``u`` (the prototypes'
+      temperature, and so how far one comparison moves a new user from the
+      population) start at the best of a grid of powers of 2 (``_ENCODER_GRID``)
+      for the query loss of episodes of up to 128 training users, each chosen in
+      turn with the other fixed (sharpness, scale, sharpness): meta-training
+      starts from a calibrated empirical prior instead of travelling there by
+      small steps, which it did within a few dozen steps on some seeds only.
       Finitely many prototypes are coarse for a user with many comparisons, so the
       posterior mean is then refined by ``n_newton_steps`` Newton steps of a
       Laplace fold-in: toward the MAP of the user's Bradley-Terry log-likelihood
@@ -82,9 +95,11 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
     part (the other prompts, at most ``max_query``), adapts ``u`` on the support
     comparisons, and takes the Bradley-Terry loss of the query comparisons under
     ``u`` (averaged per user); Adam updates the tower and the adapter. A share
-    ``validation_fraction`` of the users is held out: their loss on episodes drawn
-    once is measured after each epoch, training stops when it has not improved by
-    ``tol`` for ``n_iter_no_change`` epochs, and the best parameters are kept.
+    ``validation_fraction`` of the users with at least two labeled prompts (a
+    support and a query) is held out: their loss on episodes drawn once is
+    measured before training and after each epoch, training stops when it has not
+    improved by ``tol`` for ``n_iter_no_change`` epochs, and the best parameters
+    are kept, the calibrated starting point included.
 
     At predict time every user with labeled rows is adapted the same way, from all
     their comparisons in ``fit`` and ``partial_fit`` (the labeled rows are kept,
@@ -171,6 +186,9 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         Held-out loss after each epoch (empty when ``validation_fraction=0``).
     best_loss_ : float
         The loss (held-out, else training) of the parameters kept.
+    initial_sharpness_, initial_scale_ : float or None
+        The encoder's sharpness and scale chosen before meta-training (see
+        ``"encoder"`` above); None with ``adaptation="gradient"``.
     {input_attributes}
 
     See Also
@@ -362,7 +380,7 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
             self._items[columns["winner"][pairs]] - self._items[columns["loser"][pairs]]
         )
         coef = fit_bradley_terry(
-            differences.astype(np.float64), owner, most.size, l2=1.0
+            differences.astype(np.float64), owner, most.size, l2=0.01
         )
         coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-12)
         positions = torch.from_numpy(np.resize(coef, (self.n_prototypes, n_components)))
@@ -391,12 +409,16 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
     def _meta_train(self, module, rng, device):
         """Episodic meta-training with early stopping on held-out users (in place)."""
         groups = self._store.prompt_groups()
-        trainable = np.flatnonzero(np.diff(groups[1]) > 0)
-        n_validation = int(np.ceil(self.validation_fraction * trainable.size))
-        if n_validation >= trainable.size:
+        n_groups = np.diff(groups[1])
+        trainable = np.flatnonzero(n_groups > 0)
+        # Held-out users adapt on a support and are scored on a query: a user with
+        # one prompt would score the prior alone, and a noisy early stop.
+        adaptable = np.flatnonzero(n_groups > 1)
+        n_validation = int(np.ceil(self.validation_fraction * adaptable.size))
+        if n_validation >= adaptable.size:
             n_validation = 0
-        shuffled = rng.permutation(trainable)
-        validation, train = np.sort(shuffled[:n_validation]), shuffled[n_validation:]
+        validation = np.sort(rng.permutation(adaptable)[:n_validation])
+        train = rng.permutation(np.setdiff1d(trainable, validation))
         episode_loss = _EpisodeLoss(module, self._store, self._items, device)
 
         def episodes(users):
@@ -415,11 +437,41 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
             )
             if batch.size
         ]
+        self.initial_sharpness_ = self.initial_scale_ = None
+        if isinstance(module.adapter, ParticleEncoder):
+            sample = train[n_groups[train] > 1][:_CALIBRATION_USERS]
+            if sample.size:
+                sample_episodes = draw_episodes(
+                    groups,
+                    sample,
+                    rng,
+                    max_support=self.max_support,
+                    max_query=_CALIBRATION_QUERY,
+                )
+                _calibrate_encoder(
+                    module.adapter, lambda: episode_loss(sample.size, sample_episodes)
+                )
+            self.initial_sharpness_ = module.adapter.log_sharpness.exp().item()
+            self.initial_scale_ = module.adapter.log_scale.exp().item()
+        def validation_loss():
+            with torch.no_grad():
+                return (
+                    sum(
+                        episode_loss(batch.size, batch_episodes).item() * batch.size
+                        for batch, batch_episodes in validation_episodes
+                    )
+                    / validation.size
+                )
+
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
         max_steps = self.max_steps or np.inf
         self.loss_curve_, self.validation_scores_ = [], []
         self.n_steps_ = self.n_epochs_ = 0
         best_loss, best_state, n_stale = np.inf, None, 0
+        if validation_episodes:
+            # The calibrated starting point competes with the trained parameters.
+            best_loss = validation_loss()
+            best_state = copy.deepcopy(module.state_dict())
         progress = tqdm(
             total=self.max_epochs, disable=not self.verbose, desc="meta-training"
         )
@@ -440,14 +492,7 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
             self.loss_curve_.append(total / n_users)
             current = self.loss_curve_[-1]
             if validation_episodes:
-                with torch.no_grad():
-                    current = (
-                        sum(
-                            episode_loss(batch.size, batch_episodes).item() * batch.size
-                            for batch, batch_episodes in validation_episodes
-                        )
-                        / validation.size
-                    )
+                current = validation_loss()
                 self.validation_scores_.append(current)
             progress.update()
             progress.set_postfix(loss=f"{current:.4f}")
@@ -607,6 +652,26 @@ def _posterior_draws(encoder, differences, owner, n_users, n_samples, rng):
     # The drawn prototype's deviation from the posterior mean, around the refined vector.
     deviation = scale * (encoder.positions[chosen] - (posterior @ encoder.positions)[:, None])
     return users[:, None, :] + deviation
+
+
+def _calibrate_encoder(encoder, loss):
+    """Start the encoder's sharpness and scale at the best of a grid (in place).
+
+    The prototypes start at unit-norm preferences; how sharply a comparison
+    selects among them and how large the user vector is are set, before
+    meta-training, to the pair of ``_ENCODER_GRID`` values with the lowest query loss
+    of a sample of training episodes (``loss()``), so that training starts from a
+    calibrated empirical prior instead of travelling there by small steps.
+    """
+    with torch.no_grad():
+        # One at a time, the loss being smooth in each: a full grid would cost a
+        # forward pass per combination.
+        for parameter in (encoder.log_sharpness, encoder.log_scale, encoder.log_sharpness):
+            losses = []
+            for value in _ENCODER_GRID:
+                parameter.fill_(value)
+                losses.append(loss().item())
+            parameter.fill_(_ENCODER_GRID[int(np.argmin(losses))])
 
 
 def _chunks_by_count(counts, limit=_PREDICT_PAIRS):

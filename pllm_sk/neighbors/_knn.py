@@ -3,6 +3,7 @@
 import numbers
 
 import numpy as np
+from scipy.special import expit
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -10,8 +11,9 @@ from ..base import BaseRanker, IncrementalRankerMixin, PosteriorSamplingMixin
 from ..utils._bradley_terry import fit_bradley_terry, log_sigmoid_
 from ..utils._calibration import (
     TEMPERATURES,
-    best_temperature,
+    best_grid_value,
     calibration_split,
+    log_likelihood_scores,
     temperature_scores,
     within_one_standard_error,
 )
@@ -35,8 +37,11 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 _BLOCK_ENTRIES = 1 << 24
 # Candidate shares of item_imputation="auto".
 IMPUTATIONS = np.array([0.0, 0.25, 0.5, 1.0])
-# Users sampled for temperature="auto".
+# Summed weight of a row's labelers below which their labels are not imputed.
+_LEAST_LABELER_WEIGHT = 1e-9
+# Users sampled for temperature="auto", and held-out prompts per user at most.
 _CALIBRATION_USERS = 200
+_HELD_OUT_PROMPTS = 10
 # Users whose neighbours are found together in predict.
 _USERS_PER_CHUNK = 256
 
@@ -93,13 +98,28 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
     prompts that other users labeled), the smallest of ``IMPUTATIONS`` within one
     standard error of the best top-1 accuracy.
 
-    Temperature. One best/worst choice yields many correlated pairs, and features may
-    explain choices exactly (the reward track) or only partly (the ids track), so how
-    much one pair counts is calibrated: ``temperature="auto"`` samples historical
-    users, reveals a few of their prompts as a cold-start user would, and keeps the
-    ``T`` of ``TEMPERATURES`` whose predictions choose their held-out prompts' chosen
-    rows most often (top-1 accuracy), or the largest ``T`` within one standard error
-    of it: the most cautious, the closest to the population.
+    Temperature: how strongly a new user's comparisons pull them away from the
+    population (the neighbourhood's bandwidth). One best/worst choice yields many
+    correlated pairs, features may explain choices exactly (the reward track) or
+    only partly (noisy choices, the ids track), and the candidates' preferences are
+    themselves estimates, so how much one pair counts is calibrated:
+    ``temperature="auto"`` samples up to 200 candidates, reveals 1, 2, 3 or 5 of
+    their prompts as a cold-start user would, and scores up to 10 held-out prompts
+    each by the posterior predictive probability of their comparisons whose winner
+    is the prompt's top choice, ``sum_v a_uv(T) sigmoid(m_v)`` over the neighbours
+    found from the revealed prompts (the user left out). The ``T`` of
+    ``TEMPERATURES`` with the best mean log-probability over users is refined
+    between its grid neighbours (the vertex of a parabola in ``log2 T``), so the
+    choice is deterministic for a ``random_state`` and moves little with it. The
+    log-probability is a proper score, smooth in ``T``: the share of held-out
+    choices predicted, with the 1-SE rule, chose the most cautious temperature of
+    a noisy band and pulled one-shot users toward the population (with
+    Bradley-Terry feedback, 200 historical users and alpha 0.01, it chose ``T=4``,
+    0.87 of the Bayes limit's gap closed at one prompt on 1,000 test users; the
+    predictive score chooses ``T`` of about 1.8, 1.13). ``shrinkage``, by
+    contrast, only keeps the candidates' own 50-prompt fits finite (a prior on them, not on the new
+    user); with the temperature calibrated on top of it, 0.01, 0.1 and 1 ranked
+    new users within noise of each other.
 
     A user with no labeled rows in ``fit`` or ``partial_fit`` gets the population
     prediction ``population_coef_ . x``. Neighbours are
@@ -124,7 +144,8 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         returns non-negative weights of the same shape.
     temperature : "auto" or float, default="auto"
         Divides the log-likelihood of the likelihood similarity, > 0; ``"auto"``
-        calibrates it (see above). Ignored by the cosine similarities.
+        chooses it on held-out prompts of sampled candidates (see above). Ignored
+        by the cosine similarities.
     item_imputation : "auto" or float, default="auto"
         Share in [0, 1] of the neighbours' unknown item-level labels that the
         labels of the neighbours who labeled the prompt stand in for (see above).
@@ -141,7 +162,8 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
     max_iter : int, default=100
         Newton iterations at most for the population and candidate preferences.
     random_state : int, RandomState instance or None, default=None
-        Draws the users and prompts of the temperature calibration.
+        Draws the users and prompts of the calibration (``"auto"`` temperature and
+        item imputation).
 
     Attributes
     ----------
@@ -153,8 +175,9 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
     neighbor_coef_ : ndarray of shape (n_candidates, n_item_features)
         The candidates' preferences, in the order of ``neighbor_users_``.
     temperature_ : float or None
-        Temperature of the likelihood similarity (chosen when ``"auto"``); None for
-        the cosine similarities.
+        Temperature of the likelihood similarity: ``temperature``, or the one chosen
+        with ``"auto"`` (1.0 with uniform weights, which do not depend on it); None
+        for the cosine similarities.
     item_imputation_ : float
         The share of unknown item-level labels imputed (chosen when ``"auto"``).
     {users_attribute}
@@ -681,7 +704,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         rng = check_random_state(self.random_state)
         candidates, _ = self._store.positions(self.neighbor_users_)
         positions, support, held_out = calibration_split(
-            self._store, candidates, rng, _CALIBRATION_USERS
+            self._store, candidates, rng, _CALIBRATION_USERS, n_held_out=_HELD_OUT_PROMPTS
         )
         if positions.size == 0:
             return (
@@ -715,8 +738,12 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
             return np.einsum("nf,ntf->nt", columns["difference"][rows], coef[owner])
 
         if temperature == "auto":
-            temperature = best_temperature(
-                temperature_scores(margins(TEMPERATURES), prompts, owner, positions.size)
+            temperature = best_grid_value(
+                log_likelihood_scores(
+                    self._predictive_probability(top, top_loglik, rows, owner),
+                    owner,
+                    positions.size,
+                )
             )
         if imputation == "auto":
             weights = self._neighbor_weights(top_loglik / float(temperature))
@@ -735,6 +762,40 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
             # The smallest within one SE of the best: the least imputation.
             imputation = IMPUTATIONS[within_one_standard_error(scores).min()]
         return float(temperature), float(imputation)
+
+    def _predictive_probability(self, neighbors, loglik, rows, owner):
+        """Predictive probability of held-out comparisons at each of ``TEMPERATURES``.
+
+        ``sum_v a_uv(T) sigmoid(m_v)``: each neighbour's probability that the winner
+        is chosen, averaged with the neighbours' weights at temperature ``T`` (with
+        the likelihood weights, the posterior over the candidates of the
+        empirical-Bayes model whose prior sample is the candidates).
+
+        Parameters
+        ----------
+        neighbors, loglik : ndarray of shape (n_users, k)
+            From :meth:`_likelihood_neighbors` on the users' support comparisons.
+        rows : ndarray of int64
+            Held-out comparison indices into the store, grouped by user.
+        owner : ndarray of int64, sorted
+            Index into ``neighbors`` of each held-out comparison's user.
+
+        Returns
+        -------
+        probability : ndarray of shape (len(rows), n_temperatures)
+        """
+        weights = np.stack(
+            [self._neighbor_weights(loglik / t) for t in TEMPERATURES], axis=2
+        )
+        coef = self.neighbor_coef_.astype(np.float32)
+        differences = self._store.columns["difference"]
+        bounds = np.searchsorted(owner, np.arange(neighbors.shape[0] + 1))
+        probability = np.empty((rows.size, TEMPERATURES.size))
+        for user, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if stop > start:
+                margin = differences[rows[start:stop]] @ coef[neighbors[user]].T
+                probability[start:stop] = expit(margin) @ weights[user]
+        return probability
 
     # ------------------------------------------------------------------- helpers
 
@@ -833,10 +894,16 @@ def _matching_entries(table_keys, keys):
 
 
 def _imputation_factor(mass, imputation):
-    """``(W + c (1 - W)) / W``, and 0 where ``W`` is 0 (no neighbour labeled it)."""
+    """``(W + c (1 - W)) / W``, and 0 where ``W`` is (about) 0.
+
+    Below ``_LEAST_LABELER_WEIGHT`` the neighbours who labeled the item carry no
+    weight worth extrapolating from (and ``1 / W`` would overflow to inf, then
+    NaN in ``S * inf``, a margin that no comparison can fail).
+    """
     mass = np.asarray(mass, dtype=np.float64)
-    safe = np.where(mass > 0, mass, 1.0)
-    return np.where(mass > 0, (mass + imputation * (1.0 - mass)) / safe, 0.0)
+    known = mass > _LEAST_LABELER_WEIGHT
+    safe = np.where(known, mass, 1.0)
+    return np.where(known, (mass + imputation * (1.0 - mass)) / safe, 0.0)
 
 
 def _float_or_none(value):

@@ -1,0 +1,114 @@
+"""The shared calibration helpers, on cases small enough to check by hand."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import expit
+
+from pllm_sk.utils._calibration import (
+    TEMPERATURES,
+    best_grid_value,
+    calibration_split,
+    laplace_predictive,
+    log_likelihood_scores,
+    per_user_means,
+)
+from pllm_sk.utils._comparisons import UserComparisons
+
+
+@pytest.mark.parametrize("exponent", [-1.3, 0.0, 0.45, 2.2])
+def test_best_grid_value_is_the_vertex_of_a_parabola_in_log2(exponent):
+    # Scores exactly quadratic in log2(T): the refinement lands on the vertex.
+    scores = -((np.log2(TEMPERATURES) - exponent) ** 2)[np.newaxis]
+    assert best_grid_value(np.repeat(scores, 3, axis=0)) == pytest.approx(2.0**exponent)
+
+
+def test_best_grid_value_on_another_grid_and_at_its_ends():
+    grid = 4.0 ** np.arange(-2, 3)  # two octaves per step
+    scores = -((np.log2(grid) - 1.0) ** 2)[np.newaxis]
+    assert best_grid_value(scores, grid) == pytest.approx(2.0)
+    # Increasing scores: the largest value, never beyond the grid.
+    assert best_grid_value(np.arange(grid.size)[np.newaxis], grid) == grid[-1]
+    assert best_grid_value(-np.arange(grid.size)[np.newaxis], grid) == grid[0]
+    # No calibration user: the neutral value.
+    assert best_grid_value(np.empty((0, grid.size)), grid) == 1.0
+
+
+def test_best_grid_value_skips_values_left_out_of_the_search():
+    scores = -((np.log2(TEMPERATURES) - 0.4) ** 2)[np.newaxis]
+    scores[:, 1::2] = np.nan  # every second temperature not scored
+    # The best scored one (T = 1) is kept: its neighbours were not scored.
+    assert best_grid_value(scores) == 1.0
+
+
+def test_log_likelihood_scores_weigh_every_user_the_same():
+    probability = np.array([[0.5, 0.9], [0.5, 0.9], [0.25, 0.5]])
+    owner = np.array([0, 0, 2])
+    scores = log_likelihood_scores(probability, owner, 3)
+    # User 1 has no comparison and is left out; user 0's two comparisons average.
+    assert_allclose(scores, np.log([[0.5, 0.9], [0.25, 0.5]]))
+    assert_allclose(per_user_means(np.arange(6.0).reshape(3, 2), owner, 3), [[1, 2], [4, 5]])
+
+
+def test_laplace_predictive_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    n_users, n_components, rank = 4, 3, 2
+    support_owner = np.sort(rng.integers(0, n_users, 12))
+    support = rng.normal(size=(12, rank))
+    owner = np.sort(rng.integers(0, n_users, 9))
+    vectors = rng.normal(size=(9, rank))
+    coef = rng.normal(size=(n_users, n_components, rank))
+    posterior = rng.dirichlet(np.ones(n_components), n_users)
+    roots = rng.normal(size=(n_components, rank, rank))
+    precisions = roots @ roots.transpose(0, 2, 1) + np.eye(rank)
+    weight = 0.7
+    expected = np.zeros(9)
+    for n in range(9):
+        user = owner[n]
+        for c in range(n_components):
+            hessian = precisions[c].copy()
+            for i in np.flatnonzero(support_owner == user):
+                s = expit(support[i] @ coef[user, c])
+                hessian += weight * s * (1 - s) * np.outer(support[i], support[i])
+            variance = vectors[n] @ np.linalg.solve(hessian, vectors[n])
+            margin = vectors[n] @ coef[user, c] / np.sqrt(1 + np.pi / 8 * variance)
+            expected[n] += posterior[user, c] * expit(margin)
+    probability = laplace_predictive(
+        vectors, owner, support, support_owner, coef, posterior, precisions, weight
+    )
+    assert_allclose(probability, expected, rtol=1e-12)
+
+
+def test_laplace_predictive_is_the_plug_in_when_the_posterior_is_certain():
+    vectors = np.array([[1.0, 0.0], [0.0, 2.0]])
+    coef = np.array([[[0.5, -1.0]]])
+    probability = laplace_predictive(
+        vectors,
+        np.zeros(2, dtype=np.int64),
+        np.empty((0, 2)),
+        np.empty(0, dtype=np.int64),
+        coef,
+        np.ones((1, 1)),
+        1e12 * np.eye(2)[np.newaxis],
+        1.0,
+    )
+    assert_allclose(probability, expit(vectors @ coef[0, 0]), rtol=1e-9)
+
+
+def test_calibration_split_holds_out_at_most_n_held_out_prompts():
+    # Three users with 8, 8 and 1 prompts, one comparison per prompt.
+    owner = np.repeat([10, 11, 12], [8, 8, 1])
+    prompts = np.concatenate([np.arange(8), np.arange(8) + 100, [200]])
+    store = UserComparisons(np.array([10, 11, 12]), owner, prompt=prompts)
+    positions, support, held_out = calibration_split(
+        store, np.arange(3), np.random.RandomState(0), 5, n_held_out=3
+    )
+    # The one-prompt user has nothing to hold out and is skipped.
+    assert_array_equal(np.sort(positions), [0, 1])
+    for user in range(2):
+        shown = set(prompts[support[0][support[1] == user]])
+        hidden = set(prompts[held_out[0][held_out[1] == user]])
+        assert shown and not shown & hidden
+        assert len(hidden) == 3
+    # Support sizes cycle 1, 2, ...: the first user shows one prompt, the second two.
+    assert np.bincount(support[1]).tolist() == [1, 2]
