@@ -79,6 +79,32 @@ def test_laplace_predictive_matches_a_direct_computation():
     assert_allclose(probability, expected, rtol=1e-12)
 
 
+def test_laplace_predictive_support_weights_count_as_repeated_comparisons():
+    rng = np.random.default_rng(1)
+    n_users, n_components, rank = 3, 2, 2
+    support_owner = np.sort(rng.integers(0, n_users, 8))
+    support = rng.normal(size=(8, rank))
+    owner = np.sort(rng.integers(0, n_users, 6))
+    vectors = rng.normal(size=(6, rank))
+    coef = rng.normal(size=(n_users, n_components, rank))
+    posterior = rng.dirichlet(np.ones(n_components), n_users)
+    precisions = np.broadcast_to(np.eye(rank), (n_components, rank, rank))
+    repeats = rng.integers(1, 4, 8)
+    weighted = laplace_predictive(
+        vectors, owner, support, support_owner, coef, posterior, precisions, 0.5,
+        support_weight=repeats.astype(float),
+    )
+    repeated = laplace_predictive(
+        vectors, owner, np.repeat(support, repeats, axis=0),
+        np.repeat(support_owner, repeats), coef, posterior, precisions, 0.5,
+    )
+    assert_allclose(weighted, repeated, rtol=1e-12)
+    unweighted = laplace_predictive(
+        vectors, owner, support, support_owner, coef, posterior, precisions, 0.5
+    )
+    assert not np.allclose(weighted, unweighted)
+
+
 def test_laplace_predictive_is_the_plug_in_when_the_posterior_is_certain():
     vectors = np.array([[1.0, 0.0], [0.0, 2.0]])
     coef = np.array([[[0.5, -1.0]]])
