@@ -266,8 +266,16 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
     pair_factor = rng.normal(size=(n_pairs, rank))
     offset = rng.normal(size=n_pairs)
     model = LowRankRanker(embedding_l2=0.1, tol=0.0)
+    # Each pair its own user, and a user with several pairs.
+    pair_user = np.minimum(np.arange(n_pairs), n_pairs - 20)
+    pair_factor[-20:] = pair_factor[-20]
     embedding, loss = model._fit_embeddings(
-        pair_items, pair_factor, offset, np.zeros((n_items, rank)), n_steps=50
+        pair_items,
+        pair_user,
+        pair_factor[: n_pairs - 19],
+        offset,
+        np.zeros((n_items, rank)),
+        n_steps=50,
     )
 
     def objective(flat):

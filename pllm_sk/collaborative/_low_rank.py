@@ -3,6 +3,7 @@
 import numbers
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.mixture import GaussianMixture
@@ -463,7 +464,7 @@ class LowRankRanker(
             return basis, embedding, loss
         offset = np.einsum("pr,pr->p", pair_factor, differences @ basis.T)
         embedding, loss = self._fit_embeddings(
-            pair_items, pair_factor, offset, embedding, pair_weight=pair_weight
+            pair_items, pair_user, factors, offset, embedding, pair_weight=pair_weight
         )
         return basis, embedding, loss + self.basis_l2 * np.sum(basis**2)
 
@@ -491,13 +492,16 @@ class LowRankRanker(
         return result.x.reshape(rank, n_item_features), float(result.fun) * n_pairs
 
     def _fit_embeddings(
-        self, pair_items, pair_factor, offset, embedding, n_steps=5, pair_weight=None
+        self, pair_items, pair_user, factors, offset, embedding, n_steps=5,
+        pair_weight=None,
     ):
-        """Block-Jacobi Newton over the embeddings; margins ``f . (e_w - e_l) + offset``.
+        """Block-Jacobi Newton over the embeddings; margins ``f_u . (e_w - e_l) + offset``.
 
-        Returns the embeddings and the objective (pair losses plus their L2 term).
+        ``factors[pair_user]`` is each pair's user factor ``f_u``. Returns the
+        embeddings and the objective (pair losses plus their L2 term).
         """
         n_items, rank = embedding.shape
+        n_users = factors.shape[0]
         l2 = self.embedding_l2
         pair_scale = np.ones(pair_items.shape[0]) if pair_weight is None else pair_weight
         # Each (pair, side) with a known item: the item, the pair and the sign.
@@ -506,12 +510,34 @@ class LowRankRanker(
         sign = np.repeat([1.0, -1.0], pair_items.shape[0])
         known = item >= 0
         item, pair, sign = item[known], pair[known], sign[known]
-        side_factor = pair_factor[pair]
-        upper = np.triu_indices(rank)
+        # A user's sides on one item share the factor f_u: the sums that build the
+        # gradient and the Hessian blocks run over (item, user) cells, several
+        # times fewer than the sides, sorted by item.
+        cells, cell = np.unique(
+            item.astype(np.int64) * n_users + pair_user[pair], return_inverse=True
+        )
+        cell_item = cells // n_users
+        cell_factor = factors[cells % n_users]
+        by_item = sparse.csr_matrix(
+            (
+                np.ones(cells.size),
+                np.arange(cells.size),
+                np.searchsorted(cell_item, np.arange(n_items + 1)),
+            ),
+            shape=(n_items, cells.size),
+        )
+
+        def per_cell(side_values):
+            return np.bincount(cell, weights=side_values, minlength=cells.size)
+
+        def item_sums(cell_weight, columns):
+            """Per item, the sum over its cells of ``cell_weight * columns``."""
+            by_item.data = cell_weight
+            return by_item @ columns
 
         def margins(embedding):
-            side = sign * np.einsum("sr,sr->s", side_factor, embedding[item])
-            return offset + np.bincount(pair, weights=side, minlength=offset.size)
+            dot = np.einsum("cr,cr->c", cell_factor, embedding[cell_item])
+            return offset + np.bincount(pair, weights=sign * dot[cell], minlength=offset.size)
 
         def objective(embedding, margin):
             return np.sum(pair_scale * np.logaddexp(0.0, -margin)) + l2 * np.sum(
@@ -522,19 +548,14 @@ class LowRankRanker(
         loss = objective(embedding, margin)
         for _ in range(n_steps):
             slope = -(pair_scale * expit(-margin))[pair] * sign
-            gradient = 2.0 * l2 * embedding
-            for r in range(rank):
-                gradient[:, r] += np.bincount(
-                    item, weights=slope * side_factor[:, r], minlength=n_items
-                )
-            curvature = (pair_scale * expit(margin) * expit(-margin))[pair]
-            hessian = np.zeros((n_items, rank, rank))
-            for a, b in zip(*upper):
-                hessian[:, a, b] = hessian[:, b, a] = np.bincount(
-                    item,
-                    weights=curvature * side_factor[:, a] * side_factor[:, b],
-                    minlength=n_items,
-                )
+            gradient = 2.0 * l2 * embedding + item_sums(per_cell(slope), cell_factor)
+            curvature = per_cell((pair_scale * expit(margin) * expit(-margin))[pair])
+            hessian = np.empty((n_items, rank, rank))
+            for a in range(rank):
+                # Row a of each item's Hessian from the diagonal on, mirrored.
+                block = item_sums(curvature, cell_factor[:, a:] * cell_factor[:, a, None])
+                hessian[:, a, a:] = block
+                hessian[:, a:, a] = block
             hessian += 2.0 * l2 * np.eye(rank)
             step = -np.linalg.solve(hessian, gradient[..., np.newaxis])[..., 0]
             for _ in range(20):
