@@ -137,7 +137,8 @@ def recording_scorer(oracle, log):
 def grid_search(corpus, oracle, X, y, scoring):
     search = GridSearchCV(
         pipeline(corpus),
-        {"ranker": [PopulationRanker(), PerUserRanker(),
+        # A fixed random_state where an estimator draws calibration users.
+        {"ranker": [PopulationRanker(), PerUserRanker(random_state=0),
                     UserKNNRanker(random_state=0)]},
         cv=ColdStartSplit(3, n_support=3, random_state=0),
         scoring=scoring,
