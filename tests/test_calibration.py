@@ -50,59 +50,52 @@ def test_log_likelihood_scores_weigh_every_user_the_same():
     assert_allclose(per_user_means(np.arange(6.0).reshape(3, 2), owner, 3), [[1, 2], [4, 5]])
 
 
-def test_laplace_predictive_matches_a_direct_computation():
-    rng = np.random.default_rng(0)
-    n_users, n_components, rank = 4, 3, 2
-    support_owner = np.sort(rng.integers(0, n_users, 12))
-    support = rng.normal(size=(12, rank))
-    owner = np.sort(rng.integers(0, n_users, 9))
-    vectors = rng.normal(size=(9, rank))
-    coef = rng.normal(size=(n_users, n_components, rank))
-    posterior = rng.dirichlet(np.ones(n_components), n_users)
+def random_laplace_problem(seed, n_users=4, n_components=3, rank=2, n_support=12, n=9):
+    """Random inputs of laplace_predictive, as a dict of its positional arguments."""
+    rng = np.random.default_rng(seed)
     roots = rng.normal(size=(n_components, rank, rank))
-    precisions = roots @ roots.transpose(0, 2, 1) + np.eye(rank)
-    weight = 0.7
-    expected = np.zeros(9)
-    for n in range(9):
-        user = owner[n]
-        for c in range(n_components):
-            hessian = precisions[c].copy()
+    return dict(
+        vectors=rng.normal(size=(n, rank)),
+        owner=np.sort(rng.integers(0, n_users, n)),
+        support_vectors=rng.normal(size=(n_support, rank)),
+        support_owner=np.sort(rng.integers(0, n_users, n_support)),
+        coef=rng.normal(size=(n_users, n_components, rank)),
+        posterior=rng.dirichlet(np.ones(n_components), n_users),
+        prior_precisions=roots @ roots.transpose(0, 2, 1) + np.eye(rank),
+        weight=0.7,
+    )
+
+
+def test_laplace_predictive_matches_a_direct_computation():
+    problem = random_laplace_problem(0)
+    vectors, owner, coef = problem["vectors"], problem["owner"], problem["coef"]
+    support, support_owner = problem["support_vectors"], problem["support_owner"]
+    expected = np.zeros(len(vectors))
+    for n, user in enumerate(owner):
+        for c in range(coef.shape[1]):
+            hessian = problem["prior_precisions"][c].copy()
             for i in np.flatnonzero(support_owner == user):
                 s = expit(support[i] @ coef[user, c])
-                hessian += weight * s * (1 - s) * np.outer(support[i], support[i])
+                hessian += problem["weight"] * s * (1 - s) * np.outer(support[i], support[i])
             variance = vectors[n] @ np.linalg.solve(hessian, vectors[n])
             margin = vectors[n] @ coef[user, c] / np.sqrt(1 + np.pi / 8 * variance)
-            expected[n] += posterior[user, c] * expit(margin)
-    probability = laplace_predictive(
-        vectors, owner, support, support_owner, coef, posterior, precisions, weight
-    )
-    assert_allclose(probability, expected, rtol=1e-12)
+            expected[n] += problem["posterior"][user, c] * expit(margin)
+    assert_allclose(laplace_predictive(**problem), expected, rtol=1e-12)
 
 
 def test_laplace_predictive_support_weights_count_as_repeated_comparisons():
-    rng = np.random.default_rng(1)
-    n_users, n_components, rank = 3, 2, 2
-    support_owner = np.sort(rng.integers(0, n_users, 8))
-    support = rng.normal(size=(8, rank))
-    owner = np.sort(rng.integers(0, n_users, 6))
-    vectors = rng.normal(size=(6, rank))
-    coef = rng.normal(size=(n_users, n_components, rank))
-    posterior = rng.dirichlet(np.ones(n_components), n_users)
-    precisions = np.broadcast_to(np.eye(rank), (n_components, rank, rank))
-    repeats = rng.integers(1, 4, 8)
-    weighted = laplace_predictive(
-        vectors, owner, support, support_owner, coef, posterior, precisions, 0.5,
-        support_weight=repeats.astype(float),
-    )
+    problem = random_laplace_problem(1, n_users=3, n_components=2, n_support=8, n=6)
+    repeats = np.random.default_rng(2).integers(1, 4, 8)
+    weighted = laplace_predictive(**problem, support_weight=repeats.astype(float))
     repeated = laplace_predictive(
-        vectors, owner, np.repeat(support, repeats, axis=0),
-        np.repeat(support_owner, repeats), coef, posterior, precisions, 0.5,
+        **dict(
+            problem,
+            support_vectors=np.repeat(problem["support_vectors"], repeats, axis=0),
+            support_owner=np.repeat(problem["support_owner"], repeats),
+        )
     )
     assert_allclose(weighted, repeated, rtol=1e-12)
-    unweighted = laplace_predictive(
-        vectors, owner, support, support_owner, coef, posterior, precisions, 0.5
-    )
-    assert not np.allclose(weighted, unweighted)
+    assert not np.allclose(weighted, laplace_predictive(**problem))
 
 
 def test_laplace_predictive_is_the_plug_in_when_the_posterior_is_certain():
