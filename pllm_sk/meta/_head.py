@@ -453,6 +453,7 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
                 )
             self.initial_sharpness_ = module.adapter.log_sharpness.exp().item()
             self.initial_scale_ = module.adapter.log_scale.exp().item()
+
         def validation_loss():
             with torch.no_grad():
                 return (
