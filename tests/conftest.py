@@ -1,7 +1,11 @@
 """Shared fixtures: small corpora, users and feedback built in the tests."""
 
+import functools
+
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator
+from sklearn.utils.estimator_checks import estimator_checks_generator
 
 from pllm_sk.datasets import RESPONSE_MODELS, REWARD_MODELS, Corpus
 from pllm_sk.simulation import sample_users, simulate_feedback
@@ -45,3 +49,33 @@ def feedback_data(corpus):
     """40 users with 10 best/worst-labeled train prompts and 1 unlabeled test prompt."""
     weights = sample_users(40, alpha=0.05, random_state=0)
     return simulate_feedback(corpus, weights, n_history=10, n_query=1, random_state=0)
+
+
+def check_name(check):
+    """The name of a scikit-learn estimator check, through its partials."""
+    while isinstance(check, functools.partial):
+        check = check.func
+    return check.__name__
+
+
+def _check_id(value):
+    # The class name, not the repr: some reprs hold a whole model.
+    if isinstance(value, BaseEstimator):
+        return type(value).__name__
+    name = check_name(value)
+    if isinstance(value, functools.partial) and value.keywords.get("readonly_memmap"):
+        name += "(readonly_memmap=True)"
+    return name
+
+
+def parametrize_checks(estimators):
+    """``parametrize_with_checks`` with short ids: ``Class-check_name``."""
+    return pytest.mark.parametrize(
+        "estimator, check",
+        [
+            pair
+            for estimator in estimators
+            for pair in estimator_checks_generator(estimator, legacy=True)
+        ],
+        ids=_check_id,
+    )

@@ -1,6 +1,5 @@
 """scikit-learn's estimator checks and the domain checks, for every public estimator."""
 
-import functools
 import io
 
 import joblib
@@ -12,11 +11,10 @@ from scipy import sparse
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import (
     check_param_validation,
-    parametrize_with_checks,
 )
 from test_icl import byte_tokenizer, tiny_lm
 
-from conftest import random_corpus
+from conftest import check_name, parametrize_checks, random_corpus
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.icl import InContextRanker
@@ -171,9 +169,9 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
-@parametrize_with_checks(public_estimators())
+@parametrize_checks(public_estimators())
 def test_sklearn_estimator_checks(estimator, check):
-    expected = EXPECTED_FAILED_CHECKS[type(estimator).__name__].get(_check_name(check))
+    expected = EXPECTED_FAILED_CHECKS[type(estimator).__name__].get(check_name(check))
     if expected is None:
         check(estimator)
         return
@@ -181,12 +179,6 @@ def test_sklearn_estimator_checks(estimator, check):
     with pytest.raises(error, match=pattern):
         check(estimator)
     pytest.xfail(reason)
-
-
-def _check_name(check):
-    while isinstance(check, functools.partial):
-        check = check.func
-    return check.__name__
 
 
 # ---------------------------------------------------------------- domain checks

@@ -10,7 +10,6 @@ another way.
 """
 
 import copy
-import functools
 import importlib.util
 import io
 import re
@@ -25,11 +24,9 @@ from scipy import sparse
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, check_cv, cross_validate
 from sklearn.pipeline import make_pipeline
-from sklearn.utils.estimator_checks import (
-    estimator_checks_generator,
-    parametrize_with_checks,
-)
+from sklearn.utils.estimator_checks import estimator_checks_generator
 
+from conftest import check_name, parametrize_checks
 from pllm_sk.base import BaseRanker
 from pllm_sk.datasets import Corpus
 from pllm_sk.features import (
@@ -236,15 +233,9 @@ EXPECTED_FAILURES = {
 }
 
 
-def _check_name(check):
-    while isinstance(check, functools.partial):
-        check = check.func
-    return check.__name__
-
-
-@parametrize_with_checks(feature_transformers())
+@parametrize_checks(feature_transformers())
 def test_sklearn_estimator_checks(estimator, check):
-    expected = EXPECTED_FAILURES[type(estimator).__name__].get(_check_name(check))
+    expected = EXPECTED_FAILURES[type(estimator).__name__].get(check_name(check))
     if expected is None:
         check(estimator)
         return
@@ -263,7 +254,7 @@ def test_sklearn_estimator_checks(estimator, check):
 def test_expected_failures_name_checks_that_run(estimator):
     """No stale entry: each expected failure names a check run for that estimator."""
     names = {
-        _check_name(check)
+        check_name(check)
         for _, check in estimator_checks_generator(estimator, mark=None)
     }
     assert set(EXPECTED_FAILURES[type(estimator).__name__]) <= names

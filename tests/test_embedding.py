@@ -215,7 +215,9 @@ def test_embedding_features_pca_is_fitted_on_fit_rows(corpus, embedder):
 
 
 def test_embedding_features_in_grid_search(corpus, feedback_data, embedder):
-    pipe = make_pipeline(EmbeddingFeatures(corpus, embedder=embedder), PerUserRanker())
+    pipe = make_pipeline(
+        EmbeddingFeatures(corpus, embedder=embedder), PerUserRanker(random_state=0)
+    )
     cv = ColdStartSplit(2, n_support=3, random_state=0)
     scorer = make_personal_scorer(feedback_data.oracle, metric="gap_closed")
     search = GridSearchCV(
