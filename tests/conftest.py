@@ -79,3 +79,16 @@ def parametrize_checks(estimators):
         ],
         ids=_check_id,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module of tiny models or small batches, which run
+    faster on one thread, and far faster on busy shared cores. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

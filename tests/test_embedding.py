@@ -22,14 +22,7 @@ from pllm_sk.features import (  # noqa: E402
 )
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small batches run faster on one thread, and far faster on busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

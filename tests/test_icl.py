@@ -17,10 +17,11 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_corpus
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+
+from conftest import random_corpus
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -100,13 +101,7 @@ def tiny_lm(architecture="llama", vocab_size=259, seed=0):
     return transformers.AutoModelForCausalLM.from_config(config).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one thread, and far faster on busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ TOWER = dict(n_components=4)
 N_HISTORY_USERS = 150
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # The tensors here are tiny: more threads only add synchronisation overhead.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_rewards(corpus, X):
