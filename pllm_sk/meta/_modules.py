@@ -38,7 +38,7 @@ class RewardHead(nn.Module):
     def margins(self, users, winners, losers, owner):
         """Score of each pair's winner minus its loser, for the pair's user."""
         differences = self.tower(winners) - self.tower(losers)
-        return (users[owner] * differences).sum(dim=1)
+        return (users.index_select(0, owner) * differences).sum(dim=1)
 
 
 def make_tower(n_inputs, hidden_layer_sizes, n_components, generator):
@@ -164,7 +164,7 @@ class GradientAdapter(nn.Module):
         users = self.init.expand(n_users, -1)
         step, pull = self.log_step.exp(), self.log_pull.exp()
         for _ in range(self.n_steps):
-            margins = (users[owner] * differences).sum(dim=1)
+            margins = (users.index_select(0, owner) * differences).sum(dim=1)
             descent = torch.zeros_like(users).index_add(
                 0, owner, torch.sigmoid(-margins)[:, None] * differences
             )
@@ -201,7 +201,7 @@ def newton_refine(prior_mean, covariance, differences, owner, temperature, n_ste
     n_users, n_components = users.shape
     eye = torch.eye(n_components, dtype=users.dtype, device=users.device)
     for _ in range(n_steps):
-        margins = temperature * (users[owner] * differences).sum(dim=1)
+        margins = temperature * (users.index_select(0, owner) * differences).sum(dim=1)
         # d log sigmoid(m) / dm = sigmoid(-m); -d2 / dm2 = sigmoid(m) sigmoid(-m).
         slope = torch.sigmoid(-margins)
         gradient = torch.zeros_like(users).index_add(
@@ -284,8 +284,8 @@ class _PooledLogLikelihood(torch.autograd.Function):
         return grad_differences, grad_positions, None, None
 
 
-def _blocks(n_pairs, n_prototypes, entries=1 << 16):
-    """Slices of at most ``entries`` pair-prototype margins (256 KiB of float32)."""
+def _blocks(n_pairs, n_prototypes, entries=1 << 18):
+    """Slices of at most ``entries`` pair-prototype margins (1 MiB of float32)."""
     size = max(1, entries // max(n_prototypes, 1))
     return [slice(start, start + size) for start in range(0, n_pairs, size)]
 
