@@ -266,6 +266,23 @@ def test_max_steps_and_early_stopping(small):
     assert no_validation.validation_scores_ == []
 
 
+def test_plateaus_halve_the_step_then_stop(small):
+    """A plateau is 30 steps and at least one epoch without an improvement."""
+    X, y, _ = small
+    # No epoch improves by tol=1: every epoch is stale, and the best parameters
+    # are the calibrated starting point. 27 training users, 3 held out.
+    params = {**FAST, "max_epochs": 100, "tol": 1.0}
+    one_step_epochs = MetaRewardHead(**params).fit(X, y)
+    assert one_step_epochs.n_steps_ == one_step_epochs.n_epochs_ == 10  # n_iter_no_change
+    long_epochs = MetaRewardHead(**{**params, "batch_size": 1}).fit(X, y)
+    # 27 steps an epoch: plateaus end at epochs 2 and 4 (the step halves) and 6.
+    assert long_epochs.n_epochs_ == 6
+    assert long_epochs.n_steps_ == 6 * 27
+    start = MetaRewardHead(**{**params, "max_steps": 1}).fit(X, y)
+    for name, value in start.module_.state_dict().items():
+        torch.testing.assert_close(long_epochs.module_.state_dict()[name], value)
+
+
 @pytest.mark.parametrize(
     "params, match",
     [
