@@ -136,7 +136,7 @@ class ParticleEncoder(nn.Module):
             self.log_sharpness + self.sharpness_slope * torch.log1p(n_pairs[owner])
         )
         log_likelihood = pooled_log_likelihood(
-            sharpness[:, None] * differences, self.positions, owner, n_users
+            differences, self.positions, owner, n_users, scale=sharpness
         )
         return torch.softmax(self.log_prior + log_likelihood, dim=1)
 
@@ -232,8 +232,8 @@ def pooled_gram(weights, differences, owner, n_users):
     return total
 
 
-def pooled_log_likelihood(differences, positions, owner, n_users):
-    """``sum over each user's pairs of log sigmoid(differences @ positions.T)``.
+def pooled_log_likelihood(differences, positions, owner, n_users, scale=None):
+    """``sum over each user's pairs of log sigmoid(scale * differences @ positions.T)``.
 
     Parameters
     ----------
@@ -242,12 +242,16 @@ def pooled_log_likelihood(differences, positions, owner, n_users):
     owner : Tensor of int64, shape (n_pairs,)
         User of each pair, in ``[0, n_users)``.
     n_users : int
+    scale : Tensor of shape (n_pairs,), default=None
+        Multiplies each pair's margins; ones when None.
 
     Returns
     -------
     log_likelihood : Tensor of shape (n_users, n_prototypes)
     """
-    return _PooledLogLikelihood.apply(differences, positions, owner, n_users)
+    if scale is None:
+        scale = differences.new_ones(differences.shape[0])
+    return _PooledLogLikelihood.apply(differences, positions, owner, n_users, scale)
 
 
 class _PooledLogLikelihood(torch.autograd.Function):
@@ -257,31 +261,49 @@ class _PooledLogLikelihood(torch.autograd.Function):
     would be written and read several times by the unfused operations. Here each
     block of pairs is small enough to stay in the CPU cache, and the backward pass
     recomputes the margins of a block instead of keeping them: faster, and memory
-    that does not grow with the number of prototypes.
+    that does not grow with the number of prototypes. The scale of a pair (the
+    encoder's sharpness) is applied to its margins rather than to its difference:
+    its gradient is then a row sum of the block, and the gradient of the
+    differences, a matrix product, is computed only when they require one (a
+    learned item tower).
     """
 
     @staticmethod
-    def forward(ctx, differences, positions, owner, n_users):
+    def forward(ctx, differences, positions, owner, n_users, scale):
         total = differences.new_zeros(n_users, positions.shape[0])
         for block in _blocks(differences.shape[0], positions.shape[0]):
-            total.index_add_(
-                0, owner[block], F.logsigmoid(differences[block] @ positions.T)
-            )
-        ctx.save_for_backward(differences, positions, owner)
+            margins = (differences[block] @ positions.T).mul_(scale[block, None])
+            total.index_add_(0, owner[block], F.logsigmoid(margins))
+        ctx.save_for_backward(differences, positions, owner, scale)
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        differences, positions, owner = ctx.saved_tensors
-        grad_differences = torch.empty_like(differences)
+        differences, positions, owner, scale = ctx.saved_tensors
+        needs_differences, needs_positions = ctx.needs_input_grad[:2]
+        needs_scale = ctx.needs_input_grad[4]
+        grad_differences = torch.empty_like(differences) if needs_differences else None
         grad_positions = torch.zeros_like(positions)
+        grad_scale = torch.empty_like(scale) if needs_scale else None
         for block in _blocks(differences.shape[0], positions.shape[0]):
-            # d log sigmoid(m) / dm = sigmoid(-m).
-            grad_margins = torch.sigmoid(-(differences[block] @ positions.T))
-            grad_margins *= grad_total[owner[block]]
-            grad_differences[block] = grad_margins @ positions
-            grad_positions += grad_margins.T @ differences[block]
-        return grad_differences, grad_positions, None, None
+            raw = differences[block] @ positions.T
+            # d log sigmoid(m) / dm = sigmoid(-m), at m = scale * raw.
+            grad_margins = torch.sigmoid(raw * -scale[block, None])
+            grad_margins *= grad_total.index_select(0, owner[block])
+            if needs_scale:
+                grad_scale[block] = (grad_margins * raw).sum(dim=1)
+            grad_margins *= scale[block, None]
+            if needs_differences:
+                grad_differences[block] = grad_margins @ positions
+            if needs_positions:
+                grad_positions.addmm_(grad_margins.T, differences[block])
+        return (
+            grad_differences,
+            grad_positions if needs_positions else None,
+            None,
+            None,
+            grad_scale,
+        )
 
 
 def _blocks(n_pairs, n_prototypes, entries=1 << 18):
