@@ -7,10 +7,16 @@ scaled, the 10,402-prompt corpus kept), every method is fitted on the training f
 one ``ColdStartSplit`` (all test users in the fold) and predicts the test users'
 query rows. Before each method the process's peak resident memory is reset (Linux
 ``/proc/self/clear_refs``), so the peak reported (the process's, data included, and
-the part the method added) is that method's own.
+the part the method added) is that method's own. System seconds are mostly page
+faults of memory new to the process: on the 2-core VM these were measured on, a
+first fit of PopulationRanker at full size took 3.4 s, 2.7 s of them system time,
+and 1.4 s when glibc kept freed memory (``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_`` set to 16 GiB), so a method's fit time depends on what
+the process allocated before it.
 
-Printed per size, track and method: fit seconds (the feature step included), predict
-seconds, peak memory, gap closed, and for our methods the gap closed when the test
+Printed per size, track and method: fit seconds (the feature step included) and the
+system CPU seconds among them, predict seconds, peak memory, gap closed, and for our
+methods the gap closed when the test
 users are added by ``partial_fit`` to a model fitted on the historical users only.
 Side by side on the ids track: scikit-surprise ``SVD`` and ``KNNBasic`` (labels as
 ratings), both with items = (prompt, response) ids (the classic mapping: a query
@@ -171,15 +177,16 @@ def run_method(corpus, data, track, make, partial):
     start_gb = reset_peak_memory()
     scorer = make_personal_scorer(data["oracle"], metric="gap_closed")
     estimator = make_pipeline(*TRACKS[track](corpus), make())
-    start = time.perf_counter()
+    start, start_sys = time.perf_counter(), os.times().system
     estimator.fit(X.iloc[data["train"]], y[data["train"]])
     fit_s = time.perf_counter() - start
+    fit_sys_s = os.times().system - start_sys
     X_query = X.iloc[data["query"]]
     start = time.perf_counter()
     estimator.predict(X_query)
     predict_s = time.perf_counter() - start
     row = dict(
-        fit_s=fit_s, predict_s=predict_s, peak_gb=memory_gb("VmHWM"),
+        fit_s=fit_s, fit_sys_s=fit_sys_s, predict_s=predict_s, peak_gb=memory_gb("VmHWM"),
         added_gb=memory_gb("VmHWM") - start_gb, gap=scorer(estimator, X_query),
     )
     if partial:
@@ -233,7 +240,8 @@ def main(argv=None):
                 rows.append(row)
                 row["load"] = os.getloadavg()[0]
                 print(
-                    f"  {track:8s} {name:28s} fit {row['fit_s']:6.1f} s  predict "
+                    f"  {track:8s} {name:28s} fit {row['fit_s']:6.1f} s (system "
+                    f"{row['fit_sys_s']:4.1f} s)  predict "
                     f"{row['predict_s']:5.2f} s  peak {row['peak_gb']:.2f} GB "
                     f"(+{row['added_gb']:.2f})  gap_closed {row['gap']:+.3f}  "
                     f"load {row['load']:.1f}"
@@ -248,12 +256,13 @@ def main(argv=None):
 
 
 def report(results):
-    columns = ["fit_s", "predict_s", "peak_gb", "added_gb", "gap", "load"]
+    columns = ["fit_s", "fit_sys_s", "predict_s", "peak_gb", "added_gb", "gap", "load"]
     if "gap_partial_fit" in results:
         columns += ["gap_partial_fit"]
     print(
-        "\nAll runs (peak_gb: the process, data included; added_gb: by the method; "
-        "load: the machine's 1-minute load average after the run)"
+        "\nAll runs (fit_sys_s: system CPU seconds of the fit, mostly page faults of "
+        "memory new to the process; peak_gb: the process, data included; added_gb: by "
+        "the method; load: the machine's 1-minute load average after the run)"
     )
     print(
         results.set_index(["size", "track", "method"])[columns].to_string(
