@@ -184,6 +184,31 @@ def test_components_are_capped_by_the_prior_users(history):
     assert model.n_components_ == model.prior_weights_.size == 12
 
 
+def test_mixture_is_fitted_to_a_sample_of_many_prior_users(history, monkeypatch):
+    from pllm_sk.collaborative import _low_rank
+
+    X, y = history
+    sizes = []
+    fit = _low_rank.GaussianMixture.fit
+    monkeypatch.setattr(
+        _low_rank.GaussianMixture,
+        "fit",
+        lambda self, sample: sizes.append(sample.shape[0]) or fit(self, sample),
+    )
+    params = dict(n_components=2, random_state=0)
+    full = LowRankRanker(**params).fit(X, y)
+    assert sizes == [12]
+    # A cap at the number of prior users draws nothing: the same fit.
+    monkeypatch.setattr(_low_rank, "_MIXTURE_USERS", 12)
+    assert_array_equal(LowRankRanker(**params).fit(X, y).prior_means_, full.prior_means_)
+    monkeypatch.setattr(_low_rank, "_MIXTURE_USERS", 8)
+    sampled = LowRankRanker(**params).fit(X, y)
+    assert sizes[-1] == 8
+    # Each mean is a mixture of the sampled users' factors (within their hull).
+    assert np.all(sampled.prior_means_.min(axis=0) >= full.user_factors_.min(axis=0))
+    assert np.all(sampled.prior_means_.max(axis=0) <= full.user_factors_.max(axis=0))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_auto_temperature_is_softer_when_features_explain_choices_less(seed):
     X, y = best_worst_rows(np.repeat(np.eye(3), 10, axis=0), 12)

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from pllm_sk.utils._comparisons import UserComparisons, comparisons, positions_in
+from pllm_sk.utils import _comparisons
+from pllm_sk.utils._comparisons import (
+    UserComparisons,
+    comparisons,
+    float32_differences,
+    positions_in,
+)
 
 
 def _pair_set(structure):
@@ -153,3 +159,18 @@ def test_a_candidate_labeled_twice_differently_is_refused(transitive_reduction):
     # Twice with the same label is the same judgement given twice: it counts twice.
     same = comparisons(ids, np.array([1.0, 0.5, 1.0]))
     assert _pair_set(same) == {(0, 1), (2, 1)}
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 16])
+def test_float32_differences_are_the_rounded_exact_differences(monkeypatch, block):
+    # Blocks of 1 and 3 pairs split the losers' gather; float32 features (a feature
+    # step's output) given as float64 subtract exactly, then round once.
+    monkeypatch.setattr(_comparisons, "_GATHER_BLOCK", block)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32).astype(np.float64)
+    winners, losers = rng.integers(0, 20, 50), rng.integers(0, 20, 50)
+    differences = float32_differences(vectors, winners, losers)
+    assert differences.dtype == np.float32
+    assert_array_equal(
+        differences, (vectors[winners] - vectors[losers]).astype(np.float32)
+    )

@@ -32,7 +32,7 @@ __all__ = ["fit_bradley_terry", "log_sigmoid_"]
 _POOLED_CHUNK = 1 << 20
 # Padded entries (groups x components x pairs x features) per batch of the grouped
 # solver.
-_GROUPED_CHUNK = 4_000_000
+_GROUPED_CHUNK = 1_000_000
 
 
 def fit_bradley_terry(
