@@ -162,9 +162,10 @@ def split_ids_features(X):
         )
         feature_names = [c for c in X.columns if c not in ID_COLUMNS]
         if all(X[c].dtype.kind in "biuf" for c in feature_names):
-            # One block conversion: pandas keeps same-dtype columns together.
-            features = np.ascontiguousarray(
-                X[feature_names].to_numpy().astype(np.float64, copy=False)
+            # One block conversion: pandas keeps same-dtype columns together, and
+            # the cast and the row-major copy are one pass (no float64 temporary).
+            features = np.asarray(
+                X[feature_names].to_numpy(), dtype=np.float64, order="C"
             ).reshape(len(X), len(feature_names))
         else:
             features = np.empty((len(X), len(feature_names)), dtype=np.float64)
