@@ -107,9 +107,9 @@ N_HISTORY_USERS = [200, 2000]
 BT_TEMPERATURE = 0.3
 # MetaRewardHead trains until early stopping by default. On 2,000 historical users x
 # 50 prompts (calibrated and divergent, alpha 0.05, best/worst, seeds 0-2) that took
-# 6-17 s a fit, and the cap below binds only on the longest: in the calibrated cell
-# (seed 0) capped and uncapped fits closed the same 0.524 / 0.874 of the gap at
-# n_support 1 / 3. The cap never binds at 200 users (early stopping after 26-74 steps).
+# 6-17 s a fit. The cap below left the calibrated cell (seed 0) unchanged: capped
+# and uncapped fits closed the same 0.524 / 0.874 of the gap at n_support 1 / 3. The
+# cap never binds at 200 users (early stopping after 26-74 steps).
 META_MAX_STEPS = 150
 # Below this gap closed of the Bayes limit, ratios to it are mostly sampling noise.
 NOISY_BELOW = 0.1
