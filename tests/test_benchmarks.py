@@ -110,3 +110,36 @@ def test_robustness_grid_prints_ratios_to_bayes_and_saves_a_heatmap(tmp_path, ca
         oracle.candidate_rewards([20], [0]), test.oracle.candidate_rewards([0], [0])
     )
     np.testing.assert_array_equal(y[X.user_id.to_numpy() >= 20], test.y)
+
+
+def test_full_size_ab_compares_two_runs_on_the_same_query_groups(tmp_path, capsys):
+    full_size_ab = load_script("full_size_ab")
+    small = ["--n-users", "40", "--n-new-users", "12", "--n-prompts", "80",
+             "--n-query", "2", "--shots", "1", "3", "--methods", "UserKNN"]  # fmt: skip
+    saved = tmp_path / "before.npz"
+    full_size_ab.main(small + ["--save", str(saved)])
+    before = capsys.readouterr().out
+    assert "40 historical users" in before and "UserKNN  random_state=0" in before
+    assert sorted(np.load(saved).files) == ["UserKNN/0/1", "UserKNN/0/3"]
+    # The same code and seeds: the paired difference is exactly zero.
+    full_size_ab.main(small + ["--compare", str(saved)])
+    after = capsys.readouterr().out
+    assert after.count("(+0.0000 +- 0.0000)") == 2
+
+    # Its gap closed is make_personal_scorer's, on the same predictions.
+    from pllm_sk.model_selection import make_personal_scorer
+    from pllm_sk.neighbors import UserKNNRanker
+
+    data = full_size_ab.build_data(full_size_ab.parse_args(small))
+    model = UserKNNRanker(random_state=0).fit(data["X_history"], data["y_history"])
+    support = (data["support_rank"] >= 0) & (data["support_rank"] < 3)
+    model.partial_fit(data["X_new"][support], data["y_new"][support])
+    X_query = data["X_new"][data["query"]]
+    rewards = full_size_ab.chosen_rewards(
+        data["oracle"], X_query, model.predict(X_query)
+    )
+    scorer = make_personal_scorer(data["oracle"], metric="gap_closed")
+    assert full_size_ab.gap_closed(rewards) == pytest.approx(scorer(model, X_query))
+    # Each new user's support is their first labeled prompts, query rows have none.
+    assert (data["support_rank"][data["query"]] == -1).all()
+    assert set(data["support_rank"][~data["query"]]) == {0, 1, 2}
