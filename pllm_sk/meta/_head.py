@@ -676,7 +676,7 @@ def _posterior_draws(encoder, differences, owner, n_users, n_samples, rng):
         cumulative, uniform.to(cumulative.device, cumulative.dtype).contiguous()
     ).clamp(max=posterior.shape[1] - 1)
     scale = encoder.log_scale.exp()
-    users = encoder(differences, owner, n_users)
+    users = encoder(differences, owner, n_users, posterior=posterior)
     # The drawn prototype's deviation from the posterior mean, around the refined vector.
     deviation = scale * (encoder.positions[chosen] - (posterior @ encoder.positions)[:, None])
     return users[:, None, :] + deviation

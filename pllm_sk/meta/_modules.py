@@ -101,8 +101,10 @@ class ParticleEncoder(nn.Module):
         self.log_ridge = nn.Parameter(torch.tensor(math.log(0.05)))
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
-    def forward(self, differences, owner, n_users):
-        posterior = self.prototype_posterior(differences, owner, n_users)
+    def forward(self, differences, owner, n_users, posterior=None):
+        # ``posterior``: this input's prototype_posterior, when the caller has it.
+        if posterior is None:
+            posterior = self.prototype_posterior(differences, owner, n_users)
         scale = self.log_scale.exp()
         mean = posterior @ self.positions
         # Models pickled before the refinement existed have no such attribute.
