@@ -77,60 +77,82 @@ def comparisons(ids, y, *, transitive_reduction=False):
     >>> pairs.level.tolist(), pairs.top.tolist()
     ([2, 0, 1, 0, 1], [True, True, False, True])
     """
-    users, user_of_row = _dense_codes(ids[:, 0])
+    users, key = _dense_codes(ids[:, 0])
     n_prompt_keys = int(ids[:, 1].max()) + 1 if ids.shape[0] else 1
-    key = user_of_row * n_prompt_keys + ids[:, 1]
     # One stable sort by (user, prompt, decreasing label), on a single int64 key:
     # rows of equal labels keep their order, and rows already grouped by user and
-    # prompt (as simulate_feedback gives them) sort in nearly linear time.
+    # prompt (as simulate_feedback gives them) sort in nearly linear time. The key
+    # is built and then divided back in place: at 4M rows every int64 temporary is
+    # 32 MB of memory new to the process.
     labels, label_code = _dense_labels(y)
-    order = np.argsort(key * labels.size + (labels.size - 1 - label_code), kind="stable")
-    sorted_key, sorted_y = key[order], y[order]
+    key *= n_prompt_keys
+    key += ids[:, 1]
+    key *= labels.size
+    key += labels.size - 1
+    key -= label_code
+    del label_code
+    order = np.argsort(key, kind="stable")
+    sorted_key = np.take(key, order)
+    del key
     n_rows = order.size
+    # Runs of equal labels within a group, then the groups: (user, prompt).
+    new_run = np.ones(n_rows, dtype=bool)
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_run[1:])
+    sorted_key //= labels.size
     new_group = np.ones(n_rows, dtype=bool)
-    new_group[1:] = sorted_key[1:] != sorted_key[:-1]
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=new_group[1:])
     starts = np.flatnonzero(new_group)
     sizes = np.diff(np.append(starts, n_rows))
-    group_end = np.repeat(starts + sizes, sizes)
-    # Runs of equal labels within a group; rank of each run from the top.
-    new_run = new_group.copy()
-    new_run[1:] |= sorted_y[1:] != sorted_y[:-1]
-    cumulative = np.cumsum(new_run & ~new_group)
-    rank_from_top = cumulative - np.repeat(cumulative[starts], sizes)
+    group_user = sorted_key[starts] // n_prompt_keys
+    del sorted_key
+    # Rank of each row's label run from the top of its group.
+    rank_from_top = np.cumsum(new_run & ~new_group)
+    rank_from_top -= np.repeat(rank_from_top[starts], sizes)
+    del new_group
     n_levels = rank_from_top[starts + sizes - 1] + 1
     # A row beats every row from the end of its label run to the end of its group.
     run_starts = np.append(np.flatnonzero(new_run), n_rows)
     run_end = run_starts[np.cumsum(new_run)]
-    second, first = expand_ranges(run_end, group_end)
-    sorted_response = ids[order, 2]
-    same = sorted_response[first] == sorted_response[second]
+    del new_run, run_starts
+    second, first = expand_ranges(run_end, np.repeat(starts + sizes, sizes))
+    del run_end
+    sorted_response = np.take(ids[:, 2], order)
+    same = np.take(sorted_response, first) == np.take(sorted_response, second)
+    del sorted_response
     if same.any():
         pair = np.argmax(same)
         user_id, prompt_id, response_id = ids[order[first[pair]]].tolist()
         raise ValueError(
             f"The candidate (user_id={user_id}, prompt_id={prompt_id}, response_id="
-            f"{response_id}) is labeled twice, {sorted_y[first[pair]]:g} and "
-            f"{sorted_y[second[pair]]:g}: each candidate of a user's prompt takes one "
+            f"{response_id}) is labeled twice, {y[order[first[pair]]]:g} and "
+            f"{y[order[second[pair]]]:g}: each candidate of a user's prompt takes one "
             "label."
         )
+    del same
+    top = np.take(rank_from_top, first) == 0
     if transitive_reduction:
         # Only the next run down.
-        keep = rank_from_top[second] == rank_from_top[first] + 1
-        first, second = first[keep], second[keep]
-    winners, losers = order[first], order[second]
+        keep = np.take(rank_from_top, second) == np.take(rank_from_top, first) + 1
+        first, second, top = first[keep], second[keep], top[keep]
+    winners = np.take(order, first)
+    del first
+    losers = np.take(order, second)
+    del second
     level = np.empty(n_rows, dtype=np.int64)
-    level[order] = np.repeat(n_levels, sizes) - 1 - rank_from_top
+    rank_from_top -= np.repeat(n_levels - 1, sizes)
+    level[order] = np.negative(rank_from_top, out=rank_from_top)
+    del rank_from_top
     group_of_row = np.empty(n_rows, dtype=np.int64)
     group_of_row[order] = np.repeat(np.arange(starts.size), sizes)
     return Comparisons(
         users=users,
         group_of_row=group_of_row,
-        group_user=sorted_key[starts] // n_prompt_keys,
+        group_user=group_user,
         level=level,
         n_levels=n_levels,
         winners=winners,
         losers=losers,
-        top=rank_from_top[first] == 0,
+        top=top,
     )
 
 
@@ -274,7 +296,7 @@ def pooled_differences(ids, items, structure):
     item_key = ids[:, 1] * n_responses + ids[:, 2]
     first_row = np.zeros(n_items, dtype=np.int64)
     first_row[item_key[::-1]] = np.arange(ids.shape[0])[::-1]
-    if not np.array_equal(items[first_row[item_key]], items):
+    if not _same_rows(items, first_row[item_key]):
         return items[winners] - items[losers], None
     pair_key = item_key[winners] * n_responses + ids[losers, 2]
     counts = np.bincount(pair_key, minlength=n_items * n_responses)
@@ -283,6 +305,19 @@ def pooled_differences(ids, items, structure):
     loser_item = winner_item - winner_item % n_responses + distinct % n_responses
     differences = items[first_row[winner_item]] - items[first_row[loser_item]]
     return differences, counts[distinct].astype(np.float64)
+
+
+def _same_rows(items, rows):
+    """Whether ``items[rows]`` equals ``items``, compared block by block.
+
+    A full-size gathered copy would be memory new to the process, whose page faults
+    cost more than the comparison itself.
+    """
+    for start in range(0, rows.size, _GATHER_BLOCK):
+        block = slice(start, start + _GATHER_BLOCK)
+        if not np.array_equal(np.take(items, rows[block], axis=0), items[block]):
+            return False
+    return True
 
 
 def float32_differences(vectors, winners, losers):
