@@ -590,11 +590,8 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         group, level = structure.group_of_row, structure.level
         n_groups = structure.group_user.size
         own = row_candidate >= 0
-        # Feature by feature: each gathers from a small table, not (rows x features).
         candidate = row_candidate[own]
-        utility = np.zeros(candidate.size)
-        for column, coef in zip((items if own.all() else items[own]).T, self.neighbor_coef_.T):
-            utility += column * coef[candidate]
+        utility = _row_utilities(items, np.flatnonzero(own), self.neighbor_coef_, candidate)
         spread = np.zeros(n_groups)
         low = np.full(n_groups, np.inf)
         np.minimum.at(low, group[own], utility)
@@ -878,6 +875,24 @@ def _prompt_table(ids, structure, row_candidate):
     keep = candidate >= 0
     order = np.argsort(prompt[keep], kind="stable")
     return prompt[keep][order], candidate[keep][order]
+
+
+def _row_utilities(items, rows, coef, candidate, block=1 << 15):
+    """``items[rows[i]] @ coef[candidate[i]]`` for every ``i``, block by block.
+
+    Each block gathers its rows and their candidates' coefficients (a few MiB),
+    then sums feature by feature, in the order of a loop over the columns: the
+    (rows x features) gathers of all rows at once would be memory new to the
+    process, and columns of the row-major ``items`` are strided reads.
+    """
+    utility = np.zeros(rows.size)
+    for start in range(0, rows.size, block):
+        x = np.take(items, rows[start : start + block], axis=0)
+        c = np.take(coef, candidate[start : start + block], axis=0)
+        u = utility[start : start + block]
+        for j in range(x.shape[1]):
+            u += x[:, j] * c[:, j]
+    return utility
 
 
 def _matching_entries(table_keys, keys):
