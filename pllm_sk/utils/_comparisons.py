@@ -24,7 +24,7 @@ __all__ = [
     "require_comparisons",
 ]
 
-# Pairs per block of the losers' gather in float32_differences (2.5 MiB of float32
+# Pairs per block of the gathers in float32_differences (2.5 MiB of float32
 # rows with 10 features).
 _GATHER_BLOCK = 1 << 16
 
@@ -323,18 +323,20 @@ def _same_rows(items, rows):
 def float32_differences(vectors, winners, losers):
     """``vectors[winners] - vectors[losers]`` in float32, without float64 temporaries.
 
-    The vectors are rounded to float32 once, then the pairs gathered and subtracted
-    in float32: for float32 features (every feature step's output) this is the
-    exact difference rounded once, at half the memory traffic of float64.
+    Each vector is rounded to float32, then the pairs are subtracted in float32: for
+    float32 features (every feature step's output) this is the exact difference
+    rounded once, at half the memory of float64. Pairs are gathered block by block:
+    a full-size temporary (a float32 copy of the vectors, or the gathered winners)
+    would be memory new to the process, whose page faults cost more than the gather.
     """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    # np.take gathers rows two to four times faster than fancy indexing.
-    differences = np.take(vectors, winners, axis=0)
-    # The losers block by block: a second full-size temporary would be memory new
-    # to the process, whose page faults cost more than the gather itself.
-    for start in range(0, losers.size, _GATHER_BLOCK):
+    vectors = np.asarray(vectors)
+    differences = np.empty((winners.size, vectors.shape[1]), dtype=np.float32)
+    for start in range(0, winners.size, _GATHER_BLOCK):
         block = slice(start, start + _GATHER_BLOCK)
-        differences[block] -= np.take(vectors, losers[block], axis=0)
+        # np.take gathers rows two to four times faster than fancy indexing.
+        chosen = np.take(vectors, winners[block], axis=0).astype(np.float32, copy=False)
+        rejected = np.take(vectors, losers[block], axis=0).astype(np.float32, copy=False)
+        np.subtract(chosen, rejected, out=differences[block])
     return differences
 
 
