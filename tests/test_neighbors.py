@@ -287,6 +287,20 @@ def test_predicting_users_in_chunks_changes_nothing(history, monkeypatch):
     assert_allclose(knn.predict(X), at_once, rtol=1e-12)
 
 
+
+def test_likelihood_blocks_change_nothing(history, monkeypatch):
+    # Blocks of one group each against the whole search in one block.
+    X, y = history
+    knn = UserKNNRanker(n_neighbors=4, min_neighbor_prompts=5, random_state=0)
+    whole = knn.fit(X, y)
+    neighbors, loglik = whole.user_neighbors(np.arange(9))
+    monkeypatch.setattr("pllm_sk.neighbors._knn._BLOCK_ENTRIES", 1)
+    blocked = clone(knn).fit(X, y)
+    blocked_neighbors, blocked_loglik = blocked.user_neighbors(np.arange(9))
+    assert_array_equal(blocked_neighbors, neighbors)
+    assert_allclose(blocked_loglik, loglik, rtol=1e-6)
+    assert_allclose(blocked.predict(X), whole.predict(X), rtol=1e-6, atol=1e-9)
+
 def shuffled_within_prompts(X, y, seed=0):
     """The same rows with each prompt's labels permuted: choices the features do
     not explain."""
