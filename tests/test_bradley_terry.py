@@ -238,9 +238,12 @@ def test_longer_steps_reach_the_same_optimum_in_fewer_newton_steps(monkeypatch, 
     for n_doublings in (0, 2):
         monkeypatch.setattr(_bradley_terry, "_EXTRAPOLATIONS", n_doublings)
         calls = []
-        monkeypatch.setattr(
-            _bradley_terry, "_newton_step", lambda *a: calls.append(1) or real_step(*a)
-        )
+
+        def counted_step(*args, calls=calls):
+            calls.append(1)
+            return real_step(*args)
+
+        monkeypatch.setattr(_bradley_terry, "_newton_step", counted_step)
         coef[n_doublings] = fit_bradley_terry(
             differences, groups, 4, l2=0.005, sample_weight=sample_weight, tol=1e-15
         )

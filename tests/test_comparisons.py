@@ -10,7 +10,7 @@ from pllm_sk.utils import _comparisons
 from pllm_sk.utils._comparisons import (
     UserComparisons,
     comparisons,
-    float32_differences,
+    pair_differences,
     positions_in,
 )
 
@@ -162,15 +162,20 @@ def test_a_candidate_labeled_twice_differently_is_refused(transitive_reduction):
 
 
 @pytest.mark.parametrize("block", [1, 3, 1 << 16])
-def test_float32_differences_are_the_rounded_exact_differences(monkeypatch, block):
-    # Blocks of 1 and 3 pairs split the losers' gather; float32 features (a feature
-    # step's output) given as float64 subtract exactly, then round once.
+def test_pair_differences_are_the_rounded_exact_differences(monkeypatch, block):
+    # Blocks of 1 and 3 pairs split the gathers; float32 features (a feature step's
+    # output) given as float64 subtract exactly, then round once.
     monkeypatch.setattr(_comparisons, "_GATHER_BLOCK", block)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(20, 4)).astype(np.float32).astype(np.float64)
     winners, losers = rng.integers(0, 20, 50), rng.integers(0, 20, 50)
-    differences = float32_differences(vectors, winners, losers)
+    differences = pair_differences(vectors, winners, losers)
     assert differences.dtype == np.float32
     assert_array_equal(
         differences, (vectors[winners] - vectors[losers]).astype(np.float32)
     )
+    # In float64, the differences themselves.
+    vectors = rng.normal(size=(20, 4))
+    differences = pair_differences(vectors, winners, losers, np.float64)
+    assert differences.dtype == np.float64
+    assert_array_equal(differences, vectors[winners] - vectors[losers])

@@ -11,6 +11,7 @@ from ..utils._calibration import best_grid_value, calibration_split, per_user_me
 from ..utils._comparisons import (
     UserComparisons,
     comparisons,
+    pair_differences,
     pooled_differences,
     positions_in,
     require_comparisons,
@@ -136,7 +137,9 @@ class PerUserRanker(BaseRanker):
         self.population_coef_ = fit_bradley_terry(
             pooled, l2=float(self.alpha), sample_weight=counts, max_iter=self.max_iter
         )
-        differences = items[structure.winners] - items[structure.losers]
+        differences = pair_differences(
+            items, structure.winners, structure.losers, np.float64
+        )
         self.users_ = structure.users
         self.shrinkage_ = self._calibrate_shrinkage(ids, structure, differences)
         self.coef_ = fit_bradley_terry(

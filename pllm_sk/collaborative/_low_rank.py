@@ -28,7 +28,7 @@ from ..utils._calibration import (
 from ..utils._comparisons import (
     UserComparisons,
     comparisons,
-    float32_differences,
+    pair_differences,
     pair_weights,
     require_comparisons,
 )
@@ -343,7 +343,7 @@ class LowRankRanker(
         require_comparisons(structure, type(self).__name__)
         winners, losers = structure.winners, structure.losers
         # In float32, as the store keeps them for the fold-in.
-        differences = float32_differences(items, winners, losers)
+        differences = pair_differences(items, winners, losers)
         users = structure.users
         pair_user = structure.group_user[structure.group_of_row[winners]]
         pair_weight = pair_weights(structure, sample_weight)
@@ -812,7 +812,7 @@ class LowRankRanker(
         (``vectors``, float32, when already computed), and their weights."""
         if vectors is None:
             item_vectors = self._item_vectors(ids, items)
-            vectors = float32_differences(item_vectors, structure.winners, structure.losers)
+            vectors = pair_differences(item_vectors, structure.winners, structure.losers)
         return UserComparisons.from_comparisons(
             ids,
             structure,

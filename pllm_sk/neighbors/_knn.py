@@ -20,7 +20,7 @@ from ..utils._calibration import (
 from ..utils._comparisons import (
     UserComparisons,
     comparisons,
-    float32_differences,
+    pair_differences,
     pooled_differences,
     positions_in,
     require_comparisons,
@@ -310,7 +310,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         require_comparisons(structure, type(self).__name__)
         winners, losers = structure.winners, structure.losers
         # In float32, as the store keeps them for predict.
-        differences = float32_differences(items, winners, losers)
+        differences = pair_differences(items, winners, losers)
         # PopulationRanker's objective and solver: the cold-user prediction.
         pooled, counts = pooled_differences(ids, items, structure)
         self.population_coef_ = fit_bradley_terry(
@@ -805,7 +805,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         keys = item_keys(ids, self._n_response_keys)
         winners, losers = structure.winners, structure.losers
         if differences is None:
-            differences = float32_differences(items, winners, losers)
+            differences = pair_differences(items, winners, losers)
         return UserComparisons.from_comparisons(
             ids,
             structure,

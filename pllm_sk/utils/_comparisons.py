@@ -17,14 +17,14 @@ __all__ = [
     "UserComparisons",
     "comparisons",
     "expand_ranges",
-    "float32_differences",
+    "pair_differences",
     "pooled_differences",
     "pair_weights",
     "positions_in",
     "require_comparisons",
 ]
 
-# Pairs per block of the gathers in float32_differences (2.5 MiB of float32
+# Pairs per block of the gathers in pair_differences (2.5 MiB of float32
 # rows with 10 features).
 _GATHER_BLOCK = 1 << 16
 
@@ -292,12 +292,12 @@ def pooled_differences(ids, items, structure):
     n_items = (int(ids[:, 1].max()) + 1 if ids.shape[0] else 1) * n_responses
     # Dense tables only: the id ranges of a corpus, not of arbitrary integers.
     if n_items * n_responses > 8 * max(winners.size, 1) + 1_000_000:
-        return items[winners] - items[losers], None
+        return pair_differences(items, winners, losers, items.dtype), None
     item_key = ids[:, 1] * n_responses + ids[:, 2]
     first_row = np.zeros(n_items, dtype=np.int64)
     first_row[item_key[::-1]] = np.arange(ids.shape[0])[::-1]
     if not _same_rows(items, first_row[item_key]):
-        return items[winners] - items[losers], None
+        return pair_differences(items, winners, losers, items.dtype), None
     pair_key = item_key[winners] * n_responses + ids[losers, 2]
     counts = np.bincount(pair_key, minlength=n_items * n_responses)
     distinct = np.flatnonzero(counts)
@@ -320,22 +320,24 @@ def _same_rows(items, rows):
     return True
 
 
-def float32_differences(vectors, winners, losers):
-    """``vectors[winners] - vectors[losers]`` in float32, without float64 temporaries.
+def pair_differences(vectors, winners, losers, dtype=np.float32):
+    """``vectors[winners] - vectors[losers]`` in ``dtype``, without full-size temporaries.
 
-    Each vector is rounded to float32, then the pairs are subtracted in float32: for
-    float32 features (every feature step's output) this is the exact difference
-    rounded once, at half the memory of float64. Pairs are gathered block by block:
-    a full-size temporary (a float32 copy of the vectors, or the gathered winners)
-    would be memory new to the process, whose page faults cost more than the gather.
+    Each vector is rounded to ``dtype``, then the pairs are subtracted in ``dtype``:
+    for float32 features (every feature step's output) and the float32 default,
+    this is the exact difference rounded once, at half the memory of float64; with
+    ``dtype=np.float64`` it is ``vectors[winners] - vectors[losers]`` itself. Pairs
+    are gathered block by block: full-size temporaries (a rounded copy of the
+    vectors, the gathered winners and losers) would be memory new to the process,
+    whose page faults cost more than the gather.
     """
     vectors = np.asarray(vectors)
-    differences = np.empty((winners.size, vectors.shape[1]), dtype=np.float32)
+    differences = np.empty((winners.size, vectors.shape[1]), dtype=dtype)
     for start in range(0, winners.size, _GATHER_BLOCK):
         block = slice(start, start + _GATHER_BLOCK)
         # np.take gathers rows two to four times faster than fancy indexing.
-        chosen = np.take(vectors, winners[block], axis=0).astype(np.float32, copy=False)
-        rejected = np.take(vectors, losers[block], axis=0).astype(np.float32, copy=False)
+        chosen = np.take(vectors, winners[block], axis=0).astype(dtype, copy=False)
+        rejected = np.take(vectors, losers[block], axis=0).astype(dtype, copy=False)
         np.subtract(chosen, rejected, out=differences[block])
     return differences
 
