@@ -8,10 +8,11 @@ one ``ColdStartSplit`` (all test users in the fold) and predicts the test users'
 query rows. Before each method the process's peak resident memory is reset (Linux
 ``/proc/self/clear_refs``), so the peak reported (the process's, data included, and
 the part the method added) is that method's own. System seconds are mostly page
-faults of memory new to the process: on the 2-core VM these were measured on, a
-first fit of PopulationRanker at full size took 3.4 s, 2.7 s of them system time,
-and 1.4 s when glibc kept freed memory (``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` set to 16 GiB), so a method's fit time depends on what
+faults of memory new to the process. On the 2-core VM these were measured on, NumPy's
+large arrays ask for transparent huge pages, and a process's first huge-page faults
+stall in compaction: the first fit in a process (PopulationRanker here) took 2.4 s at
+full size, 1.7 s of them system time, against 1.5 s with ``NUMPY_MADVISE_HUGEPAGE=0``
+(with which the later fits were no faster). So a method's fit time depends on what
 the process allocated before it.
 
 Printed per size, track and method: fit seconds (the feature step included) and the
