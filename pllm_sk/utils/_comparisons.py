@@ -365,10 +365,11 @@ class UserComparisons:
             owner = owner[order]
             columns = {name: np.asarray(value)[order] for name, value in columns.items()}
         self.columns = {name: np.asarray(value) for name, value in columns.items()}
-        counts = np.bincount(
-            np.searchsorted(self.users, owner), minlength=self.users.size
-        )
-        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # The owners are sorted and each is one of the users: each user's block starts
+        # where the user would be inserted (a search per user, not per comparison).
+        self.offsets = np.append(
+            np.searchsorted(owner, self.users, side="left"), owner.size
+        ).astype(np.int64)
 
     @classmethod
     def from_comparisons(cls, ids, structure, *, rows=False, **columns):
