@@ -24,8 +24,8 @@ __all__ = [
     "require_comparisons",
 ]
 
-# Pairs per block of the gathers in pair_differences (2.5 MiB of float32
-# rows with 10 features).
+# Rows per block of the blockwise gathers of pair_differences and _same_rows
+# (2.5 MiB of float32 rows with 10 features).
 _GATHER_BLOCK = 1 << 16
 
 
@@ -173,7 +173,8 @@ def _dense_codes(values):
     """The sorted distinct ``values`` and the code of each value among them.
 
     ``np.unique(values, return_inverse=True)`` without a sort when the values are
-    small non-negative integers (ids), by marking which occur.
+    small non-negative integers (ids), by marking which occur. The codes are always
+    a new int64 array: :func:`comparisons` builds its sort key in it, in place.
     """
     if values.size and 0 <= values.min() and values.max() < 4 * values.size + 1024:
         present = np.zeros(int(values.max()) + 1, dtype=bool)
