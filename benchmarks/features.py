@@ -42,8 +42,8 @@ from pllm_sk.features import (
     RewardModelScorer,
     TextEmbedder,
 )
+from pllm_sk.runtime._parallel import BACKENDS, joblib_backend
 from pllm_sk.simulation import sample_users, simulate_feedback
-from pllm_sk.utils._parallel import BACKENDS, joblib_backend
 
 
 def parse_args(argv):

@@ -76,8 +76,8 @@ from pllm_sk.icl import InContextRanker
 from pllm_sk.meta import MetaRewardHead
 from pllm_sk.model_selection import METRICS, ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
+from pllm_sk.runtime._parallel import BACKENDS, joblib_backend
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
-from pllm_sk.utils._parallel import BACKENDS, joblib_backend
 
 # name -> (tracks the method supports, factory(context) -> unfitted estimator).
 # A factory gets the corpus and the oracle; only reference methods may use the oracle.

@@ -67,7 +67,7 @@ from sklearn.pipeline import make_pipeline
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import METRICS, make_personal_scorer
-from pllm_sk.utils._parallel import (
+from pllm_sk.runtime._parallel import (
     BACKENDS,
     REFERENCE_ENV,
     joblib_backend,

@@ -12,11 +12,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .utils._param_validation import validate_params
-from .utils._validation import (
+from .utils import (
     check_feedback,
     check_id_input,
     split_ids_features,
+    validate_params,
 )
 
 __all__ = [
@@ -220,7 +220,7 @@ class SampleWeightMixin:
     For rankers whose ``_fit`` (and ``_partial_fit``) take a fourth argument, the
     weights of the labeled rows (positive: a row of zero weight is dropped like an
     unlabeled one). A comparison's weight is the mean of its two rows' weights
-    (:func:`~pllm_sk.utils._comparisons.pair_weights`) and multiplies its
+    (:func:`~pllm_sk.core._comparisons.pair_weights`) and multiplies its
     log-likelihood, so an integer weight counts the comparison that many times.
     Put it first among the bases, before :class:`IncrementalRankerMixin`.
     """

@@ -6,8 +6,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special
 from scipy.optimize import minimize
 
-from pllm_sk.utils import _bradley_terry
-from pllm_sk.utils._bradley_terry import fit_bradley_terry
+from pllm_sk.core import _bradley_terry
+from pllm_sk.core._bradley_terry import fit_bradley_terry
 
 
 def objective(coef, differences, *, l2=0.0, mean=None, precision=None, weight=1.0):

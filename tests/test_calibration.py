@@ -5,7 +5,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import expit
 
-from pllm_sk.utils._calibration import (
+from pllm_sk.core._calibration import (
     TEMPERATURES,
     best_grid_value,
     calibration_split,
@@ -13,7 +13,7 @@ from pllm_sk.utils._calibration import (
     log_likelihood_scores,
     per_user_means,
 )
-from pllm_sk.utils._comparisons import UserComparisons
+from pllm_sk.core._comparisons import UserComparisons
 
 
 @pytest.mark.parametrize("exponent", [-1.3, 0.0, 0.45, 2.2])

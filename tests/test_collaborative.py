@@ -319,7 +319,7 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
 def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
     from test_neighbors import one_shot_regret
 
-    from pllm_sk.utils._calibration import TEMPERATURES
+    from pllm_sk.core._calibration import TEMPERATURES
 
     regret = {
         float(t): one_shot_regret(LowRankRanker(temperature=float(t), random_state=0))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from pllm_sk.utils import _comparisons
-from pllm_sk.utils._comparisons import (
+from pllm_sk.core import _comparisons
+from pllm_sk.core._comparisons import (
     UserComparisons,
     comparisons,
     pair_differences,

@@ -5,13 +5,13 @@ import inspect
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_corpus
 from numpy.testing import assert_allclose, assert_array_equal
 from pandas.testing import assert_frame_equal
 from sklearn.base import BaseEstimator, clone
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.validation import has_fit_parameter
 
+from conftest import random_corpus
 from pllm_sk.baselines import BayesRanker, OracleRanker, PopulationRanker
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.features import RewardFeatures

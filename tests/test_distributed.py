@@ -28,13 +28,13 @@ from pllm_sk.datasets._corpus import corpus_loads, shared_folder
 from pllm_sk.features import CACHE_DIR_ENV, FeatureCache, RewardFeatures
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
-from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
-from pllm_sk.utils._parallel import (
+from pllm_sk.runtime._parallel import (
     REFERENCE_ENV,
     claim_slot,
     joblib_backend,
     serialized_size,
 )
+from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
 
 distributed = pytest.importorskip("distributed")
 ray = pytest.importorskip("ray", reason="ray is not installed for this Python")
@@ -377,7 +377,7 @@ def test_killed_worker_loses_no_stored_chunk_and_a_rerun_matches_serial(tmp_path
 
 def test_dask_workers_embed_the_chunks_into_one_cache(dask_client, tmp_path):
     from pllm_sk.features import TextEmbedder
-    from pllm_sk.features._models import _load_model
+    from pllm_sk.runtime._models import load_model
 
     folder = tmp_path / "model"
     tiny_reward_model(folder)  # a BERT folder: its encoder embeds
@@ -390,7 +390,7 @@ def test_dask_workers_embed_the_chunks_into_one_cache(dask_client, tmp_path):
         sharded = embedder.transform(texts)
     assert_allclose(sharded, serial, rtol=0, atol=1e-6)
     # The model was loaded by the workers, which filled the one cache folder.
-    loaded = dask_client.run(lambda: _load_model.cache_info().currsize)
+    loaded = dask_client.run(lambda: load_model.cache_info().currsize)
     assert all(count >= 1 for count in loaded.values()), loaded
     info = FeatureCache(tmp_path / "shared").info()
     assert info[0]["n_entries"] == len(set(texts))

@@ -13,6 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 
 from conftest import random_corpus
+from pllm_sk.core._comparisons import UserComparisons, comparisons
 from pllm_sk.datasets import Corpus
 from pllm_sk.meta import MetaRewardHead, _modules
 from pllm_sk.meta._episodes import draw_episodes
@@ -22,7 +23,6 @@ from pllm_sk.meta._modules import (
     pooled_log_likelihood,
 )
 from pllm_sk.simulation import simulate_feedback
-from pllm_sk.utils._comparisons import UserComparisons, comparisons
 
 # Small and quick: a few hundred optimiser steps on a few thousand rows.
 FAST = dict(n_prototypes=32, batch_size=32, max_epochs=40, random_state=0)

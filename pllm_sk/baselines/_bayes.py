@@ -10,9 +10,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseRanker, PosteriorSamplingMixin
-from ..utils._comparisons import comparisons, positions_in
-from ..utils._docstrings import fill_docstring
-from ..utils._param_validation import Interval
+from ..core import comparisons, positions_in
+from ..utils import Interval, fill_docstring
 
 __all__ = ["BayesRanker"]
 

@@ -3,8 +3,7 @@
 import numpy as np
 
 from ..base import BaseRanker
-from ..utils._docstrings import fill_docstring
-from ..utils._param_validation import HasMethods
+from ..utils import HasMethods, fill_docstring
 
 __all__ = ["OracleRanker"]
 

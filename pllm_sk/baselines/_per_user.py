@@ -6,19 +6,21 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ..base import BaseRanker
-from ..utils._bradley_terry import fit_bradley_terry
-from ..utils._calibration import best_grid_value, calibration_split, per_user_means
-from ..utils._comparisons import (
+from ..core import (
     UserComparisons,
+    best_grid_value,
+    calibration_split,
     comparisons,
+    count_response_slots,
+    fit_bradley_terry,
+    item_features,
     pair_differences,
+    per_user_means,
     pooled_differences,
     positions_in,
     require_comparisons,
 )
-from ..utils._docstrings import fill_docstring
-from ..utils._items import count_response_slots, item_features
-from ..utils._param_validation import Interval, StrOptions
+from ..utils import Interval, StrOptions, fill_docstring
 
 __all__ = ["PerUserRanker"]
 
@@ -41,7 +43,7 @@ class PerUserRanker(BaseRanker):
 
     so nothing is learned across users except the population prior. Users are solved
     all at once by batched Newton steps (see
-    :func:`~pllm_sk.utils._bradley_terry.fit_bradley_terry`), whose time grows
+    :func:`~pllm_sk.core._bradley_terry.fit_bradley_terry`), whose time grows
     as ``n_pairs * n_item_features ** 2``: this suits the reward track, the ids
     track and embeddings reduced to a few dozen dimensions (10,000 users x 50
     best/worst prompts on the reward track: under half a minute).

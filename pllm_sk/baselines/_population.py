@@ -3,11 +3,15 @@
 import numbers
 
 from ..base import BaseRanker
-from ..utils._bradley_terry import fit_bradley_terry
-from ..utils._comparisons import comparisons, pooled_differences, require_comparisons
-from ..utils._docstrings import fill_docstring
-from ..utils._items import count_response_slots, item_features
-from ..utils._param_validation import Interval
+from ..core import (
+    comparisons,
+    count_response_slots,
+    fit_bradley_terry,
+    item_features,
+    pooled_differences,
+    require_comparisons,
+)
+from ..utils import Interval, fill_docstring
 
 __all__ = ["PopulationRanker"]
 
@@ -24,7 +28,7 @@ class PopulationRanker(BaseRanker):
         sum_pairs log(1 + exp(-w . (x_chosen - x_rejected))) + alpha * ||w||^2
 
     solved by Newton's method (see
-    :func:`~pllm_sk.utils._bradley_terry.fit_bradley_terry`). Only the order of
+    :func:`~pllm_sk.core._bradley_terry.fit_bradley_terry`). Only the order of
     labels within a (user, prompt) is used, never their magnitude, so pairwise,
     best/worst, ranked and graded feedback all work. The predicted utility of a row
     is ``population_coef_ . x``, the same for every user.

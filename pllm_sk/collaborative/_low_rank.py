@@ -17,24 +17,23 @@ from ..base import (
     PosteriorSamplingMixin,
     SampleWeightMixin,
 )
-from ..utils._bradley_terry import fit_bradley_terry
-from ..utils._calibration import (
+from ..core import (
     TEMPERATURES,
+    UserComparisons,
     best_grid_value,
     calibration_split,
+    comparisons,
+    count_response_slots,
+    fit_bradley_terry,
+    item_features,
+    item_keys,
     laplace_predictive,
     log_likelihood_scores,
-)
-from ..utils._comparisons import (
-    UserComparisons,
-    comparisons,
     pair_differences,
     pair_weights,
     require_comparisons,
 )
-from ..utils._docstrings import fill_docstring
-from ..utils._items import count_response_slots, item_features, item_keys
-from ..utils._param_validation import Interval, StrOptions
+from ..utils import Interval, StrOptions, fill_docstring
 
 __all__ = ["LowRankRanker"]
 
@@ -102,7 +101,7 @@ class LowRankRanker(
     scored by the posterior predictive probability of their comparisons whose
     winner is the prompt's top choice (the Laplace approximation of each
     component's posterior, weighted by the components' posterior probabilities;
-    see :func:`~pllm_sk.utils._calibration.laplace_predictive`), in mean
+    see :func:`~pllm_sk.core._calibration.laplace_predictive`), in mean
     log-probability over users. The smallest of ``N_COMPONENTS`` is scored at every
     second value of ``TEMPERATURES``, the other candidates (each a mixture fitted
     to the same factors) at the best of those; the best candidate is kept, and its
@@ -673,13 +672,13 @@ class LowRankRanker(
         With ``"auto"``, sampled prior users reveal a few prompts; their held-out
         comparisons (whose winner is the prompt's top choice) are scored by the
         posterior predictive probability of the fold-in (the Laplace mixture
-        predictive, :func:`~pllm_sk.utils._calibration.laplace_predictive`). The
+        predictive, :func:`~pllm_sk.core._calibration.laplace_predictive`). The
         smallest candidate number of components is scored at every second
         temperature of ``TEMPERATURES``; the other candidates, each with its own
         mixture fitted to ``sample``, at the best of those; the best candidate is
         kept, and its temperature climbs the full grid while a neighbour scores
         better, then is refined between grid points
-        (:func:`~pllm_sk.utils._calibration.best_grid_value`).
+        (:func:`~pllm_sk.core._calibration.best_grid_value`).
 
         Returns
         -------

@@ -18,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils._parallel import REFERENCE_ENV, shipping_engine, workers_share_disk
+from ..runtime import (
+    REFERENCE_ENV,
+    SHARED_FOLDER,
+    default_cache_dir,
+    shipping_engine,
+    workers_share_disk,
+)
 
 __all__ = ["Corpus"]
 
 # Shared copies live in <feature cache root>/corpora/<fingerprint>/.
-SHARED_FOLDER = "corpora"
 _META = "corpus.json"
 # Corpora resolved from a reference and kept by a process, most recent last.
 _REGISTRY_SIZE = 8
@@ -373,7 +378,6 @@ def corpus_loads(fingerprint=None):
 
 def shared_folder(fingerprint):
     """``<feature cache root>/corpora/<fingerprint>``."""
-    from ..features._cache import default_cache_dir
 
     return default_cache_dir() / SHARED_FOLDER / fingerprint
 

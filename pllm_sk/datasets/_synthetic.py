@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-from ..utils._param_validation import (
+from ..utils import (
     Interval,
     InvalidParameterError,
-    validate_parameter_constraints,
+    validate_arguments,
 )
 from ._constants import (
     N_PROMPTS,
@@ -336,9 +336,7 @@ def make_personalllm(
     (200, 8, 10)
     """  # noqa: E501
     params = dict(locals())
-    validate_parameter_constraints(
-        _PARAMETER_CONSTRAINTS, params, caller_name="make_personalllm"
-    )
+    validate_arguments(_PARAMETER_CONSTRAINTS, params, "make_personalllm")
     variance_shares = _check_variance_shares(variance_shares)
     n_attributes = len(ATTRIBUTES) if n_attributes is None else int(n_attributes)
     rng = check_random_state(random_state)

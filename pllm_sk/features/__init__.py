@@ -5,7 +5,7 @@ Also the model-backed features behind them: the on-disk :class:`FeatureCache`, t
 :class:`RewardDistiller`. torch and transformers are imported on first use.
 """
 
-from ._cache import CACHE_DIR_ENV, FeatureCache, default_cache_dir
+from ..runtime import CACHE_DIR_ENV, FeatureCache, default_cache_dir
 from ._distill import RewardDistiller
 from ._embedding import EmbeddingFeatures, TextEmbedder
 from ._reward_model import RewardModelScorer

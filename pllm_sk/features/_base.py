@@ -6,8 +6,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..datasets import Corpus
-from ..utils._param_validation import validate_params
-from ..utils._validation import ID_COLUMNS, check_id_input, id_column, is_dataframe
+from ..utils import ID_COLUMNS, check_id_input, id_column, is_dataframe, validate_params
 
 __all__ = ["BaseCorpusFeatures"]
 

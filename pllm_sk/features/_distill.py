@@ -9,8 +9,8 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils._docstrings import fill_docstring
-from ..utils._param_validation import HasMethods, Interval
+from ..runtime import check_texts
+from ..utils import HasMethods, Interval, fill_docstring
 from ._base import BaseCorpusFeatures
 from ._embedding import (
     EMBEDDING_CONSTRAINTS,
@@ -18,7 +18,6 @@ from ._embedding import (
     fitted_embedder,
     row_embeddings,
 )
-from ._models import check_texts
 
 __all__ = ["RewardDistiller"]
 

@@ -7,16 +7,10 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils._docstrings import fill_docstring
-from ..utils._param_validation import HasMethods, Interval, StrOptions
+from ..runtime import ModelSource, check_texts, declared_max_length, pad_right
+from ..utils import HasMethods, Interval, StrOptions, fill_docstring
 from ._base import BaseCorpusFeatures
-from ._models import (
-    BaseModelTransformer,
-    ModelSource,
-    check_texts,
-    declared_max_length,
-    pad_right,
-)
+from ._model_base import BaseModelTransformer
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",

@@ -8,16 +8,9 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ..datasets import REWARD_MODEL_STATS
-from ..utils._docstrings import fill_docstring
-from ..utils._param_validation import Hidden, Options, StrOptions
-from ..utils._validation import is_dataframe
-from ._models import (
-    BaseModelTransformer,
-    ModelSource,
-    check_texts,
-    declared_max_length,
-    pad_right,
-)
+from ..runtime import ModelSource, check_texts, declared_max_length, pad_right
+from ..utils import Hidden, Options, StrOptions, fill_docstring, is_dataframe
+from ._model_base import BaseModelTransformer
 
 __all__ = ["RewardModelScorer"]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..utils._docstrings import fill_docstring
+from ..utils import fill_docstring
 from ._base import BaseCorpusFeatures
 
 __all__ = ["RewardFeatures"]

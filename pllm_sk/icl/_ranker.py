@@ -10,12 +10,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseRanker
-from ..features._cache import FeatureCache
-from ..features._models import progress, resolve_cache
-from ..utils._comparisons import comparisons
-from ..utils._device import resolve_device, resolve_dtype
-from ..utils._param_validation import HasMethods, Interval, StrOptions
-from ..utils._validation import _check_id_values, is_dataframe
+from ..core import comparisons
+from ..runtime import (
+    FeatureCache,
+    progress,
+    resolve_cache,
+    resolve_device,
+    resolve_dtype,
+)
+from ..utils import HasMethods, Interval, StrOptions, check_id_values, is_dataframe
 from ._lm import (
     CausalLMSource,
     generate_continuation,
@@ -752,7 +755,7 @@ def _query_pairs(X):
             )
         columns = [array[:, 0], array[:, 1]]
     pairs = np.column_stack(
-        [_check_id_values(c, n) for c, n in zip(columns, ("user_id", "prompt_id"))]
+        [check_id_values(c, n) for c, n in zip(columns, ("user_id", "prompt_id"))]
     )
     _, first = np.unique(pairs, axis=0, return_index=True)
     return pairs[np.sort(first)]

@@ -2,7 +2,7 @@
 
 Every labeled (user, prompt) is a *group*; its comparisons are the pairs of its rows
 with different labels, stored user by user and group by group
-(:class:`~pllm_sk.utils._comparisons.UserComparisons`). An episode of meta-training
+(:class:`~pllm_sk.core._comparisons.UserComparisons`). An episode of meta-training
 takes a batch of users, splits each user's groups at random into a support part and
 a query part, and returns the comparisons of each part with the position of their
 user in the batch.
@@ -10,7 +10,7 @@ user in the batch.
 
 import numpy as np
 
-from ..utils._comparisons import expand_ranges
+from ..core import expand_ranges
 
 __all__ = ["draw_episodes"]
 
@@ -27,7 +27,7 @@ def draw_episodes(groups, user_positions, rng, *, max_support, max_query):
     ----------
     groups : tuple of two ndarrays of int64
         ``(group_offsets, user_group_offsets)`` of the store of comparisons, from
-        :meth:`~pllm_sk.utils._comparisons.UserComparisons.prompt_groups`.
+        :meth:`~pllm_sk.core._comparisons.UserComparisons.prompt_groups`.
     user_positions : ndarray of int64, shape (n_batch,)
         Users of the batch, as positions in the store's ``users``; each has at least
         two groups.

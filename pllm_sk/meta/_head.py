@@ -11,17 +11,17 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..base import BaseRanker, IncrementalRankerMixin, PosteriorSamplingMixin
-from ..utils._bradley_terry import fit_bradley_terry
-from ..utils._comparisons import (
+from ..core import (
     UserComparisons,
     comparisons,
+    count_response_slots,
+    fit_bradley_terry,
+    item_features,
     positions_in,
     require_comparisons,
 )
-from ..utils._device import resolve_device
-from ..utils._docstrings import fill_docstring
-from ..utils._items import count_response_slots, item_features
-from ..utils._param_validation import Interval, StrOptions
+from ..runtime import resolve_device
+from ..utils import Interval, StrOptions, fill_docstring
 from ._episodes import draw_episodes
 from ._modules import (
     GradientAdapter,

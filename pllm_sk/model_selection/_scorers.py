@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..utils._validation import ID_COLUMNS, check_id_input, id_column
+from ..utils import ID_COLUMNS, check_id_input, id_column
 
 __all__ = ["METRICS", "make_personal_scorer", "personal_scorers"]
 

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_random_state
 
-from ..utils._validation import (
+from ..utils import (
     check_feedback,
     check_id_input,
     id_column,

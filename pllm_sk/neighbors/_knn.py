@@ -8,26 +8,26 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseRanker, IncrementalRankerMixin, PosteriorSamplingMixin
-from ..utils._bradley_terry import fit_bradley_terry, log_sigmoid_
-from ..utils._calibration import (
+from ..core import (
     TEMPERATURES,
+    UserComparisons,
     best_grid_value,
     calibration_split,
-    log_likelihood_scores,
-    temperature_scores,
-    within_one_standard_error,
-)
-from ..utils._comparisons import (
-    UserComparisons,
     comparisons,
+    count_response_slots,
+    fit_bradley_terry,
+    item_features,
+    item_keys,
+    log_likelihood_scores,
+    log_sigmoid_,
     pair_differences,
     pooled_differences,
     positions_in,
     require_comparisons,
+    temperature_scores,
+    within_one_standard_error,
 )
-from ..utils._docstrings import fill_docstring
-from ..utils._items import count_response_slots, item_features, item_keys
-from ..utils._param_validation import Interval, StrOptions
+from ..utils import Interval, StrOptions, fill_docstring
 
 __all__ = ["SIMILARITIES", "UserKNNRanker"]
 

@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..utils._param_validation import Interval, StrOptions, validate_params
+from ..utils import Interval, StrOptions, validate_params
 
 __all__ = [
     "GreedyPolicy",

@@ -15,6 +15,7 @@ __all__ = [
     "check_feedback",
     "check_id_input",
     "id_column",
+    "check_id_values",
     "is_dataframe",
     "split_ids_features",
 ]
@@ -103,7 +104,7 @@ def _check_n_samples(shape, min_samples):
         )
 
 
-def _check_id_values(values, name):
+def check_id_values(values, name):
     """Return ``values`` as int64, or raise naming the column and the bad value."""
     values = np.asarray(values)
     if values.dtype.kind == "b":
@@ -158,7 +159,7 @@ def split_ids_features(X):
     """
     if is_dataframe(X):
         ids = np.column_stack(
-            [_check_id_values(X[c].to_numpy(), c) for c in ID_COLUMNS]
+            [check_id_values(X[c].to_numpy(), c) for c in ID_COLUMNS]
         )
         feature_names = [c for c in X.columns if c not in ID_COLUMNS]
         if all(X[c].dtype.kind in "biuf" for c in feature_names):
@@ -174,7 +175,7 @@ def split_ids_features(X):
         _check_finite_features(features, feature_names)
         return ids, features, [str(c) for c in feature_names]
     ids = np.column_stack(
-        [_check_id_values(X[:, j], c) for j, c in enumerate(ID_COLUMNS)]
+        [check_id_values(X[:, j], c) for j, c in enumerate(ID_COLUMNS)]
     )
     names = [f"x{j}" for j in range(len(ID_COLUMNS), X.shape[1])]
     features = np.empty((X.shape[0], len(names)), dtype=np.float64)
@@ -262,5 +263,5 @@ def id_column(X, name):
     ``X`` is as returned by :func:`check_id_input`.
     """
     if is_dataframe(X):
-        return _check_id_values(X[name].to_numpy(), name)
-    return _check_id_values(X[:, ID_COLUMNS.index(name)], name)
+        return check_id_values(X[name].to_numpy(), name)
+    return check_id_values(X[:, ID_COLUMNS.index(name)], name)

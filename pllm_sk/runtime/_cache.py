@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets._corpus import SHARED_FOLDER
-
-__all__ = ["CACHE_DIR_ENV", "FeatureCache", "default_cache_dir"]
+__all__ = ["CACHE_DIR_ENV", "SHARED_FOLDER", "FeatureCache", "default_cache_dir"]
 
 CACHE_DIR_ENV = "PLLM_SK_CACHE_DIR"
+# The cache folder's subfolder of corpora saved for workers (not feature vectors).
+SHARED_FOLDER = "corpora"
 
 _MAGIC = b"PLLMSKC1"
 # magic, n_rows, dim, dtype; then the payload CRC. The header CRC covers these bytes.

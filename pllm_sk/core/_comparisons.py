@@ -69,7 +69,7 @@ def comparisons(ids, y, *, transitive_reduction=False):
     Examples
     --------
     >>> import numpy as np
-    >>> from pllm_sk.utils._comparisons import comparisons
+    >>> from pllm_sk.core._comparisons import comparisons
     >>> ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2], [1, 5, 0], [1, 5, 1]])
     >>> pairs = comparisons(ids, np.array([1.0, 0.0, 0.5, 0.0, 1.0]))
     >>> pairs.winners.tolist(), pairs.losers.tolist()
@@ -196,7 +196,7 @@ def pair_weights(structure, sample_weight):
     Examples
     --------
     >>> import numpy as np
-    >>> from pllm_sk.utils._comparisons import comparisons, pair_weights
+    >>> from pllm_sk.core._comparisons import comparisons, pair_weights
     >>> ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
     >>> pairs = comparisons(ids, np.array([1.0, 0.0, 0.5]))
     >>> pair_weights(pairs, np.array([1.0, 3.0, 2.0])).tolist()
@@ -223,7 +223,7 @@ def expand_ranges(starts, stops):
     Examples
     --------
     >>> import numpy as np
-    >>> from pllm_sk.utils._comparisons import expand_ranges
+    >>> from pllm_sk.core._comparisons import expand_ranges
     >>> values, owner = expand_ranges(np.array([0, 5]), np.array([2, 8]))
     >>> values.tolist(), owner.tolist()
     ([0, 1, 5, 6, 7], [0, 0, 1, 1, 1])
@@ -250,7 +250,7 @@ def positions_in(sorted_ids, ids):
     Examples
     --------
     >>> import numpy as np
-    >>> from pllm_sk.utils._comparisons import positions_in
+    >>> from pllm_sk.core._comparisons import positions_in
     >>> positions, found = positions_in(np.array([3, 7]), np.array([7, 5, 3]))
     >>> positions.tolist(), found.tolist()
     ([1, 0, 0], [True, False, True])

@@ -111,7 +111,7 @@ def fit_bradley_terry(
     Examples
     --------
     >>> import numpy as np
-    >>> from pllm_sk.utils._bradley_terry import fit_bradley_terry
+    >>> from pllm_sk.core._bradley_terry import fit_bradley_terry
     >>> # Two pairs whose winners have the larger first feature, one the second.
     >>> differences = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     >>> coef = fit_bradley_terry(differences, l2=0.5)
