@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .core import Feedback
 from .utils import (
     check_feedback,
     check_id_input,
@@ -32,7 +33,7 @@ class BaseRanker(BaseEstimator):
 
     Subclasses declare ``_parameter_constraints`` (scikit-learn's declarative
     constraints, checked at the start of ``fit``) and implement
-    ``_fit(ids, features, y)``, which sees only labeled rows, and
+    ``_fit(feedback)``, which sees only labeled rows (a :class:`~pllm_sk.core.Feedback`), and
     ``_predict(ids, features)``, which returns one float per row and leaves the
     estimator unchanged.
 
@@ -77,16 +78,33 @@ class BaseRanker(BaseEstimator):
         """``fit``'s body; rows of zero ``sample_weight`` are dropped like unlabeled ones."""
         validate_params(self)
         ids, features, y = self._validate_fit_data(X, y)
-        labeled, weights = _weighted_rows(~np.isnan(y), sample_weight)
+        feedback = self._feedback(ids, features, y, sample_weight, "fit")
+        self._fit(feedback)
+        return self
+
+    def _feedback(self, ids, features, y, sample_weight, method, n_response_slots="count"):
+        """The labeled rows of positive weight as a :class:`~pllm_sk.core.Feedback`."""
+        labeled = ~np.isnan(y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, labeled.size)
+            if labeled.any() and not (sample_weight[labeled] > 0).any():
+                raise ValueError(
+                    "sample_weight is zero on every labeled row: with zero weight a row "
+                    "is dropped, so there is no feedback left to learn from."
+                )
+            labeled &= sample_weight > 0
         if not labeled.any():
             raise ValueError(
-                "y has no labeled rows (all NaN): fit needs some feedback to learn from."
+                f"y has no labeled rows (all NaN): {method} needs some feedback to "
+                "learn from."
             )
-        if labeled.all():  # no copy of a large X without unlabeled rows
-            self._fit(ids, features, y, *weights)
-        else:
-            self._fit(ids[labeled], features[labeled], y[labeled], *weights)
-        return self
+        if not labeled.all():  # no copy of a large X without unlabeled rows
+            ids, features, y = ids[labeled], features[labeled], y[labeled]
+            sample_weight = None if sample_weight is None else sample_weight[labeled]
+        return Feedback(
+            ids, features, y, sample_weight, n_response_slots=n_response_slots,
+            estimator_name=type(self).__name__,
+        )
 
     def predict(self, X):
         """Predict the utility of each candidate row for its user.
@@ -166,7 +184,7 @@ class BaseRanker(BaseEstimator):
 class IncrementalRankerMixin:
     """``partial_fit`` for rankers that add users without refitting the population.
 
-    Subclasses implement ``_partial_fit(ids, features, y)``, which sees only the
+    Subclasses implement ``_partial_fit(feedback)``, which sees only the
     labeled rows of the call, checked against ``fit``; its docstring says what stays
     fixed. ``_completed_fit_attribute`` names a fitted attribute that ``fit`` sets
     only once it has completed.
@@ -202,12 +220,11 @@ class IncrementalRankerMixin:
             check_feedback(y, 0, estimator_name=type(self).__name__)
         ids, features = self._validate_predict_data(X)
         y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
-        labeled, weights = _weighted_rows(~np.isnan(y), sample_weight)
-        if not labeled.any():
-            raise ValueError(
-                "y has no labeled rows (all NaN): partial_fit needs some feedback to add."
-            )
-        self._partial_fit(ids[labeled], features[labeled], y[labeled], *weights)
+        feedback = self._feedback(
+            ids, features, y, sample_weight, "partial_fit",
+            n_response_slots=getattr(self, "n_response_slots_", "count"),
+        )
+        self._partial_fit(feedback)
         return self
 
 
@@ -215,14 +232,15 @@ class IncrementalRankerMixin:
 
 
 class SampleWeightMixin:
-    """``fit`` (and ``partial_fit``) with a ``sample_weight`` per row.
+    """``fit`` with a ``sample_weight`` per row.
 
-    For rankers whose ``_fit`` (and ``_partial_fit``) take a fourth argument, the
-    weights of the labeled rows (positive: a row of zero weight is dropped like an
-    unlabeled one). A comparison's weight is the mean of its two rows' weights
-    (:func:`~pllm_sk.core._comparisons.pair_weights`) and multiplies its
-    log-likelihood, so an integer weight counts the comparison that many times.
-    Put it first among the bases, before :class:`IncrementalRankerMixin`.
+    For rankers whose ``_fit`` uses ``feedback.sample_weight`` (the weights of the
+    labeled rows; a row of zero weight is dropped like an unlabeled one). A
+    comparison's weight is the mean of its two rows' weights
+    (:func:`~pllm_sk.core.pair_weights`) and multiplies its log-likelihood, so an
+    integer weight counts the comparison that many times. Like every mixin, it
+    comes before :class:`BaseRanker` among the bases; an incremental ranker that
+    takes weights in ``partial_fit`` too says so in its own ``partial_fit``.
     """
 
     def fit(self, X, y, sample_weight=None):
@@ -244,24 +262,6 @@ class SampleWeightMixin:
             The fitted estimator.
         """
         return self._fit_labeled(X, y, sample_weight)
-
-    def partial_fit(self, X, y, sample_weight=None):
-        """Add the weighted feedback of new or returning users; the population stays fixed.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows with the same feature columns as in ``fit``.
-        y : array-like of shape (n_rows,)
-            Feedback labels; NaN marks an unlabeled row, which is ignored.
-        sample_weight : array-like of shape (n_rows,), default=None
-            Non-negative weight of each row, as in :meth:`fit`.
-
-        Returns
-        -------
-        self : object
-        """
-        return self._partial_fit_labeled(X, y, sample_weight)
 
 
 class PosteriorSamplingMixin:
@@ -330,21 +330,3 @@ def _check_sample_weight(sample_weight, n_rows):
             f"{sample_weight[row]!r} at row {row}."
         )
     return sample_weight
-
-
-def _weighted_rows(labeled, sample_weight):
-    """The labeled rows of positive weight, and their weights as a 0- or 1-tuple.
-
-    Without ``sample_weight`` the rows are ``labeled`` and the tuple is empty, so
-    that rankers without weights get their usual three arguments.
-    """
-    if sample_weight is None:
-        return labeled, ()
-    sample_weight = _check_sample_weight(sample_weight, labeled.size)
-    if labeled.any() and not (sample_weight[labeled] > 0).any():
-        raise ValueError(
-            "sample_weight is zero on every labeled row: with zero weight a row is "
-            "dropped, so there is no feedback left to learn from."
-        )
-    kept = labeled & (sample_weight > 0)
-    return kept, (sample_weight[kept],)

@@ -166,7 +166,8 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
         self.n_burnin = n_burnin
         self.random_state = random_state
 
-    def _fit(self, ids, features, y):
+    def _fit(self, feedback):
+        ids, features, y = feedback.ids, feedback.features, feedback.y
         n_reward_models = features.shape[1]
         if n_reward_models == 0:
             raise ValueError(

@@ -56,7 +56,8 @@ class OracleRanker(BaseRanker):
     def __init__(self, oracle=None):
         self.oracle = oracle
 
-    def _fit(self, ids, features, y):
+    def _fit(self, feedback):
+        ids = feedback.ids
         if self.oracle is None:
             raise ValueError(
                 "OracleRanker needs an oracle: pass oracle=..., for example the "

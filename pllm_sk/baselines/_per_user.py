@@ -10,15 +10,12 @@ from ..core import (
     UserComparisons,
     best_grid_value,
     calibration_split,
-    comparisons,
-    count_response_slots,
     fit_bradley_terry,
+    fit_population,
     item_features,
     pair_differences,
     per_user_means,
-    pooled_differences,
     positions_in,
-    require_comparisons,
 )
 from ..utils import Interval, StrOptions, fill_docstring
 
@@ -130,20 +127,15 @@ class PerUserRanker(BaseRanker):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def _fit(self, ids, features, y):
-        self.n_response_slots_ = count_response_slots(ids, features)
-        items = item_features(ids, features, self.n_response_slots_)
-        structure = comparisons(ids, y)
-        require_comparisons(structure, type(self).__name__)
-        pooled, counts = pooled_differences(ids, items, structure)
-        self.population_coef_ = fit_bradley_terry(
-            pooled, l2=float(self.alpha), sample_weight=counts, max_iter=self.max_iter
-        )
+    def _fit(self, feedback):
+        self.n_response_slots_ = feedback.n_response_slots
+        self.population_coef_ = fit_population(feedback, self.alpha, self.max_iter)
+        structure = feedback.comparisons()
         differences = pair_differences(
-            items, structure.winners, structure.losers, np.float64
+            feedback.items, structure.winners, structure.losers, np.float64
         )
         self.users_ = structure.users
-        self.shrinkage_ = self._calibrate_shrinkage(ids, structure, differences)
+        self.shrinkage_ = self._calibrate_shrinkage(feedback.ids, structure, differences)
         self.coef_ = fit_bradley_terry(
             differences,
             structure.group_user[structure.group_of_row[structure.winners]],

@@ -3,14 +3,7 @@
 import numbers
 
 from ..base import BaseRanker
-from ..core import (
-    comparisons,
-    count_response_slots,
-    fit_bradley_terry,
-    item_features,
-    pooled_differences,
-    require_comparisons,
-)
+from ..core import fit_population, item_features
 from ..utils import Interval, fill_docstring
 
 __all__ = ["PopulationRanker"]
@@ -88,21 +81,12 @@ class PopulationRanker(BaseRanker):
         self.max_iter = max_iter
         self.tol = tol
 
-    def _fit(self, ids, features, y):
-        self.n_response_slots_ = count_response_slots(ids, features)
-        items = item_features(ids, features, self.n_response_slots_)
-        structure = comparisons(ids, y)
-        require_comparisons(structure, type(self).__name__)
-        differences, counts = pooled_differences(ids, items, structure)
-        self.population_coef_, self.n_iter_ = fit_bradley_terry(
-            differences,
-            l2=float(self.alpha),
-            sample_weight=counts,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            return_n_iter=True,
+    def _fit(self, feedback):
+        self.n_response_slots_ = feedback.n_response_slots
+        self.population_coef_, self.n_iter_ = fit_population(
+            feedback, self.alpha, self.max_iter, tol=self.tol, return_n_iter=True
         )
-        self.users_ = structure.users
+        self.users_ = feedback.comparisons().users
 
     def _predict(self, ids, features):
         items = item_features(ids, features, self.n_response_slots_)

@@ -48,7 +48,7 @@ _MIXTURE_USERS = 5_000
 
 @fill_docstring
 class LowRankRanker(
-    SampleWeightMixin, PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker
+    SampleWeightMixin, IncrementalRankerMixin, PosteriorSamplingMixin, BaseRanker
 ):
     """Low-rank utility ``u_user . (A x_item + e_item)``, folded in per user.
 
@@ -247,13 +247,33 @@ class LowRankRanker(
         self.min_prior_prompts = min_prior_prompts
         self.random_state = random_state
 
-    def _partial_fit(self, ids, features, y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None):
+        """Add the weighted feedback of new or returning users; the population stays fixed.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows with the same feature columns as in ``fit``.
+        y : array-like of shape (n_rows,)
+            Feedback labels; NaN marks an unlabeled row, which is ignored.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Non-negative weight of each row, as in :meth:`fit`.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._partial_fit_labeled(X, y, sample_weight)
+
+    def _partial_fit(self, feedback):
         """Add the users' comparisons to what they gave before, to be folded in.
 
         The item map, the embeddings, the prior and the temperature stay as ``fit``
         left them; the comparisons (formed within the rows of this call) are added
         to the users' earlier ones, so their factors and predictions update.
         """
+        ids, features, y = feedback.ids, feedback.features, feedback.y
+        sample_weight = feedback.sample_weight
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
         self._store = self._store.merged(
@@ -333,7 +353,9 @@ class LowRankRanker(
         )[..., 0]
         return np.einsum("nr,nsr->ns", item_vectors, factors[row_user.reshape(-1)])
 
-    def _fit(self, ids, features, y, sample_weight=None):
+    def _fit(self, feedback):
+        ids, features, y = feedback.ids, feedback.features, feedback.y
+        sample_weight = feedback.sample_weight
         rng = check_random_state(self.random_state)
         self.n_response_slots_ = count_response_slots(ids, features)
         self._n_response_keys = int(ids[:, 2].max()) + 1

@@ -30,6 +30,7 @@ from ._comparisons import (
     positions_in,
     require_comparisons,
 )
+from ._feedback import Feedback, fit_population
 from ._items import (
     count_response_slots,
     item_features,
@@ -37,6 +38,8 @@ from ._items import (
 )
 
 __all__ = [
+    "Feedback",
+    "fit_population",
     "Comparisons",
     "TEMPERATURES",
     "UserComparisons",

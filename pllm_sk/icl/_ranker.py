@@ -328,7 +328,8 @@ class InContextRanker(BaseRanker):
 
     # ------------------------------------------------------------------ fit
 
-    def _fit(self, ids, features, y):
+    def _fit(self, feedback):
+        ids, y = feedback.ids, feedback.y
         self.template_ = (
             default_template(self.responses_shown)
             if self.template is None

@@ -303,7 +303,8 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
 
     # ------------------------------------------------------------------ fitting
 
-    def _fit(self, ids, features, y):
+    def _fit(self, feedback):
+        ids, features, y = feedback.ids, feedback.features, feedback.y
         if not all(
             isinstance(size, numbers.Integral) and size > 0
             for size in self.hidden_layer_sizes
@@ -342,13 +343,14 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         # Ids are non-negative, so user -1 is cold: the prior, as any cold user gets.
         self.population_coef_ = self.user_vectors([-1])[0]
 
-    def _partial_fit(self, ids, features, y):
+    def _partial_fit(self, feedback):
         """Store the users' rows; the meta-parameters stay frozen.
 
         Rows whose (user_id, prompt_id, response_id) were already given replace the
         old ones; other rows are appended. The users are adapted at predict time,
         like every user.
         """
+        ids, features, y = feedback.ids, feedback.features, feedback.y
         items = self._item_features(ids, features)
         # The stored rows of the users in X, then X's rows; the last of a repeat wins.
         old = np.flatnonzero(np.isin(self._ids[:, 0], np.unique(ids[:, 0])))

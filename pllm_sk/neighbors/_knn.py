@@ -255,7 +255,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def _partial_fit(self, ids, features, y):
+    def _partial_fit(self, feedback):
         """Add the users' comparisons to what they gave before, neighbours fixed.
 
         The candidates, their preferences, the population and the temperature stay
@@ -263,6 +263,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         are added to the users' earlier ones, so their neighbours and predictions
         update.
         """
+        ids, features, y = feedback.ids, feedback.features, feedback.y
         items = item_features(ids, features, self.n_response_slots_)
         structure = comparisons(ids, y)
         self._store = self._store.merged(self._user_comparisons(ids, items, structure))
@@ -302,7 +303,8 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         neighbors, weights = self._neighbors(positions)
         return self.neighbor_users_[neighbors], weights
 
-    def _fit(self, ids, features, y):
+    def _fit(self, feedback):
+        ids, features, y = feedback.ids, feedback.features, feedback.y
         self.n_response_slots_ = count_response_slots(ids, features)
         self._n_response_keys = int(ids[:, 2].max()) + 1
         items = item_features(ids, features, self.n_response_slots_)
