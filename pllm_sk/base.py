@@ -12,11 +12,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .core import Feedback
+from .core import Feedback, positions_in
 from .utils import (
+    Interval,
     check_feedback,
     check_id_input,
     split_ids_features,
+    validate_arguments,
     validate_params,
 )
 
@@ -25,6 +27,7 @@ __all__ = [
     "IncrementalRankerMixin",
     "PosteriorSamplingMixin",
     "SampleWeightMixin",
+    "UserPreferenceMixin",
 ]
 
 
@@ -228,6 +231,50 @@ class IncrementalRankerMixin:
         return self
 
 
+class UserPreferenceMixin:
+    """``user_preference``: each user's fitted preference, one name in every family.
+
+    The ids are validated and cold users handled here, once; a family implements
+    ``_user_preference(positions)`` for users of ``users_`` (sorted distinct
+    indices into it), returning an array of shape (len(positions), n_dims), and
+    may override ``_cold_user_preference()`` (default: ``population_coef_``).
+    What the vector is (weights on the item features, a factor, a learned
+    vector) is said by each family's ``_user_preference``.
+    """
+
+    def user_preference(self, user_ids):
+        """The preference of each user; the population's for users without feedback.
+
+        Parameters
+        ----------
+        user_ids : array-like of int, shape (n_users,)
+
+        Returns
+        -------
+        preference : ndarray of shape (n_users, n_dims)
+            Row ``i`` is ``user_ids[i]``'s preference as this estimator represents
+            it (see the estimator's ``_user_preference``); users without labeled
+            rows in ``fit`` or ``partial_fit`` get the cold-user preference, the
+            one ``predict`` uses for them.
+        """
+        check_is_fitted(self)
+        user_ids = np.asarray(user_ids).reshape(-1)
+        if user_ids.size and user_ids.dtype.kind not in "iu":
+            raise TypeError(
+                f"user_ids must be integers; got an array of dtype {user_ids.dtype}."
+            )
+        unique, inverse = np.unique(user_ids.astype(np.int64), return_inverse=True)
+        positions, known = positions_in(self.users_, unique)
+        preference = np.tile(self._cold_user_preference(), (unique.size, 1))
+        if known.any():
+            preference[known] = self._user_preference(positions[known])
+        return preference[inverse.reshape(-1)]
+
+    def _cold_user_preference(self):
+        """The preference of a user without feedback, shape (n_dims,)."""
+        return self.population_coef_
+
+
 # ------------------------------------------------------------- continual learning
 
 
@@ -276,6 +323,11 @@ class PosteriorSamplingMixin:
     the estimator unchanged.
     """
 
+    _sample_y_constraints = {
+        "n_samples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
     def sample_y(self, X, n_samples=1, random_state=None):
         """Draw utilities of each row from the posterior of its user's preference.
 
@@ -295,10 +347,11 @@ class PosteriorSamplingMixin:
             row's user; the draws' mean estimates ``predict(X)``.
         """
         check_is_fitted(self)
-        if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool):
-            raise TypeError(f"n_samples must be an integer; got {n_samples!r}.")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1; got {n_samples}.")
+        validate_arguments(
+            self._sample_y_constraints,
+            {"n_samples": n_samples, "random_state": random_state},
+            f"{type(self).__name__}.sample_y",
+        )
         ids, features = self._validate_predict_data(X)
         rng = check_random_state(random_state)
         draws = self._sample_y(ids, features, int(n_samples), rng)

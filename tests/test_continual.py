@@ -286,11 +286,13 @@ def test_decay_needs_sample_weight_and_policies_need_sample_y(world):
 @pytest.mark.parametrize(
     "parameters, match",
     [
-        (dict(feedback="best"), "Unknown feedback"),
+        (dict(feedback="best"), "'feedback' parameter of InteractionEnvironment"),
         (dict(n_shown=3), "feedback='pair' shows two"),
-        (dict(n_shown=1, feedback="slate"), "n_shown must be at least 2"),
+        (dict(n_shown=1, feedback="slate"), "'n_shown' parameter .* range \\[2, inf\\)"),
         (dict(drift="jump"), "needs jump_round"),
-        (dict(drift_rate=0.0, drift="mix"), "drift_rate"),
+        (dict(drift="jump", jump_round=0), "'jump_round' parameter .* range \\[1, inf\\)"),
+        (dict(prompt_split="dev"), "'prompt_split' parameter"),
+        (dict(drift_rate=0.0, drift="mix"), "'drift_rate' parameter"),
         (dict(users=[0, 0]), "twice"),
         (dict(users=[99]), "outside"),
         (dict(arrivals=[0, -1]), "arrivals"),
@@ -309,7 +311,7 @@ def test_run_parameters_are_checked(world):
     _, oracle, _ = world
     model = fitted(world, PopulationRanker())
     environment = InteractionEnvironment(oracle, users=[30, 31])
-    with pytest.raises(ValueError, match="decay must be in"):
+    with pytest.raises(ValueError, match="'decay' parameter of InteractionEnvironment.run"):
         environment.run(model, GreedyPolicy(), n_rounds=2, decay=0.0)
     with pytest.raises(ValueError, match="pass history"):
         environment.run(model, GreedyPolicy(), n_rounds=2, population_refit_every=2)
@@ -408,6 +410,18 @@ def test_paired_bootstrap_interval_covers_a_known_mean():
     assert_allclose(result.high - result.low, 3.92 * noise.std() / 20, rtol=0.15)
 
 
+def test_progressive_parameters_are_checked():
+    log = pd.DataFrame({"step": [0, 1], "round": [0, 1], "user_id": [1, 1],
+                        "regret": [1.0, 0.0], "top1": [False, True]})
+    with pytest.raises(ValueError, match="'time' parameter of progressive_scores"):
+        progressive_scores(log, time="day")
+    with pytest.raises(ValueError, match="'n_steps' parameter of cumulative_regret"):
+        cumulative_regret(log, 0)
+    for bad in (dict(confidence=1.0), dict(n_resamples=0)):
+        with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter of paired_bootstrap"):
+            paired_bootstrap([1.0, 2.0], [0.0, 1.0], **bad)
+
+
 # ---------------------------------------------------------- posterior draws
 
 
@@ -458,9 +472,10 @@ def test_sample_y_draws_a_users_parameters_once_per_draw(estimator, reward_rows)
 def test_sample_y_checks_n_samples(estimator, reward_rows):
     X, y, query = reward_rows
     estimator = clone(estimator).fit(X, y)
-    with pytest.raises(ValueError, match="n_samples must be at least 1"):
+    message = "'n_samples' parameter of .*sample_y must be an int in the range"
+    with pytest.raises(ValueError, match=message):
         estimator.sample_y(query, 0)
-    with pytest.raises(TypeError, match="n_samples must be an integer"):
+    with pytest.raises(TypeError, match=message):
         estimator.sample_y(query, 2.5)
 
 

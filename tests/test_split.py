@@ -1,4 +1,4 @@
-"""ColdStartSplit: who is in which fold, and that it plugs into scikit-learn."""
+"""ColdStartSplit and SeenUserSplit: who is in which fold, and that they plug into scikit-learn."""
 
 import numpy as np
 import pandas as pd
@@ -10,7 +10,7 @@ from sklearn.pipeline import Pipeline
 from pllm_sk.base import BaseRanker
 from pllm_sk.baselines import OracleRanker, PopulationRanker
 from pllm_sk.features import RewardFeatures
-from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
+from pllm_sk.model_selection import ColdStartSplit, SeenUserSplit, make_personal_scorer
 
 K = 4  # candidates per prompt in the hand-built rows
 
@@ -63,6 +63,7 @@ def check_split(X, y, train, test, n_support, allow_fewer=False):
     users = X["user_id"].to_numpy()
     prompts = X["prompt_id"].to_numpy()
     labeled = ~np.isnan(y)
+    assert train.size > 0 and test.size > 0
     assert np.intersect1d(train, test).size == 0
     assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
     # The test fold is exactly the query rows of the test users.
@@ -114,6 +115,7 @@ def test_other_users_query_rows_in_neither_fold(rows):
     X, y = rows
     users = X["user_id"].to_numpy()
     for train, test in ColdStartSplit(3, n_support=2, random_state=0).split(X, y):
+        assert train.size > 0 and test.size > 0
         outside = ~np.isin(users, users[test]) & np.isnan(y)
         assert outside.any()
         assert not np.isin(np.flatnonzero(outside), np.r_[train, test]).any()
@@ -154,7 +156,7 @@ def test_test_size_mode(rows):
         assert len({tuple(fold) for fold in folds}) > 1
     with pytest.raises(ValueError, match="only 30 users have query rows"):
         list(ColdStartSplit(test_size=31).split(X, y))
-    for bad in (0.0, 1.5, 0, True):
+    for bad in (0.0, 1.5, 0, "half"):
         with pytest.raises(ValueError, match="test_size"):
             list(ColdStartSplit(test_size=bad).split(X, y))
 
@@ -166,6 +168,7 @@ def test_deterministic_for_fixed_random_state(rows):
         return list(ColdStartSplit(n_splits=3, n_support=2, **params).split(X, y))
 
     first, again = splits(random_state=4), splits(random_state=4)
+    assert all(train.size > 0 and test.size > 0 for train, test in first)
     for (train_a, test_a), (train_b, test_b) in zip(first, again):
         np.testing.assert_array_equal(train_a, train_b)
         np.testing.assert_array_equal(test_a, test_b)
@@ -182,6 +185,7 @@ def test_groups_fallback_and_array_input(rows):
     reference = list(cv.split(X, y))
     from_groups = list(cv.split(X, y, groups=X["user_id"].to_numpy()))
     from_array = list(cv.split(X.to_numpy(), y))
+    assert all(train.size > 0 and test.size > 0 for train, test in reference)
     for (train, test), (train_g, test_g), (train_a, test_a) in zip(
         reference, from_groups, from_array
     ):
@@ -200,7 +204,7 @@ def test_invalid_arguments(rows):
     X, y = rows
     with pytest.raises(ValueError, match="needs y"):
         list(ColdStartSplit().split(X))
-    with pytest.raises(ValueError, match="support must be one of"):
+    with pytest.raises(ValueError, match="'support' parameter of ColdStartSplit"):
         list(ColdStartSplit(support="farthest").split(X, y))
     with pytest.raises(ValueError, match="n_support"):
         list(ColdStartSplit(n_support=-1).split(X, y))
@@ -216,6 +220,16 @@ def test_invalid_arguments(rows):
         list(ColdStartSplit().split(X, y, groups=[0, 1]))
 
 
+def test_parameter_validation_follows_the_scikit_learn_setting(rows):
+    X, y = rows
+    cv = ColdStartSplit(3, n_support=2, allow_fewer="yes", random_state=0)
+    with pytest.raises(ValueError, match="'allow_fewer' parameter of ColdStartSplit"):
+        list(cv.split(X, y))
+    with sklearn.config_context(skip_parameter_validation=True):
+        splits = list(cv.split(X, y))
+    assert len(splits) == 3 and all(test.size > 0 for _, test in splits)
+
+
 def test_support_is_the_extension_point(rows):
     """A subclass changing _support_priority changes which prompts are support."""
 
@@ -227,6 +241,7 @@ def test_support_is_the_extension_point(rows):
     users, prompts = X["user_id"].to_numpy(), X["prompt_id"].to_numpy()
     cv = LowestPromptSplit(n_splits=3, n_support=2, random_state=0)
     for train, test in cv.split(X, y):
+        assert train.size > 0 and test.size > 0
         for user in np.unique(users[test]):
             own = (users == user) & ~np.isnan(y)
             expected = np.unique(prompts[own])[:2]
@@ -272,6 +287,7 @@ def test_nearest_support_is_deterministic_and_differs_from_random(rows):
     random = ColdStartSplit(3, n_support=2, random_state=0)
     first = [train for train, _ in nearest.split(X, y)]
     again = [train for train, _ in nearest.split(X, y)]
+    assert all(train.size > 0 for train in first)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     # The same test users (same random_state), other support prompts.
@@ -338,7 +354,8 @@ class SignedRewardRanker(BaseRanker):
     def __init__(self, sign=1):
         self.sign = sign
 
-    def _fit(self, ids, features, y):
+    def _fit(self, feedback):
+        ids, features, y = feedback.ids, feedback.features, feedback.y
         self.fit_user_prompts_ = set(map(tuple, ids[:, :2].tolist()))
         self.coef_ = ((y - y.mean())[:, None] * features).mean(axis=0)
 
@@ -420,8 +437,8 @@ class ZeroShotRanker(BaseRanker):
     def __init__(self, population_weights=None):
         self.population_weights = population_weights
 
-    def _fit(self, ids, features, y):
-        self.users_ = np.unique(ids[:, 0])
+    def _fit(self, feedback):
+        self.users_ = np.unique(feedback.ids[:, 0])
 
     def _predict(self, ids, features):
         return features @ self.population_weights
@@ -451,3 +468,153 @@ def test_reference_rankers_through_the_split_and_the_scorers(feedback_data, corp
     # to 0.0 on these folds); a reversed or leaking ranker would be far off.
     population = cv_scores(PopulationRanker())
     assert np.abs(population["test_gap_closed"]).max() < 0.25
+
+
+# ------------------------------------------------------------ seen users
+
+
+def check_seen_split(X, y, train, test, test_users=None):
+    """Assert every documented property of one SeenUserSplit split; return its test prompts."""
+    users, prompts = X["user_id"].to_numpy(), X["prompt_id"].to_numpy()
+    responses = X["response_id"].to_numpy()
+    assert train.size > 0 and test.size > 0
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
+    # Training rows are labeled, and no test prompt is in any of them.
+    assert not np.isnan(y[train]).any()
+    test_prompts = np.unique(prompts[test])
+    assert not np.isin(prompts[train], test_prompts).any()
+    # The test users are seen: each has training rows.
+    assert np.isin(users[test], users[train]).all()
+    if test_users is not None:
+        assert np.isin(users[test], test_users).all()
+    # Each test (user, prompt) comes with every candidate, and all its rows.
+    n_candidates = np.unique(responses).size
+    pair = users * 1000 + prompts
+    for key in np.unique(pair[test]):
+        assert np.unique(responses[pair == key]).size == n_candidates
+        assert np.isin(np.flatnonzero(pair == key), test).all()
+    return test_prompts
+
+
+def test_seen_user_kfold_over_prompts(feedback_data):
+    X, y = feedback_data.X, feedback_data.y
+    cv = SeenUserSplit(n_splits=4, random_state=0)
+    splits = list(cv.split(X, y))
+    assert len(splits) == cv.get_n_splits() == 4
+    folds = [check_seen_split(X, y, train, test) for train, test in splits]
+    # Test prompts: disjoint across folds, covering every prompt of X (all complete).
+    all_test = np.concatenate(folds)
+    assert all_test.size == np.unique(all_test).size
+    np.testing.assert_array_equal(np.sort(all_test), np.unique(X["prompt_id"]))
+    # Users are shared: most users are in both folds of a split.
+    for train, test in splits:
+        users = X["user_id"].to_numpy()
+        assert np.intersect1d(users[train], users[test]).size > 10
+
+
+def test_seen_user_test_size_mode_and_random_state(feedback_data):
+    X, y = feedback_data.X, feedback_data.y
+    n_prompts = np.unique(X["prompt_id"]).size
+    for test_size, n_test in ((0.2, int(np.ceil(0.2 * n_prompts))), (5, 5)):
+        cv = SeenUserSplit(3, test_size=test_size, random_state=0)
+        folds = [check_seen_split(X, y, tr, te) for tr, te in cv.split(X, y)]
+        assert [fold.size for fold in folds] == [n_test] * 3
+        assert len({tuple(fold) for fold in folds}) > 1
+    first = list(SeenUserSplit(3, random_state=4).split(X, y))
+    again = list(SeenUserSplit(3, random_state=4).split(X, y))
+    other = list(SeenUserSplit(3, random_state=5).split(X, y))
+    for (train_a, test_a), (train_b, test_b) in zip(first, again):
+        assert test_a.size > 0
+        np.testing.assert_array_equal(train_a, train_b)
+        np.testing.assert_array_equal(test_a, test_b)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, other))
+
+
+def test_seen_user_fixed_test_prompts_and_users(feedback_data, corpus):
+    X, y = feedback_data.X, feedback_data.y
+    users, prompts = X["user_id"].to_numpy(), X["prompt_id"].to_numpy()
+    test_split = corpus.prompt_ids("test")
+    cv = SeenUserSplit(test_prompts=test_split)
+    splits = list(cv.split(X, y))
+    assert len(splits) == cv.get_n_splits() == 1
+    train, test = splits[0]
+    test_prompts = check_seen_split(X, y, train, test)
+    assert np.isin(test_prompts, test_split).all()
+    # Every query row (on the test split here) is in the test fold.
+    np.testing.assert_array_equal(np.flatnonzero(np.isnan(y)), test)
+    # Restricted to some users: their rows only; training keeps every user.
+    chosen = np.unique(users)[:7]
+    train, test = next(SeenUserSplit(test_prompts=test_split, test_users=chosen).split(X, y))
+    check_seen_split(X, y, train, test, test_users=chosen)
+    np.testing.assert_array_equal(
+        test, np.flatnonzero(np.isin(prompts, test_split) & np.isin(users, chosen))
+    )
+    assert np.unique(users[train]).size == np.unique(users).size
+
+
+def test_seen_user_split_leaves_out_incomplete_pairs_and_unseen_users():
+    # Users 3 and 13 label pairs (2 of K=4 rows) of prompts; query prompts have all K.
+    X, y = make_rows([5, 5, 0], [2, 2, 0])
+    X_new, y_new = make_rows([0], [1], random_state=9)  # a user with no labeled row
+    X_new["user_id"] = 99
+    X, y = pd.concat([X, X_new], ignore_index=True), np.r_[y, y_new]
+    users, prompts = X["user_id"].to_numpy(), X["prompt_id"].to_numpy()
+    pair = users * 1000 + prompts
+    for train, test in SeenUserSplit(2, random_state=0).split(X, y):
+        check_seen_split(X, y, train, test)
+        assert 99 not in users[test]
+        # A test prompt's rows outside the test fold are in neither fold.
+        other = np.isin(prompts, prompts[test]) & ~np.isin(pair, pair[test])
+        assert not np.isin(np.flatnonzero(other), np.r_[train, test]).any()
+
+
+def test_seen_user_split_errors(feedback_data):
+    X, y = feedback_data.X, feedback_data.y
+    with pytest.raises(ValueError, match="SeenUserSplit.split needs y"):
+        list(SeenUserSplit().split(X))
+    with pytest.raises(ValueError, match="n_splits must be at least 2"):
+        list(SeenUserSplit(1).split(X, y))
+    with pytest.raises(ValueError, match="'test_size' parameter of SeenUserSplit"):
+        list(SeenUserSplit(test_size=1.5).split(X, y))
+    with pytest.raises(ValueError, match="does not combine with test_size"):
+        list(SeenUserSplit(test_prompts=[0], test_size=0.5).split(X, y))
+    with pytest.raises(ValueError, match="n_splits=61 greater than the number of prompts"):
+        list(SeenUserSplit(61).split(X, y))
+    with pytest.raises(ValueError, match="asks for 99 test prompts"):
+        list(SeenUserSplit(test_size=99).split(X, y))
+    with pytest.raises(ValueError, match="empty test fold"):
+        list(SeenUserSplit(test_prompts=[1000]).split(X, y))
+    with pytest.raises(ValueError, match="among test_users"):
+        list(SeenUserSplit(test_users=[-5]).split(X, y))
+    with pytest.raises(ValueError, match="empty training fold"):
+        list(SeenUserSplit(test_prompts=np.unique(X["prompt_id"])).split(X, y))
+    half = ((X["prompt_id"] + X["response_id"]) % 2 == 0).to_numpy()  # 4 of K=8 rows
+    with pytest.raises(ValueError, match="every candidate response"):
+        list(SeenUserSplit().split(X[half], y[half]))
+
+
+@pytest.mark.parametrize("routing", [False, True])
+def test_seen_user_split_in_cross_validate(feedback_data, corpus, routing):
+    """The oracle closes the whole gap on seen users' held-out prompts; the fitted
+    estimators saw none of their test prompts."""
+    X, y, oracle = feedback_data.X, feedback_data.y, feedback_data.oracle
+    cv = SeenUserSplit(3, random_state=0)
+    scoring = make_personal_scorer(oracle, ["gap_closed", "top1", "reward"])
+    with sklearn.config_context(enable_metadata_routing=routing):
+        result = cross_validate(
+            Pipeline([("rewards", RewardFeatures(corpus)), ("ranker", SignedRewardRanker())]),
+            X, y, cv=cv, scoring=scoring, return_estimator=True, return_indices=True,
+            error_score="raise",
+        )
+        best = cross_validate(
+            Pipeline([("rewards", RewardFeatures(corpus)), ("ranker", OracleRanker(oracle))]),
+            X, y, cv=cv, scoring=scoring, error_score="raise",
+        )
+    assert np.isfinite(result["test_reward"]).all()
+    for estimator, test in zip(result["estimator"], result["indices"]["test"]):
+        assert test.size > 0
+        tested = set(X.iloc[test]["prompt_id"].tolist())
+        assert not tested & {prompt for _, prompt in estimator[-1].fit_user_prompts_}
+    np.testing.assert_allclose(best["test_gap_closed"], 1.0)
+    np.testing.assert_allclose(best["test_top1"], 1.0)
+    assert SeenUserSplit().get_metadata_routing().split.requests == {"groups": True}

@@ -1,12 +1,13 @@
-"""Cold-start splitting over users and personal scorers backed by the oracle."""
+"""Splitters over new and seen users, and personal scorers backed by the oracle."""
 
 from ._scorers import METRICS, make_personal_scorer, personal_scorers
-from ._split import SUPPORT_STRATEGIES, ColdStartSplit
+from ._split import SUPPORT_STRATEGIES, ColdStartSplit, SeenUserSplit
 
 __all__ = [
     "METRICS",
     "SUPPORT_STRATEGIES",
     "ColdStartSplit",
+    "SeenUserSplit",
     "make_personal_scorer",
     "personal_scorers",
 ]

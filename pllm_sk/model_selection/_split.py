@@ -1,4 +1,4 @@
-"""Cold-start splitting of users: few support prompts in, query candidates out."""
+"""Splitters: new users (few support prompts in, query candidates out), and seen users."""
 
 import numbers
 
@@ -7,12 +7,15 @@ from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_random_state
 
 from ..utils import (
+    Interval,
+    StrOptions,
     check_feedback,
     check_id_input,
     id_column,
+    validate_arguments,
 )
 
-__all__ = ["SUPPORT_STRATEGIES", "ColdStartSplit"]
+__all__ = ["SUPPORT_STRATEGIES", "ColdStartSplit", "SeenUserSplit"]
 
 # How a test user's support prompts are chosen; see ColdStartSplit._support_priority.
 SUPPORT_STRATEGIES = ("random", "nearest")
@@ -116,6 +119,20 @@ class ColdStartSplit(BaseCrossValidator):
     # back to the user_id column of X when none is passed.
     __metadata_request__split = {"groups": True}
 
+    _parameter_constraints = {
+        "n_splits": [Interval(numbers.Integral, 1, None, closed="left")],
+        "test_size": [
+            Interval(numbers.Real, 0, 1, closed="neither"),
+            Interval(numbers.Integral, 1, None, closed="left"),
+            None,
+        ],
+        "n_support": [Interval(numbers.Integral, 0, None, closed="left")],
+        "support": [StrOptions(set(SUPPORT_STRATEGIES))],
+        "allow_fewer": ["boolean"],
+        "random_state": ["random_state"],
+        "prompt_embeddings": ["array-like", None],
+    }
+
     def __init__(
         self,
         n_splits=5,
@@ -213,62 +230,20 @@ class ColdStartSplit(BaseCrossValidator):
             yield train, test
 
     def _validate_params(self):
-        kfold = self.test_size is None
-        low = 2 if kfold else 1
-        if (
-            not isinstance(self.n_splits, numbers.Integral)
-            or isinstance(self.n_splits, bool)
-            or self.n_splits < low
-        ):
+        _check_parameters(self)
+        if self.test_size is None and self.n_splits < 2:
             raise ValueError(
-                f"n_splits must be an integer >= {low} "
-                f"{'for the k-fold (test_size=None)' if kfold else 'with test_size set'}"
-                f"; got {self.n_splits!r}."
-            )
-        if not kfold:
-            size = self.test_size
-            is_int = isinstance(size, numbers.Integral) and not isinstance(size, bool)
-            is_float = isinstance(size, numbers.Real) and not is_int
-            if not (is_int and size >= 1) and not (is_float and 0 < size < 1):
-                raise ValueError(
-                    "test_size must be None, a float in (0, 1) or an int >= 1; "
-                    f"got {size!r}."
-                )
-        if (
-            not isinstance(self.n_support, numbers.Integral)
-            or isinstance(self.n_support, bool)
-            or self.n_support < 0
-        ):
-            raise ValueError(
-                f"n_support must be a non-negative integer; got {self.n_support!r}."
-            )
-        if self.support not in SUPPORT_STRATEGIES:
-            raise ValueError(
-                f"support must be one of {SUPPORT_STRATEGIES}; got {self.support!r}."
+                "n_splits must be at least 2 for the k-fold (test_size=None); got "
+                f"{self.n_splits!r}."
             )
         if self.support == "nearest":
             _unit_rows(self.prompt_embeddings)
 
     def _extract(self, X, y, groups):
         """User label, prompt id and label of each row, validated."""
-        if y is None:
-            raise ValueError(
-                "ColdStartSplit.split needs y: NaN marks the unlabeled query rows that "
-                "make up the test fold."
-            )
-        X = check_id_input(X)
-        n_rows = X.shape[0]
-        prompt_ids = id_column(X, "prompt_id")
-        y = check_feedback(y, n_rows)
-        if groups is None:
-            users = id_column(X, "user_id")
-        else:
-            users = np.asarray(groups)
-            if users.ndim != 1 or users.shape[0] != n_rows:
-                raise ValueError(
-                    f"groups must be 1-d with one user label per row of X ({n_rows}); "
-                    f"got shape {users.shape}."
-                )
+        _, users, prompt_ids, y = _extract_rows(
+            X, y, groups, "ColdStartSplit", "the unlabeled query rows that make up the test fold"
+        )
         if self.support == "nearest" and prompt_ids.size:
             n_embedded = np.shape(self.prompt_embeddings)[0]
             if prompt_ids.max() >= n_embedded:
@@ -280,27 +255,9 @@ class ColdStartSplit(BaseCrossValidator):
 
     def _iter_test_users(self, candidates, rng):
         """Test-user codes of each split, drawn from the users with query rows."""
-        n_candidates = candidates.size
-        if self.test_size is None:
-            if self.n_splits > n_candidates:
-                raise ValueError(
-                    f"Cannot have n_splits={self.n_splits} greater than the number of "
-                    f"users with query rows ({n_candidates})."
-                )
-            shuffled = candidates[rng.permutation(n_candidates)]
-            yield from np.array_split(shuffled, self.n_splits)
-            return
-        if isinstance(self.test_size, numbers.Integral):
-            n_test = int(self.test_size)
-        else:
-            n_test = int(np.ceil(self.test_size * n_candidates))
-        if n_test > n_candidates:
-            raise ValueError(
-                f"test_size={self.test_size!r} asks for {n_test} test users, but only "
-                f"{n_candidates} users have query rows."
-            )
-        for _ in range(self.n_splits):
-            yield np.sort(rng.choice(candidates, n_test, replace=False))
+        yield from _iter_test_groups(
+            candidates, self.n_splits, self.test_size, rng, ("users", "have query rows")
+        )
 
     def _check_enough_support(self, test_users, n_labeled_prompts, user_labels):
         if self.allow_fewer:
@@ -375,6 +332,298 @@ class ColdStartSplit(BaseCrossValidator):
                 _unit_rows(self.prompt_embeddings), candidate_pairs, query_pairs
             )
         return rng.random_sample(candidate_pairs[0].size)
+
+
+class SeenUserSplit(BaseCrossValidator):
+    """Split prompts for users already seen: test prompts out of every training row.
+
+    The counterpart of :class:`ColdStartSplit` for *seen* users: a group k-fold
+    over prompts rather than users. Rows of ``X`` are (user, prompt, response)
+    candidates and ``y`` their feedback, NaN for unlabeled rows. In each split a
+    set of *test prompts* is held out:
+
+    - the training fold is every labeled row of every other prompt, all users
+      included;
+    - the test fold is every row, labeled or not, of each *test pair*: a (user,
+      prompt) of a test prompt whose rows hold every candidate (every
+      ``response_id`` of ``X``; the personal scorers rank all K of them), of a
+      user in ``test_users`` (all users by default) who has training rows in the
+      split (a seen user);
+    - the other rows of the test prompts (other users', unseen users', pairs
+      with only some candidates) are in neither fold.
+
+    No row of a test prompt ever reaches the training fold, whoever its user;
+    the test users are in both folds.
+
+    The test prompts are drawn from the *eligible* prompts, those with at least
+    one (user, prompt) with every candidate among ``test_users``. With
+    ``test_prompts`` given there is one split, on those prompts. Otherwise, with
+    ``test_size=None`` this is a k-fold over the eligible prompts, shuffled with
+    ``random_state`` (like :class:`~sklearn.model_selection.GroupKFold` over
+    prompts); with ``test_size`` set, each split draws its test prompts at
+    random, independently of the other splits (like
+    :class:`~sklearn.model_selection.GroupShuffleSplit`).
+
+    Parameters
+    ----------
+    n_splits : int, default=5
+        Number of splits; at least 2 for the k-fold (``test_size=None``), at least 1
+        otherwise. Not used with ``test_prompts``.
+    test_size : float, int or None, default=None
+        ``None`` for the k-fold over prompts; a float in (0, 1) for the share of the
+        eligible prompts drawn as test prompts in each split (rounded up), or an
+        int for their number.
+    test_prompts : array-like of int, default=None
+        The prompt ids of a single split's test prompts, for example
+        ``corpus.prompt_ids("test")`` to evaluate on the corpus's test split; the
+        ids absent from ``X`` are skipped. Not combined with ``test_size``.
+    test_users : array-like, default=None
+        The users whose pairs may be in the test fold (labels as in ``groups``,
+        else ``user_id`` values); ``None`` for every user. Training rows come from
+        all users either way.
+    random_state : int, RandomState instance or None, default=None
+        Shuffles the prompts of the k-fold and draws the test prompts of
+        ``test_size`` mode. Pass an int for splits that are the same on every call
+        of :meth:`split`.
+
+    Notes
+    -----
+    A user is identified by ``groups`` when it is given (metadata routing requests
+    it by default, as for :class:`ColdStartSplit`, so that the same ``groups``
+    serve both splitters), otherwise by the ``user_id`` column of ``X`` (the first
+    column of an array). Prompts and responses are identified by the
+    ``prompt_id`` and ``response_id`` columns of ``X``.
+
+    A k-fold split whose test prompts only have pairs of unseen users (or of
+    users outside ``test_users``) has an empty test fold and raises a
+    ``ValueError``, as does a split without training rows.
+
+    See Also
+    --------
+    ColdStartSplit : New users, with a few support prompts.
+    sklearn.model_selection.GroupKFold : K-fold over groups.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from pllm_sk.model_selection import SeenUserSplit
+    >>> # Two users; prompts 0-2 labeled by both (2 candidates each), prompt 3 by
+    >>> # user 0 only.
+    >>> X = pd.DataFrame({
+    ...     "user_id": [0] * 8 + [1] * 6,
+    ...     "prompt_id": [0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2],
+    ...     "response_id": [0, 1] * 7,
+    ... })
+    >>> y = np.array([1.0, 0.0] * 7)
+    >>> cv = SeenUserSplit(test_prompts=[2])
+    >>> train, test = next(cv.split(X, y))
+    >>> sorted(set(X.prompt_id.iloc[train])), sorted(set(X.user_id.iloc[test]))
+    ([0, 1, 3], [0, 1])
+    """
+
+    __metadata_request__split = {"groups": True}
+
+    _parameter_constraints = {
+        "n_splits": [Interval(numbers.Integral, 1, None, closed="left")],
+        "test_size": [
+            Interval(numbers.Real, 0, 1, closed="neither"),
+            Interval(numbers.Integral, 1, None, closed="left"),
+            None,
+        ],
+        "test_prompts": ["array-like", None],
+        "test_users": ["array-like", None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_splits=5,
+        *,
+        test_size=None,
+        test_prompts=None,
+        test_users=None,
+        random_state=None,
+    ):
+        self.n_splits = n_splits
+        self.test_size = test_size
+        self.test_prompts = test_prompts
+        self.test_users = test_users
+        self.random_state = random_state
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Return the number of splits: 1 with ``test_prompts``, else ``n_splits``.
+
+        Parameters
+        ----------
+        X, y, groups : object
+            Always ignored, exist for API compatibility.
+
+        Returns
+        -------
+        n_splits : int
+        """
+        return 1 if self.test_prompts is not None else self.n_splits
+
+    def split(self, X, y=None, groups=None):
+        """Generate indices of the training and test rows of each split.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...).
+        y : array-like of shape (n_rows,)
+            Feedback labels, NaN for unlabeled rows. Required: training folds hold
+            labeled rows only.
+        groups : array-like of shape (n_rows,), default=None
+            User label of each row; ``None`` uses the ``user_id`` column of ``X``.
+
+        Yields
+        ------
+        train : ndarray of int
+            Positions of the labeled rows of the prompts outside the test prompts.
+        test : ndarray of int
+            Positions of the rows of the test pairs.
+        """
+        self._validate_params()
+        X, users, prompt_ids, y = _extract_rows(
+            X, y, groups, "SeenUserSplit", "the unlabeled rows, which no training fold holds"
+        )
+        eligible = _has_every_candidate(users, prompt_ids, id_column(X, "response_id"))
+        if self.test_users is not None:
+            eligible &= np.isin(users, np.asarray(self.test_users))
+        candidates = np.unique(prompt_ids[eligible])
+        if candidates.size == 0:
+            raise ValueError(
+                "No (user, prompt) of X holds every candidate response"
+                + ("" if self.test_users is None else " among test_users")
+                + ": SeenUserSplit's test fold is made of such pairs, which the "
+                "personal scorers rank."
+            )
+        labeled = ~np.isnan(y)
+        rng = check_random_state(self.random_state)
+        for test_prompts in self._iter_test_prompts(candidates, rng):
+            is_test_prompt = np.isin(prompt_ids, test_prompts)
+            train = np.flatnonzero(labeled & ~is_test_prompt)
+            if train.size == 0:
+                raise ValueError(
+                    "A split has an empty training fold: no labeled row is outside "
+                    "its test prompts."
+                )
+            seen = np.isin(users, users[train])
+            test = np.flatnonzero(is_test_prompt & eligible & seen)
+            if test.size == 0:
+                raise ValueError(
+                    "A split has an empty test fold: none of its test prompts has a "
+                    "(user, prompt) with every candidate, of a user in test_users "
+                    "with training rows (unseen users: evaluate them with "
+                    "ColdStartSplit)."
+                )
+            yield train, test
+
+    def _validate_params(self):
+        _check_parameters(self)
+        if self.test_prompts is not None:
+            if self.test_size is not None:
+                raise ValueError(
+                    "test_prompts fixes the test prompts of a single split; it does "
+                    f"not combine with test_size={self.test_size!r}."
+                )
+            return
+        if self.test_size is None and self.n_splits < 2:
+            raise ValueError(
+                "n_splits must be at least 2 for the k-fold (test_size=None); got "
+                f"{self.n_splits!r}."
+            )
+
+    def _iter_test_prompts(self, candidates, rng):
+        """Test prompt ids of each split, drawn from the eligible prompts."""
+        if self.test_prompts is not None:
+            yield np.asarray(self.test_prompts).reshape(-1)
+            return
+        yield from _iter_test_groups(
+            candidates,
+            self.n_splits,
+            self.test_size,
+            rng,
+            ("prompts", "have a (user, prompt) with every candidate"),
+        )
+
+
+def _check_parameters(splitter):
+    """Check a splitter's parameters against its ``_parameter_constraints``."""
+    validate_arguments(
+        splitter._parameter_constraints,
+        {name: getattr(splitter, name) for name in splitter._parameter_constraints},
+        type(splitter).__name__,
+    )
+
+
+def _extract_rows(X, y, groups, splitter_name, what_nan_marks):
+    """``X`` checked, and the user label, prompt id and label of each row.
+
+    ``groups``, when given, labels the users; otherwise the ``user_id`` column does.
+    """
+    if y is None:
+        raise ValueError(
+            f"{splitter_name}.split needs y: NaN marks {what_nan_marks}."
+        )
+    X = check_id_input(X)
+    n_rows = X.shape[0]
+    prompt_ids = id_column(X, "prompt_id")
+    y = check_feedback(y, n_rows)
+    if groups is None:
+        users = id_column(X, "user_id")
+    else:
+        users = np.asarray(groups)
+        if users.ndim != 1 or users.shape[0] != n_rows:
+            raise ValueError(
+                f"groups must be 1-d with one user label per row of X ({n_rows}); "
+                f"got shape {users.shape}."
+            )
+    return X, users, prompt_ids, y
+
+
+def _iter_test_groups(candidates, n_splits, test_size, rng, description):
+    """The test groups (users or prompts) of each split, drawn from ``candidates``.
+
+    ``test_size=None``: a shuffled k-fold; otherwise ``n_splits`` independent draws
+    of ``test_size`` groups (a share, rounded up, or a number), each sorted.
+    ``description`` is ``(noun, qualifier)`` of the candidates, for the errors.
+    """
+    noun, qualifier = description
+    n_candidates = candidates.size
+    if test_size is None:
+        if n_splits > n_candidates:
+            raise ValueError(
+                f"Cannot have n_splits={n_splits} greater than the number of {noun} "
+                f"that {qualifier} ({n_candidates})."
+            )
+        shuffled = candidates[rng.permutation(n_candidates)]
+        yield from np.array_split(shuffled, n_splits)
+        return
+    if isinstance(test_size, numbers.Integral):
+        n_test = int(test_size)
+    else:
+        n_test = int(np.ceil(test_size * n_candidates))
+    if n_test > n_candidates:
+        raise ValueError(
+            f"test_size={test_size!r} asks for {n_test} test {noun}, but only "
+            f"{n_candidates} {noun} {qualifier}."
+        )
+    for _ in range(n_splits):
+        yield np.sort(rng.choice(candidates, n_test, replace=False))
+
+
+def _has_every_candidate(users, prompt_ids, response_ids):
+    """Whether each row's (user, prompt) has a row for every response id of ``X``."""
+    response_labels, response_codes = np.unique(response_ids, return_inverse=True)
+    user_codes = np.unique(users, return_inverse=True)[1].reshape(-1)
+    _, pair_of_row = _user_prompt_pairs(user_codes, prompt_ids)
+    n_responses = response_labels.size
+    distinct = np.unique(pair_of_row.astype(np.int64) * n_responses + response_codes.reshape(-1))
+    n_candidates = np.bincount(distinct // n_responses, minlength=pair_of_row.max() + 1)
+    return n_candidates[pair_of_row] == n_responses
 
 
 def _user_prompt_pairs(user_codes, prompt_ids):

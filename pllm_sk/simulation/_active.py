@@ -9,10 +9,11 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ..utils import Interval, StrOptions, validate_arguments
 from ._feedback import _choose_distinct, _label
-from ._interaction import _candidate_rows, _split_pipeline, _transform
 from ._oracle import PreferenceOracle
 from ._policies import preference_uncertainty
+from ._rows import _candidate_rows, _split_pipeline, _transform
 
 __all__ = ["ACTIVE_STRATEGIES", "active_cold_start"]
 
@@ -82,18 +83,23 @@ def active_cold_start(
     """
     from ..model_selection import make_personal_scorer
 
-    if not isinstance(oracle, PreferenceOracle):
-        raise TypeError(f"oracle must be a PreferenceOracle; got {type(oracle).__name__}.")
-    if strategy not in ACTIVE_STRATEGIES:
-        raise ValueError(f"strategy must be one of {ACTIVE_STRATEGIES}; got {strategy!r}.")
+    validate_arguments(
+        _CONSTRAINTS,
+        dict(
+            oracle=oracle,
+            users=users,
+            n_answers=n_answers,
+            strategy=strategy,
+            n_candidates=n_candidates,
+            n_draws=n_draws,
+            n_query=n_query,
+            support_split=support_split,
+            query_split=query_split,
+            random_state=random_state,
+        ),
+        "active_cold_start",
+    )
     checkpoints = sorted({int(n) for n in n_answers})
-    for name, value, minimum in (
-        ("n_candidates", n_candidates, 1),
-        ("n_draws", n_draws, 2),
-        ("n_query", n_query, 1),
-    ):
-        if not isinstance(value, numbers.Integral) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
     if not checkpoints or checkpoints[0] < 1:
         raise ValueError(f"n_answers must hold positive integers; got {n_answers!r}.")
     features, ranker = _split_pipeline(estimator)
@@ -103,12 +109,60 @@ def active_cold_start(
             f"strategy='information' needs posterior draws from sample_y, and "
             f"{type(ranker).__name__} has no sample_y method."
         )
-    population, ranker = ranker, copy.deepcopy(ranker)
     users = np.asarray(users, dtype=np.int64).reshape(-1)
+    offers, queries, draw_seeds = _draw_offers_and_queries(
+        oracle, users.size, checkpoints[-1], n_candidates, n_query,
+        support_split, query_split, random_state,
+    )
+    X_query = _transform(
+        features,
+        _candidate_rows(
+            np.repeat(users, n_query), queries.reshape(-1), oracle.corpus.n_responses
+        ),
+    )
+    scorer = make_personal_scorer(oracle, ["gap_closed", "top1", "reward"])
+    learner = _AnswerLearner(ranker, features)
+    results = []
+    for answer in range(checkpoints[-1]):
+        offered = offers[:, answer]
+        pick = np.zeros(users.size, dtype=np.int64)
+        if strategy == "information":
+            pick = _most_uncertain(
+                learner.ranker, features, users, offered, n_draws, int(draw_seeds[answer]),
+                oracle.corpus.n_responses,
+            )
+        learner.learn(*_answer(oracle, users, offered[np.arange(users.size), pick]))
+        if answer + 1 in checkpoints:
+            result = scorer(learner.ranker, X_query, None)
+            results.append(dict(strategy=strategy, n_answers=answer + 1, **result))
+    return pd.DataFrame(results)
+
+
+_CONSTRAINTS = {
+    "oracle": [PreferenceOracle],
+    "users": ["array-like"],
+    "n_answers": ["array-like"],
+    "strategy": [StrOptions(set(ACTIVE_STRATEGIES))],
+    "n_candidates": [Interval(numbers.Integral, 1, None, closed="left")],
+    "n_draws": [Interval(numbers.Integral, 2, None, closed="left")],
+    "n_query": [Interval(numbers.Integral, 1, None, closed="left")],
+    "support_split": [StrOptions({"train", "test"}), None],
+    "query_split": [StrOptions({"train", "test"}), None],
+    "random_state": ["random_state"],
+}
+
+
+def _draw_offers_and_queries(
+    oracle, n_users, n_max, n_candidates, n_query, support_split, query_split, random_state
+):
+    """Everything random, drawn up front so that both strategies get the same.
+
+    Returns the offered prompts, shape (n_users, n_max, n_candidates), the query
+    prompts, shape (n_users, n_query), and one ``sample_y`` seed per answer.
+    """
     rng = np.random.RandomState(np.random.MT19937(np.random.SeedSequence(
         check_random_state(random_state).randint(np.iinfo(np.int32).max)
     )))
-    n_max = checkpoints[-1]
     pool = oracle.corpus.prompt_ids(support_split)
     if n_max * n_candidates > pool.size:
         raise ValueError(
@@ -116,53 +170,62 @@ def active_cold_start(
             f"{n_max * n_candidates} distinct prompts per user; support_split="
             f"{support_split!r} has {pool.size}. Lower n_candidates or n_answers."
         )
-    # Offers, queries and labels are drawn up front: the same for both strategies.
-    offers = _choose_distinct(rng, users.size, pool, n_max * n_candidates).reshape(
-        users.size, n_max, n_candidates
+    offers = _choose_distinct(rng, n_users, pool, n_max * n_candidates).reshape(
+        n_users, n_max, n_candidates
     )
-    queries = _choose_distinct(rng, users.size, oracle.corpus.prompt_ids(query_split), n_query)
+    queries = _choose_distinct(rng, n_users, oracle.corpus.prompt_ids(query_split), n_query)
     draw_seeds = rng.randint(np.iinfo(np.int32).max, size=n_max)
-    n_responses = oracle.corpus.n_responses
-    X_query = _transform(
-        features, _candidate_rows(np.repeat(users, n_query), queries.reshape(-1), n_responses)
+    return offers, queries, draw_seeds
+
+
+def _most_uncertain(ranker, features, users, offered, n_draws, seed, n_responses):
+    """Position of the offered prompt whose candidates' order is least certain, per user."""
+    n_users, n_candidates = offered.shape
+    X = _transform(
+        features,
+        _candidate_rows(np.repeat(users, n_candidates), offered.reshape(-1), n_responses),
     )
-    scorer = make_personal_scorer(oracle, ["gap_closed", "top1", "reward"])
-    answered, results = [], []
-    for answer in range(n_max):
-        offered = offers[:, answer]
-        if strategy == "random":
-            pick = np.zeros(users.size, dtype=np.int64)
-        else:
-            X = _transform(
-                features,
-                _candidate_rows(np.repeat(users, n_candidates), offered.reshape(-1), n_responses),
-            )
-            draws = ranker.sample_y(X, n_draws, random_state=int(draw_seeds[answer]))
-            uncertainty = preference_uncertainty(
-                draws.reshape(users.size * n_candidates, n_responses, n_draws)
-            )
-            upper = np.triu_indices(n_responses, k=1)
-            score = uncertainty[:, upper[0], upper[1]].mean(axis=1)
-            pick = np.argmax(score.reshape(users.size, n_candidates), axis=1)
-        prompts = offered[np.arange(users.size), pick]
-        utility = oracle.candidate_rewards(users, prompts)
-        user_id, prompt_id, response_id, y = _label(
-            "best_worst", users, prompts, utility, None, 1.0, 0.0
+    draws = ranker.sample_y(X, n_draws, random_state=seed)
+    uncertainty = preference_uncertainty(
+        draws.reshape(n_users * n_candidates, n_responses, n_draws)
+    )
+    upper = np.triu_indices(n_responses, k=1)
+    score = uncertainty[:, upper[0], upper[1]].mean(axis=1)
+    return np.argmax(score.reshape(n_users, n_candidates), axis=1)
+
+
+def _answer(oracle, users, prompts):
+    """Each user's best / worst labels of the candidates of their prompt: rows and y."""
+    utility = oracle.candidate_rewards(users, prompts)
+    user_id, prompt_id, response_id, y = _label(
+        "best_worst", users, prompts, utility, None, 1.0, 0.0
+    )
+    rows = pd.DataFrame(
+        {"user_id": user_id, "prompt_id": prompt_id, "response_id": response_id}
+    )
+    return rows, y
+
+
+class _AnswerLearner:
+    """The estimator as it learns the answers: ``partial_fit``, or ``fit`` on all of them.
+
+    The ranker given is the population: it is copied, never changed.
+    """
+
+    def __init__(self, population, features):
+        self.population = population
+        self.features = features
+        self.ranker = copy.deepcopy(population)
+        self.answered = []
+
+    def learn(self, rows, y):
+        self.answered.append((rows, y))
+        if hasattr(self.ranker, "partial_fit"):
+            self.ranker.partial_fit(_transform(self.features, rows), y)
+            return
+        self.ranker = clone(self.population).fit(
+            _transform(
+                self.features, pd.concat([r for r, _ in self.answered], ignore_index=True)
+            ),
+            np.concatenate([labels for _, labels in self.answered]),
         )
-        rows = pd.DataFrame(
-            {"user_id": user_id, "prompt_id": prompt_id, "response_id": response_id}
-        )
-        answered.append((rows, y))
-        if hasattr(ranker, "partial_fit"):
-            ranker.partial_fit(_transform(features, rows), y)
-        else:
-            ranker = clone(population).fit(
-                _transform(
-                    features, pd.concat([r for r, _ in answered], ignore_index=True)
-                ),
-                np.concatenate([labels for _, labels in answered]),
-            )
-        if answer + 1 in checkpoints:
-            result = scorer(ranker, X_query, None)
-            results.append(dict(strategy=strategy, n_answers=answer + 1, **result))
-    return pd.DataFrame(results)

@@ -8,23 +8,24 @@ imports an estimator: the environment uses the estimator's public methods
 """
 
 import copy
-import inspect
 import numbers
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, has_fit_parameter
+from sklearn.utils.validation import check_is_fitted
 
+from ..utils import Interval, StrOptions, validate_arguments
 from ._oracle import PreferenceOracle
+from ._rows import _candidate_rows, _feedback_rows, _split_pipeline, _transform
+from ._updates import _update_strategy
 from ._users import sample_users
 
 __all__ = ["INTERACTION_FEEDBACK", "InteractionEnvironment"]
 
 INTERACTION_FEEDBACK = ("pair", "bradley_terry", "slate")
-_DRIFTS = (None, "mix", "jump")
 
 
 class InteractionEnvironment:
@@ -117,6 +118,21 @@ class InteractionEnvironment:
     >>> progressive_scores(log)[["step", "n_users"]].to_numpy().tolist()
     [[0, 10], [1, 10], [2, 10]]
     """
+
+    _parameter_constraints = {
+        "oracle": [PreferenceOracle],
+        "users": ["array-like", None],
+        "feedback": [StrOptions(set(INTERACTION_FEEDBACK))],
+        "n_shown": [Interval(numbers.Integral, 2, None, closed="left")],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "prompt_split": [StrOptions({"train", "test"}), None],
+        "arrivals": ["array-like", None],
+        "drift": [StrOptions({"mix", "jump"}), None],
+        "drift_rate": [Interval(numbers.Real, 0, 1, closed="right")],
+        "jump_round": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -220,118 +236,95 @@ class InteractionEnvironment:
         self._validate()
         features, ranker = _split_pipeline(estimator)
         check_is_fitted(ranker)
-        _check_run_parameters(
-            ranker, n_rounds, decay, window, refit_every, population_refit_every, history
-        )
-        policy.validate(ranker, self.n_shown)
-        # The ranker given is only ever copied or cloned: it is the population.
-        population, ranker = ranker, copy.deepcopy(ranker)
-        streams = [
-            np.random.RandomState(np.random.MT19937(child))
-            for child in np.random.SeedSequence(
-                check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            ).spawn(5)
-        ]
-        prompt_rng, drift_rng, feedback_rng, policy_rng, draw_rng = streams
-        arrivals = self._arrivals_
-        prompts = _prompt_sequences(
-            prompt_rng, self._pool_, self._users_.size, n_rounds
-        )
-        weights = np.array(self.oracle.weights[self._users_])
-        target = sample_users(
-            self._users_.size,
-            alpha=self.alpha,
-            n_reward_models=weights.shape[1],
-            random_state=drift_rng,
-        )
-        forgetting = decay < 1 or window is not None
-        rewards = self.oracle.corpus.rewards
-        n_candidates = self.oracle.corpus.n_responses
-        log, given, round_seconds = [], [], []
-        n_refitted = 0
-        for round_ in range(n_rounds):
-            start = time.perf_counter()
-            if self.drift == "mix" and round_ > 0:
-                weights = (1.0 - self.drift_rate) * weights + self.drift_rate * target
-            elif self.drift == "jump" and round_ == self.jump_round:
-                weights = target.copy()
-            active = np.flatnonzero(arrivals <= round_)
-            if active.size == 0:
-                round_seconds.append(time.perf_counter() - start)
-                continue
-            steps = round_ - arrivals[active]
-            users, user_prompts = self._users_[active], prompts[active, steps]
-            X = _candidate_rows(users, user_prompts, n_candidates)
-            X_model = _transform(features, X)
-            needs_scores, n_draws = policy.needs(steps, self.n_shown)
-            draw_seed = int(draw_rng.randint(np.iinfo(np.int32).max))
-            scores = np.full((active.size, n_candidates), np.nan)
-            if needs_scores:
-                scores = ranker.predict(X_model).reshape(active.size, n_candidates)
-            draws = None
-            if n_draws:
-                draws = ranker.sample_y(X_model, n_draws, random_state=draw_seed).reshape(
-                    active.size, n_candidates, n_draws
-                )
-            shown = _check_shown(
-                policy.choose(scores, draws, self.n_shown, steps, policy_rng),
-                active.size,
-                self.n_shown,
-                n_candidates,
-                type(policy).__name__,
-            )
-            true_reward = np.einsum(
-                "nkb,nb->nk", rewards[user_prompts].astype(np.float64), weights[active]
-            )
-            chosen = self._choose(true_reward, shown, feedback_rng)
-            log.append(
-                _round_log(round_, steps, users, user_prompts, shown, chosen, true_reward)
-            )
-            given.append(_feedback_rows(round_, users, user_prompts, shown, chosen))
-            # Train on what was shown, after the round was scored.
-            n_arrived = int((arrivals <= round_).sum())
-            if population_refit_every and n_arrived // population_refit_every > n_refitted:
-                n_refitted = n_arrived // population_refit_every
-                ranker = clone(ranker).fit(
-                    *_training_rows(features, history, given, round_, None, None)
-                )
-            elif hasattr(ranker, "partial_fit") and not forgetting:
-                rows = given[-1]
-                ranker.partial_fit(
-                    _transform(features, rows.drop(columns=["y", "round"])), rows["y"]
-                )
-            elif (round_ + 1) % refit_every == 0:
-                ranker = _refit(
-                    population, features, history, given, round_, decay, window
-                )
-            round_seconds.append(time.perf_counter() - start)
-        log = pd.concat(log, ignore_index=True)
-        log.attrs["settings"] = dict(
-            self._settings(),
-            estimator=type(ranker).__name__,
-            policy=repr(policy),
+        run_parameters = dict(
             n_rounds=n_rounds,
             decay=decay,
             window=window,
             refit_every=refit_every,
             population_refit_every=population_refit_every,
         )
+        validate_arguments(_RUN_CONSTRAINTS, run_parameters, "InteractionEnvironment.run")
+        update = _update_strategy(
+            ranker,
+            features,
+            history=history,
+            decay=decay,
+            window=window,
+            refit_every=refit_every,
+            population_refit_every=population_refit_every,
+        )
+        policy.validate(ranker, self.n_shown)
+        # The ranker given is only ever copied or cloned: it is the population.
+        ranker = copy.deepcopy(ranker)
+        streams = _Streams.from_seed(self.random_state)
+        prompts = _prompt_sequences(streams.prompt, self._pool_, self._users_.size, n_rounds)
+        drift = self._drift(streams.drift)
+        log, given, round_seconds = [], [], []
+        for round_ in range(n_rounds):
+            start = time.perf_counter()
+            weights = drift.weights_at(round_)
+            active = np.flatnonzero(self._arrivals_ <= round_)
+            if active.size:
+                round_log, feedback = self._play_round(
+                    ranker, features, policy, round_, active, prompts, weights, streams
+                )
+                log.append(round_log)
+                given.append(feedback)
+                # Train on what was shown, after the round was scored.
+                ranker = update(ranker, given, round_, active.size)
+            round_seconds.append(time.perf_counter() - start)
+        log = pd.concat(log, ignore_index=True)
+        log.attrs["settings"] = dict(
+            self._settings(),
+            estimator=type(ranker).__name__,
+            policy=repr(policy),
+            **run_parameters,
+        )
         log.attrs["round_seconds"] = round_seconds
         return log
+
+    def _play_round(self, ranker, features, policy, round_, active, prompts, weights, streams):
+        """Serve, show and collect the choices of the active users: one round.
+
+        Returns the round's log and its feedback rows (see ``_feedback_rows``).
+        """
+        steps = round_ - self._arrivals_[active]
+        users, user_prompts = self._users_[active], prompts[active, steps]
+        n_candidates = self.oracle.corpus.n_responses
+        X = _transform(features, _candidate_rows(users, user_prompts, n_candidates))
+        shown = _show(ranker, X, policy, steps, self.n_shown, n_candidates, streams)
+        true_reward = np.einsum(
+            "nkb,nb->nk",
+            self.oracle.corpus.rewards[user_prompts].astype(np.float64),
+            weights[active],
+        )
+        chosen = self._choose(true_reward, shown, streams.feedback)
+        return (
+            _round_log(round_, steps, users, user_prompts, shown, chosen, true_reward),
+            _feedback_rows(round_, users, user_prompts, shown, chosen),
+        )
+
+    def _drift(self, rng):
+        """The users' true weights round by round; the targets drawn from ``rng``."""
+        weights = np.array(self.oracle.weights[self._users_])
+        target = sample_users(
+            self._users_.size,
+            alpha=self.alpha,
+            n_reward_models=weights.shape[1],
+            random_state=rng,
+        )
+        return _Drift(self.drift, self.drift_rate, self.jump_round, weights, target)
 
     # ------------------------------------------------------------------ helpers
 
     def _validate(self):
-        if not isinstance(self.oracle, PreferenceOracle):
-            raise TypeError(
-                f"oracle must be a PreferenceOracle; got {type(self.oracle).__name__}."
-            )
-        if self.feedback not in INTERACTION_FEEDBACK:
-            raise ValueError(
-                f"Unknown feedback {self.feedback!r}; choose one of {INTERACTION_FEEDBACK}."
-            )
+        """Check the parameters and set ``_users_``, ``_arrivals_`` and ``_pool_``."""
+        validate_arguments(
+            self._parameter_constraints,
+            {name: getattr(self, name) for name in self._parameter_constraints},
+            type(self).__name__,
+        )
         n_responses = self.oracle.corpus.n_responses
-        _check_integer("n_shown", self.n_shown, 2)
         if self.n_shown > n_responses:
             raise ValueError(
                 f"n_shown={self.n_shown} is more than the {n_responses} candidates of a "
@@ -342,23 +335,16 @@ class InteractionEnvironment:
                 f"feedback='pair' shows two responses; got n_shown={self.n_shown} "
                 "(use feedback='slate' for more)."
             )
-        if not isinstance(self.temperature, numbers.Real) or not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {self.temperature!r}.")
-        if self.drift not in _DRIFTS:
-            raise ValueError(f"Unknown drift {self.drift!r}; choose one of {_DRIFTS}.")
-        if not isinstance(self.drift_rate, numbers.Real) or not 0 < self.drift_rate <= 1:
-            raise ValueError(f"drift_rate must be in (0, 1]; got {self.drift_rate!r}.")
-        if self.drift == "jump":
-            if self.jump_round is None:
-                raise ValueError("drift='jump' needs jump_round, the round of the jump.")
-            _check_integer("jump_round", self.jump_round, 1)
-        if not isinstance(self.alpha, numbers.Real) or not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0; got {self.alpha!r}.")
-        users = (
-            np.arange(self.oracle.n_users)
-            if self.users is None
-            else np.asarray(self.users).reshape(-1)
-        )
+        if self.drift == "jump" and self.jump_round is None:
+            raise ValueError("drift='jump' needs jump_round, the round of the jump.")
+        self._users_ = self._check_users()
+        self._arrivals_ = self._check_arrivals()
+        self._pool_ = self.oracle.corpus.prompt_ids(self.prompt_split)
+
+    def _check_users(self):
+        if self.users is None:
+            return np.arange(self.oracle.n_users, dtype=np.int64)
+        users = np.asarray(self.users).reshape(-1)
         if users.dtype.kind not in "iu" or users.size == 0:
             raise ValueError(f"users must be a non-empty array of user ids; got {self.users!r}.")
         if users.min() < 0 or users.max() >= self.oracle.n_users:
@@ -367,21 +353,21 @@ class InteractionEnvironment:
             )
         if np.unique(users).size != users.size:
             raise ValueError("users holds a user id twice.")
-        arrivals = (
-            np.zeros(users.size, dtype=np.int64)
-            if self.arrivals is None
-            else np.asarray(self.arrivals).reshape(-1)
-        )
-        if arrivals.shape != users.shape or arrivals.dtype.kind not in "iu" or (
+        return users.astype(np.int64)
+
+    def _check_arrivals(self):
+        n_users = self._users_.size
+        if self.arrivals is None:
+            return np.zeros(n_users, dtype=np.int64)
+        arrivals = np.asarray(self.arrivals).reshape(-1)
+        if arrivals.shape != (n_users,) or arrivals.dtype.kind not in "iu" or (
             arrivals.min() < 0
         ):
             raise ValueError(
                 "arrivals must hold one non-negative integer round per user of users; "
                 f"got {self.arrivals!r}."
             )
-        self._users_ = users.astype(np.int64)
-        self._arrivals_ = arrivals.astype(np.int64)
-        self._pool_ = self.oracle.corpus.prompt_ids(self.prompt_split)
+        return arrivals.astype(np.int64)
 
     def _choose(self, true_reward, shown, rng):
         """The response each user chooses among the shown ones."""
@@ -412,55 +398,78 @@ class InteractionEnvironment:
         )
 
 
-def _check_integer(name, value, minimum):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer; got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}; got {value}.")
+_RUN_CONSTRAINTS = {
+    "n_rounds": [Interval(numbers.Integral, 1, None, closed="left")],
+    "decay": [Interval(numbers.Real, 0, 1, closed="right")],
+    "window": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "refit_every": [Interval(numbers.Integral, 1, None, closed="left")],
+    "population_refit_every": [Interval(numbers.Integral, 1, None, closed="left"), None],
+}
 
 
-def _check_run_parameters(
-    ranker, n_rounds, decay, window, refit_every, population_refit_every, history
-):
-    _check_integer("n_rounds", n_rounds, 1)
-    _check_integer("refit_every", refit_every, 1)
-    if not isinstance(decay, numbers.Real) or not 0 < decay <= 1:
-        raise ValueError(f"decay must be in (0, 1]; got {decay!r}.")
-    if window is not None:
-        _check_integer("window", window, 1)
-    if population_refit_every is not None:
-        _check_integer("population_refit_every", population_refit_every, 1)
-        if history is None:
-            raise ValueError(
-                "population_refit_every refits the population on the historical rows "
-                "and the loop's feedback: pass history=(X, y)."
+class _Streams(NamedTuple):
+    """Independent random streams of a run, so that runs compare pairwise."""
+
+    prompt: np.random.RandomState
+    drift: np.random.RandomState
+    feedback: np.random.RandomState
+    policy: np.random.RandomState
+    draw: np.random.RandomState
+
+    @classmethod
+    def from_seed(cls, random_state):
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+        return cls(
+            *(
+                np.random.RandomState(np.random.MT19937(child))
+                for child in np.random.SeedSequence(seed).spawn(5)
             )
-        if decay < 1 or window is not None:
-            raise ValueError("population_refit_every does not combine with decay or window.")
-    if decay < 1:
-        method = "partial_fit" if hasattr(ranker, "partial_fit") else "fit"
-        accepts = (
-            "sample_weight" in inspect.signature(ranker.partial_fit).parameters
-            if method == "partial_fit"
-            else has_fit_parameter(ranker, "sample_weight")
         )
-        if not accepts:
-            raise TypeError(
-                f"decay={decay} weighs older feedback less through sample_weight, and "
-                f"{type(ranker).__name__}.{method} does not accept sample_weight; "
-                "forget with window=... instead."
-            )
 
 
-def _split_pipeline(estimator):
-    """The feature steps (or None) and the ranker of a Pipeline or a bare ranker."""
-    if hasattr(estimator, "steps"):
-        return (estimator[:-1] if len(estimator.steps) > 1 else None), estimator[-1]
-    return None, estimator
+class _Drift:
+    """The users' true weights at each round; see :class:`InteractionEnvironment`.
+
+    ``weights_at`` is called once per round, in order: ``"mix"`` moves the weights
+    a step toward ``target`` from round 1 on, ``"jump"`` replaces them by
+    ``target`` at ``jump_round``.
+    """
+
+    def __init__(self, kind, rate, jump_round, weights, target):
+        self.kind = kind
+        self.rate = rate
+        self.jump_round = jump_round
+        self.weights = weights
+        self.target = target
+
+    def weights_at(self, round_):
+        if self.kind == "mix" and round_ > 0:
+            self.weights = (1.0 - self.rate) * self.weights + self.rate * self.target
+        elif self.kind == "jump" and round_ == self.jump_round:
+            self.weights = self.target.copy()
+        return self.weights
 
 
-def _transform(features, X):
-    return X if features is None else features.transform(X)
+def _show(ranker, X, policy, steps, n_shown, n_candidates, streams):
+    """The responses the policy shows each user, from the ranker's scores and draws."""
+    n_users = steps.size
+    needs_scores, n_draws = policy.needs(steps, n_shown)
+    draw_seed = int(streams.draw.randint(np.iinfo(np.int32).max))
+    scores = np.full((n_users, n_candidates), np.nan)
+    if needs_scores:
+        scores = ranker.predict(X).reshape(n_users, n_candidates)
+    draws = None
+    if n_draws:
+        draws = ranker.sample_y(X, n_draws, random_state=draw_seed).reshape(
+            n_users, n_candidates, n_draws
+        )
+    return _check_shown(
+        policy.choose(scores, draws, n_shown, steps, streams.policy),
+        n_users,
+        n_shown,
+        n_candidates,
+        type(policy).__name__,
+    )
 
 
 def _prompt_sequences(rng, pool, n_users, n_rounds):
@@ -471,16 +480,6 @@ def _prompt_sequences(rng, pool, n_users, n_rounds):
             f"prompt split has {pool.size}."
         )
     return np.stack([rng.choice(pool, n_rounds, replace=False) for _ in range(n_users)])
-
-
-def _candidate_rows(users, prompts, n_candidates):
-    return pd.DataFrame(
-        {
-            "user_id": np.repeat(users, n_candidates),
-            "prompt_id": np.repeat(prompts, n_candidates),
-            "response_id": np.tile(np.arange(n_candidates), users.size),
-        }
-    )
 
 
 def _check_shown(shown, n_users, n_shown, n_candidates, policy_name):
@@ -519,52 +518,4 @@ def _round_log(round_, steps, users, prompts, shown, chosen, true_reward):
             "regret": best_reward - served_reward,
             "top1": served_reward >= best_reward,
         }
-    )
-
-
-def _feedback_rows(round_, users, prompts, shown, chosen):
-    """The id rows of the shown responses: y = 1 for the chosen one, 0 otherwise."""
-    n_shown = shown.shape[1]
-    return pd.DataFrame(
-        {
-            "user_id": np.repeat(users, n_shown),
-            "prompt_id": np.repeat(prompts, n_shown),
-            "response_id": shown.reshape(-1),
-            "y": (shown == chosen[:, np.newaxis]).reshape(-1).astype(np.float64),
-            "round": round_,
-        }
-    )
-
-
-def _training_rows(features, history, given, round_, decay, window):
-    """``(X, y, sample_weight)`` of history and the kept feedback, for ``fit``.
-
-    ``sample_weight`` is None when ``decay`` is None or 1.
-    """
-    rows = pd.concat(given, ignore_index=True)
-    if window is not None:
-        rows = rows[rows["round"] > round_ - window]
-    weight = None
-    if decay is not None and decay < 1:
-        weight = decay ** (round_ - rows["round"].to_numpy()).astype(np.float64)
-    X, y = rows[["user_id", "prompt_id", "response_id"]], rows["y"].to_numpy()
-    if history is not None:
-        X_history, y_history = history
-        X = pd.concat([X_history[["user_id", "prompt_id", "response_id"]], X], ignore_index=True)
-        y = np.concatenate([np.asarray(y_history, dtype=np.float64), y])
-        if weight is not None:
-            weight = np.concatenate([np.ones(len(X_history)), weight])
-    X = _transform(features, X.reset_index(drop=True))
-    return (X, y) if weight is None else (X, y, weight)
-
-
-def _refit(population, features, history, given, round_, decay, window):
-    """The estimator anew from the kept (and weighted) feedback; see ``run``."""
-    if hasattr(population, "partial_fit"):
-        ranker = copy.deepcopy(population)
-        return ranker.partial_fit(
-            *_training_rows(features, None, given, round_, decay, window)
-        )
-    return clone(population).fit(
-        *_training_rows(features, history, given, round_, decay, window)
     )

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch, check_random_state
 
+from ..utils import Interval, StrOptions, validate_arguments
+
 __all__ = ["cumulative_regret", "paired_bootstrap", "plot_regret", "progressive_scores"]
 
 _TIMES = ("step", "round")
@@ -47,9 +49,8 @@ def progressive_scores(log, *, by=None, time="step"):
     >>> progressive_scores(log)[["regret", "cumulative_regret", "top1"]].to_numpy().tolist()
     [[0.5, 0.5, 0.5], [0.25, 0.75, 0.5]]
     """
+    validate_arguments({"time": [StrOptions(set(_TIMES))]}, {"time": time}, "progressive_scores")
     by = _columns(by)
-    if time not in _TIMES:
-        raise ValueError(f"time must be one of {_TIMES}; got {time!r}.")
     log = log.sort_values(by + ["user_id", time], kind="stable")
     cumulative = log.groupby(by + ["user_id"], sort=False)["regret"].cumsum()
     return (
@@ -92,8 +93,11 @@ def cumulative_regret(log, n_steps, *, by=None):
     >>> cumulative_regret(log, 2).to_dict()
     {1: 1.5}
     """
-    if not isinstance(n_steps, numbers.Integral) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer; got {n_steps!r}.")
+    validate_arguments(
+        {"n_steps": [Interval(numbers.Integral, 1, None, closed="left")]},
+        {"n_steps": n_steps},
+        "cumulative_regret",
+    )
     by = _columns(by)
     early = log[log["step"] < n_steps]
     counts = early.groupby(by + ["user_id"])["regret"].count()
@@ -129,15 +133,22 @@ def paired_bootstrap(first, second, *, n_resamples=10_000, confidence=0.95, rand
     >>> float(result.mean), float(result.low), float(result.high)
     (2.0, 2.0, 2.0)
     """
+    validate_arguments(
+        {
+            "n_resamples": [Interval(numbers.Integral, 1, None, closed="left")],
+            "confidence": [Interval(numbers.Real, 0, 1, closed="neither")],
+            "random_state": ["random_state"],
+        },
+        dict(n_resamples=n_resamples, confidence=confidence, random_state=random_state),
+        "paired_bootstrap",
+    )
     if isinstance(first, pd.Series) and isinstance(second, pd.Series):
         first, second = first.align(second, join="inner")
     difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
     if difference.ndim != 1 or difference.size == 0:
         raise ValueError("first and second must hold the same, non-zero number of units.")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}.")
     rng = check_random_state(random_state)
-    resampled = rng.randint(difference.size, size=(int(n_resamples), difference.size))
+    resampled = rng.randint(difference.size, size=(n_resamples, difference.size))
     means = difference[resampled].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
