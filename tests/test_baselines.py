@@ -165,6 +165,11 @@ def test_per_user_cold_user_gets_the_population(feedback_data, corpus):
     features = cold.filter(like="reward_").to_numpy()
     assert_allclose(ranker.predict(cold), features @ ranker.population_coef_)
     assert ranker.count_fallbacks(cold) == {"rows": len(cold), "users": 40}
+    known = ranker.users_[[3, 0]]
+    assert_allclose(
+        ranker.user_preference([known[0], 5000, known[1]]),
+        [ranker.coef_[3], ranker.population_coef_, ranker.coef_[0]],
+    )
 
 
 def test_per_user_auto_shrinkage_ranks_new_users_about_as_well_as_the_best_fixed_one():
@@ -291,7 +296,7 @@ def test_bayes_two_models_matches_the_truncated_beta_mean(n_prompts, weight):
         )
         / (special.betainc(alpha, alpha, high) - special.betainc(alpha, alpha, low))
     )
-    assert ranker.posterior_mean([0])[0, 0] == pytest.approx(expected, abs=0.01)
+    assert ranker.user_preference([0])[0, 0] == pytest.approx(expected, abs=0.01)
 
 
 def test_bayes_two_models_bradley_terry_matches_numerical_integration():
@@ -311,7 +316,7 @@ def test_bayes_two_models_bradley_terry_matches_numerical_integration():
         integrate.quad(lambda t: t * likelihood(t), 0, 1, **weight)[0]
         / integrate.quad(likelihood, 0, 1, **weight)[0]
     )
-    assert ranker.posterior_mean([0])[0, 0] == pytest.approx(mean, abs=0.01)
+    assert ranker.user_preference([0])[0, 0] == pytest.approx(mean, abs=0.01)
 
 
 def test_bayes_matches_brute_force_rejection_sampling():
@@ -330,7 +335,7 @@ def test_bayes_matches_brute_force_rejection_sampling():
             keep &= utility.argmin(axis=1) == np.argmin(y[rows])
         assert keep.sum() > 1000
         expected = prior[keep].mean(axis=0)
-        assert np.abs(ranker.posterior_mean([user])[0] - expected).sum() < 0.05
+        assert np.abs(ranker.user_preference([user])[0] - expected).sum() < 0.05
 
 
 def top1_accuracy(ranker, X, y, is_query, oracle):
@@ -365,12 +370,12 @@ def test_bayes_is_stable_across_seeds_and_batches():
     first = BayesRanker(random_state=0).fit(X, y)
     second = BayesRanker(random_state=1).fit(X, y)
     users = np.arange(30)
-    difference = np.abs(first.posterior_mean(users) - second.posterior_mean(users))
+    difference = np.abs(first.user_preference(users) - second.user_preference(users))
     assert difference.sum(axis=1).mean() < 0.03
     # A user's estimate does not depend on which users are sampled with it (SIMD
     # transcendental functions may round the last bit differently).
-    alone = BayesRanker(random_state=0).fit(X, y).posterior_mean([7, 31])
-    assert_allclose(alone, first.posterior_mean([7, 31]), rtol=1e-9, atol=1e-12)
+    alone = BayesRanker(random_state=0).fit(X, y).user_preference([7, 31])
+    assert_allclose(alone, first.user_preference([7, 31]), rtol=1e-9, atol=1e-12)
 
 
 def test_bayes_cold_user_gets_the_prior_mean(feedback_data, corpus):
@@ -399,12 +404,12 @@ def test_bayes_inconsistent_user_warns_and_gets_the_prior_mean():
     )
     ranker = BayesRanker(n_draws=100, random_state=0).fit(X, [1.0, 0.0, 0.0, 1.0])
     with pytest.warns(UserWarning, match="no weight vector"):
-        weights = ranker.posterior_mean([0])
+        weights = ranker.user_preference([0])
     assert_allclose(weights, [[0.5, 0.5]])
     # The Bradley-Terry likelihood takes the noise in its stride.
     soft = BayesRanker(temperature=1.0, n_draws=2000, random_state=0)
     soft.fit(X, [1.0, 0.0, 0.0, 1.0])
-    assert_allclose(soft.posterior_mean([0]), [[0.5, 0.5]], atol=0.05)
+    assert_allclose(soft.user_preference([0]), [[0.5, 0.5]], atol=0.05)
 
 
 def test_bayes_errors_name_the_problem():

@@ -8,10 +8,12 @@ from scipy.special import expit
 from pllm_sk.core._calibration import (
     TEMPERATURES,
     best_grid_value,
+    calibrate,
     calibration_split,
     laplace_predictive,
     log_likelihood_scores,
     per_user_means,
+    within_one_standard_error,
 )
 from pllm_sk.core._comparisons import UserComparisons
 
@@ -131,3 +133,75 @@ def test_calibration_split_holds_out_at_most_n_held_out_prompts():
         assert len(hidden) == 3
     # Support sizes cycle 1, 2, ...: the first user shows one prompt, the second two.
     assert np.bincount(support[1]).tolist() == [1, 2]
+
+
+def _scores_at(table, grid):
+    """A scoring function reading column ``grid == setting`` of ``table``, and its log."""
+    calls = []
+
+    def score(setting, previous=None):
+        calls.append((float(setting), previous))
+        return table[:, np.flatnonzero(grid == setting)[0]]
+
+    return score, calls
+
+
+def test_calibrate_scores_the_grid_and_applies_the_parabola_rule():
+    rng = np.random.RandomState(0)
+    table = -((np.log2(TEMPERATURES) - 0.7) ** 2) + rng.normal(0, 0.1, (5, TEMPERATURES.size))
+    score, calls = _scores_at(table, TEMPERATURES)
+    result = calibrate(score, TEMPERATURES)
+    assert [setting for setting, _ in calls] == TEMPERATURES.tolist()
+    assert_array_equal(result.table, table)
+    assert result.best == best_grid_value(table)
+    assert result.index == int(np.argmax(table.mean(axis=0)))
+    assert result.best != TEMPERATURES[result.index]  # refined off the grid
+
+
+def test_calibrate_discrete_rules():
+    grid = np.array([0.0, 0.25, 0.5, 1.0])
+    # Column 2 is best on average; column 1 is within one standard error of it.
+    table = np.array([[0.2, 0.60, 0.7, 0.1], [0.2, 0.70, 0.6, 0.1], [0.2, 0.65, 0.7, 0.1]])
+    score, _ = _scores_at(table, grid)
+    assert calibrate(score, grid, rule="argmax").best == 0.5
+    cautious = calibrate(score, grid, rule="one_standard_error")
+    assert cautious.best == 0.25
+    assert cautious.index == within_one_standard_error(table).min() == 1
+    with pytest.raises(ValueError, match="rule must be one of"):
+        calibrate(score, grid, rule="median")
+
+
+def test_calibrate_vectorized_calls_score_once_with_the_settings():
+    grid = np.array([1.0, 2.0, 4.0])
+    calls = []
+
+    def score(settings):
+        calls.append(settings.tolist())
+        return np.tile(-np.abs(np.log2(settings) - 1.0), (4, 1))
+
+    result = calibrate(score, grid, rule="argmax", vectorized=True)
+    assert calls == [[1.0, 2.0, 4.0]] and result.best == 2.0
+
+
+def test_calibrate_sweeps_then_climbs_with_warm_starts():
+    # Mean scores peak at index 5; the sweep sees every second index from the top.
+    grid = 2.0 ** np.arange(10)
+    table = np.tile(-((np.arange(10) - 5.2) ** 2), (3, 1))
+    score, calls = _scores_at(table, grid)
+    sweep = calibrate(score, grid, rule="argmax", order=[8, 6, 4, 2, 0], warm_start=True)
+    assert sweep.index == 6
+    assert calls == [(256.0, None), (64.0, 256.0), (16.0, 64.0), (4.0, 16.0), (1.0, 4.0)]
+    assert np.isnan(sweep.table[:, 1::2]).all()
+    calls.clear()
+    final = calibrate(score, grid, table=sweep.table, climb_from=sweep.index, warm_start=True)
+    # From index 6: scores 5 and 7 (warm from 6), moves to 5 (4 and 6 already scored), stops.
+    assert calls == [(32.0, 64.0), (128.0, 64.0)]
+    assert final.index == 5 and final.best == best_grid_value(final.table, grid)
+    assert np.isnan(sweep.table[:, 5]).all()  # the earlier table is not modified
+    assert np.isnan(final.table[:, [1, 3, 9]]).all()
+
+
+def test_calibrate_without_held_out_users():
+    result = calibrate(lambda setting: np.empty(0), TEMPERATURES)
+    assert result.best == 1.0 and result.table.shape == (0, TEMPERATURES.size)
+    assert calibrate(lambda setting: np.empty(0), [0.5, 1.0], rule="argmax").best == 0.5

@@ -76,6 +76,22 @@ def test_identical_user_gets_that_users_ranking(history):
     assert np.argmax(knn.predict(new)) == 0  # user 4 is devoted to x1
 
 
+def test_user_preference_is_the_neighbours_weighted_preference(history):
+    X, y = history
+    X_copy, y_copy = copy_user(X, y, source=4, new_id=100)
+    knn = UserKNNRanker(n_neighbors=3, min_neighbor_prompts=5, random_state=0)
+    knn.fit(pd.concat([X, X_copy]), np.concatenate([y, y_copy]))
+    neighbors, weights = knn.user_neighbors([100, 2])
+    coef = knn.neighbor_coef_[np.searchsorted(knn.neighbor_users_, neighbors)]
+    expected = np.einsum("nk,nkf->nf", weights, coef)
+    # Repeated and unknown users: rows in the order asked, the cold one the population's.
+    preference = knn.user_preference([2, 100, 555, 2])
+    assert_allclose(preference[[1, 0, 3]], expected[[0, 1, 1]])
+    assert_array_equal(preference[2], knn.population_coef_)
+    with pytest.raises(TypeError, match="integers"):
+        knn.user_preference([1.5])
+
+
 def test_identical_user_on_the_ids_track_reproduces_the_neighbours_labels(history):
     X, y = history
     X = X[["user_id", "prompt_id", "response_id"]]

@@ -7,10 +7,9 @@ import numpy as np
 from scipy import special
 from scipy.optimize import linprog
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from ..base import BaseRanker, PosteriorSamplingMixin
-from ..core import comparisons, positions_in
+from ..base import BaseRanker, PosteriorSamplingMixin, UserPreferenceMixin
+from ..core import positions_in
 from ..utils import Interval, fill_docstring
 
 __all__ = ["BayesRanker"]
@@ -20,7 +19,7 @@ _BATCH_COMPARISONS = 100_000
 
 
 @fill_docstring
-class BayesRanker(PosteriorSamplingMixin, BaseRanker):
+class BayesRanker(UserPreferenceMixin, PosteriorSamplingMixin, BaseRanker):
     """Posterior-mean user weights under the Dirichlet prior: the Bayes limit.
 
     On the reward track the feature columns of ``X`` are the B reward-model scores
@@ -83,13 +82,12 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
     ``tests/test_baselines.py``. Users are sampled together in vectorised
     batches, each with its own random stream derived from ``random_state`` and its
     ``user_id``, so a user's estimate does not depend (beyond round-off) on which
-    users are predicted with it. With the defaults, on the synthetic PersonalLLM
-    corpus, the gap closed of 1,000 users has a seed-to-seed standard deviation of
-    0.007, 0.005 and 0.0003 at 1, 3 and 10 best/worst prompts, and 1,000 users x
-    10 prompts take about 35 s of one core.
+    users are predicted with it. Cost: ``n_burnin + n_draws / n_chains`` sweeps,
+    each ``O(n_chains * B * n_comparisons)`` per user (1,000 users x 10 best/worst
+    prompts: about 35 s of one core with the defaults).
 
     A user's posterior mean is computed when the user is predicted (``predict`` and
-    :meth:`posterior_mean` store nothing), so ``fit`` is fast and the many
+    :meth:`user_preference` store nothing), so ``fit`` is fast and the many
     historical users of a cold-start split cost nothing unless predicted; predict
     once per fold (one scorer with several metrics) when the users are many. A user
     without labeled rows in ``fit`` gets the prior mean, ``1 / B`` on every score
@@ -135,7 +133,7 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
     >>> scores = np.array([[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]])
     >>> X = np.column_stack([np.zeros(3), np.zeros(3), np.arange(3), scores])
     >>> ranker = BayesRanker(random_state=0).fit(X, [1.0, 0.0, 0.5])
-    >>> weights = ranker.posterior_mean([0])
+    >>> weights = ranker.user_preference([0])
     >>> bool(weights[0, 0] > 0.5)
     True
     """
@@ -167,7 +165,7 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
         self.random_state = random_state
 
     def _fit(self, feedback):
-        ids, features, y = feedback.ids, feedback.features, feedback.y
+        features = feedback.features
         n_reward_models = features.shape[1]
         if n_reward_models == 0:
             raise ValueError(
@@ -175,7 +173,9 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
                 "rewards track, e.g. RewardFeatures); X has no feature columns."
             )
         deterministic = self.temperature is None
-        structure = comparisons(ids, y, transitive_reduction=deterministic)
+        structure = feedback.comparisons(
+            transitive_reduction=deterministic, required=False
+        )
         winners, losers = structure.winners, structure.losers
         constraints = features[winners] - features[losers]
         if deterministic:
@@ -190,7 +190,8 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
         self.users_ = structure.users
         # Pairs are ordered by (user_id, prompt_id): a user's are contiguous.
         self.n_comparisons_ = np.bincount(
-            np.searchsorted(self.users_, ids[winners, 0]), minlength=self.users_.size
+            np.searchsorted(self.users_, feedback.ids[winners, 0]),
+            minlength=self.users_.size,
         )
         self.population_coef_ = np.full(n_reward_models, 1.0 / n_reward_models)
         self._constraints = constraints
@@ -199,28 +200,17 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
 
-    def posterior_mean(self, user_ids):
-        """Posterior-mean weights of each user; the prior mean for cold users.
+    def _user_preference(self, positions):
+        """Posterior-mean weights, shape (n_users, n_reward_models).
 
-        Computed anew at each call (nothing is stored), deterministically for a
-        fitted ``random_state``.
-
-        Parameters
-        ----------
-        user_ids : array-like of int, shape (n,)
-
-        Returns
-        -------
-        weights : ndarray of shape (n, n_reward_models)
+        The prior mean for users whose comparisons constrain nothing. Computed
+        anew at each call (nothing is stored), deterministically for a fitted
+        ``random_state``.
         """
-        check_is_fitted(self)
-        user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
-        unique, inverse = np.unique(user_ids, return_inverse=True)
-        position, known = positions_in(self.users_, unique)
-        by_user = np.tile(self.population_coef_, (unique.size, 1))
-        constrained = np.flatnonzero(known & (self.n_comparisons_[position] > 0))
-        by_user[constrained] = self._sample(position[constrained])
-        return by_user[inverse.reshape(-1)]
+        means = np.tile(self.population_coef_, (positions.size, 1))
+        constrained = np.flatnonzero(self.n_comparisons_[positions] > 0)
+        means[constrained] = self._sample(positions[constrained])
+        return means
 
     def _sample_y(self, ids, features, n_samples, rng):
         """Utility draws: the user's weights drawn from the posterior, exactly.
@@ -246,7 +236,7 @@ class BayesRanker(PosteriorSamplingMixin, BaseRanker):
         return np.einsum("nb,nsb->ns", features, draws[row_user.reshape(-1)])
 
     def _predict(self, ids, features):
-        return np.einsum("nb,nb->n", features, self.posterior_mean(ids[:, 0]))
+        return np.einsum("nb,nb->n", features, self.user_preference(ids[:, 0]))
 
     def _sample(self, positions, n_draws=None, seed=None, fallback=None):
         """Posterior means of the users at ``positions`` of ``users_``, in batches.
@@ -357,13 +347,7 @@ def _posterior_means(
         )
         for u in user_ids.tolist()
     ]
-    # Users on the last axis: every elementwise step runs over long contiguous
-    # rows, and reductions over constraints (axis 0) over whole (chain, user) slabs.
-    # Padding rows become 1 . g > 0, which always holds and bounds nothing.
-    by_user = np.ascontiguousarray(
-        np.where(valid[..., np.newaxis], blocks, 1.0).transpose(0, 2, 1)
-    )
-    rows = np.ascontiguousarray(by_user.transpose(1, 2, 0))[:, :, np.newaxis, :]
+    by_user, rows = _constraint_layouts(blocks, valid)
     if temperature is None:
         start, feasible = _feasible_start(blocks, valid)
         shift = 0.0
@@ -396,55 +380,17 @@ def _posterior_means(
             noise_uniform[valid] = np.concatenate(
                 [s.random((n, n_chains)) for s, n in zip(streams, n_valid)]
             )
-            utility = _constraint_margins(rows, gamma / gamma.sum(axis=0))
-            noise = _truncated_logistic(
-                -utility / temperature, noise_uniform.transpose(1, 2, 0)
-            )
-            shift = np.where(valid.T[:, np.newaxis, :], temperature * noise, 0.0)
+            shift = _noise_shift(rows, gamma, valid, noise_uniform, temperature)
             inverse_lower, inverse_upper = _inverse_bounds(rows + shift)
         # Recomputed each sweep so that round-off in the updates never accumulates.
         margin = _constraint_margins(rows, gamma) + shift * scale
         np.maximum(margin, 0.0, out=margin)
         margin = _prior_move(rows, gamma, margin, shift, proposal)
         margin = _swap_move(by_user, gamma, margin, uniform[-3:-1])
-        scale = gamma.sum(axis=0)
-        for b in range(n_reward_models):
-            current = gamma[b]
-            coefficient = rows[b] + shift
-            # Margin m_c moves by coefficient_c * (x - current): x may go down by
-            # m_c / coefficient_c when it is positive, up by m_c / |coefficient_c|.
-            # A zero margin times an infinite inverse (a constraint that does not
-            # bound b) gives NaN: the chain then keeps g_b for this sweep.
-            down = np.multiply(margin, inverse_lower[b], out=buffer).min(axis=0)
-            up = np.multiply(margin, inverse_upper[b], out=buffer).min(axis=0)
-            lower = np.maximum(current - down, 0.0)
-            upper = current + up
-            # current - down cancels when g_b holds most of the scale: the true
-            # bound can be far below current's round-off, where Gamma(0.05) still
-            # puts mass. For those chains, bound from the other coordinates exactly.
-            chain, user = np.nonzero(current > 0.5 * scale)
-            if user.size:
-                rest = _margins_without(by_user, gamma, shift, chain, user, b)
-                selected = np.broadcast_to(coefficient, margin.shape)[:, chain, user]
-                with np.errstate(divide="ignore"):
-                    bound = -rest / selected
-                lower[chain, user] = np.maximum(
-                    np.where(selected > 0, bound, 0.0).max(axis=0), 0.0
-                )
-                upper[chain, user] = np.where(selected < 0, bound, np.inf).min(axis=0)
-            new = _slice_gamma_step(
-                current,
-                lower,
-                upper,
-                alpha,
-                uniform[b],
-                uniform[n_reward_models + b],
-            )
-            margin += np.multiply(coefficient, new - current, out=buffer)
-            if user.size:
-                margin[:, chain, user] = rest + selected * new[chain, user]
-            gamma[b] = new
-            scale = gamma.sum(axis=0)
+        _coordinate_moves(
+            rows, by_user, gamma, margin, shift, (inverse_lower, inverse_upper),
+            uniform, alpha, buffer,
+        )
         if sweep >= n_burnin:
             total += (gamma / gamma.sum(axis=0)).sum(axis=1)
             if return_draws:
@@ -458,6 +404,87 @@ def _posterior_means(
     means = total.T / ((n_sweeps - n_burnin) * n_chains)
     means[~feasible] = np.nan
     return means
+
+
+def _constraint_layouts(blocks, valid):
+    """The constraint rows as (n_users, B, n_pad) and as (B, n_pad, 1, n_users).
+
+    Users on the last axis: every elementwise step runs over long contiguous
+    rows, and reductions over constraints (axis 0) over whole (chain, user)
+    slabs. Padding rows become ``1 . g > 0``, which always holds and bounds
+    nothing.
+    """
+    by_user = np.ascontiguousarray(
+        np.where(valid[..., np.newaxis], blocks, 1.0).transpose(0, 2, 1)
+    )
+    rows = np.ascontiguousarray(by_user.transpose(1, 2, 0))[:, :, np.newaxis, :]
+    return by_user, rows
+
+
+def _coordinate_moves(
+    rows, by_user, gamma, margin, shift, inverse_bounds, uniform, alpha, buffer
+):
+    """One exact slice update of each coordinate ``g_b`` in turn, in place.
+
+    ``gamma`` (B, n_chains, n_users) and the constraint margins ``margin``
+    (n_pad, n_chains, n_users) are updated together; ``inverse_bounds`` are
+    :func:`_inverse_bounds` of the constraint coefficients, ``uniform`` the
+    sweep's uniforms (rows ``b`` and ``B + b`` are coordinate ``b``'s), ``buffer``
+    scratch memory of ``margin``'s shape.
+    """
+    n_reward_models = gamma.shape[0]
+    inverse_lower, inverse_upper = inverse_bounds
+    scale = gamma.sum(axis=0)
+    for b in range(n_reward_models):
+        current = gamma[b]
+        coefficient = rows[b] + shift
+        # Margin m_c moves by coefficient_c * (x - current): x may go down by
+        # m_c / coefficient_c when it is positive, up by m_c / |coefficient_c|.
+        # A zero margin times an infinite inverse (a constraint that does not
+        # bound b) gives NaN: the chain then keeps g_b for this sweep.
+        down = np.multiply(margin, inverse_lower[b], out=buffer).min(axis=0)
+        up = np.multiply(margin, inverse_upper[b], out=buffer).min(axis=0)
+        lower = np.maximum(current - down, 0.0)
+        upper = current + up
+        # current - down cancels when g_b holds most of the scale: the true
+        # bound can be far below current's round-off, where Gamma(0.05) still
+        # puts mass. For those chains, bound from the other coordinates exactly.
+        chain, user = np.nonzero(current > 0.5 * scale)
+        if user.size:
+            rest = _margins_without(by_user, gamma, shift, chain, user, b)
+            selected = np.broadcast_to(coefficient, margin.shape)[:, chain, user]
+            with np.errstate(divide="ignore"):
+                bound = -rest / selected
+            lower[chain, user] = np.maximum(
+                np.where(selected > 0, bound, 0.0).max(axis=0), 0.0
+            )
+            upper[chain, user] = np.where(selected < 0, bound, np.inf).min(axis=0)
+        new = _slice_gamma_step(
+            current,
+            lower,
+            upper,
+            alpha,
+            uniform[b],
+            uniform[n_reward_models + b],
+        )
+        margin += np.multiply(coefficient, new - current, out=buffer)
+        if user.size:
+            margin[:, chain, user] = rest + selected * new[chain, user]
+        gamma[b] = new
+        scale = gamma.sum(axis=0)
+
+
+def _noise_shift(rows, gamma, valid, noise_uniform, temperature):
+    """The Bradley-Terry noise of each constraint given ``w``, times ``temperature``.
+
+    ``sigmoid(m / T) = P(m + T e > 0)`` for a logistic ``e``: given ``w`` the
+    noise of a satisfied constraint is a logistic draw truncated to ``e > -m / T``
+    (from ``noise_uniform``, shape (n_users, n_pad, n_chains)); padding rows get
+    0. Returns shape (n_pad, n_chains, n_users).
+    """
+    utility = _constraint_margins(rows, gamma / gamma.sum(axis=0))
+    noise = _truncated_logistic(-utility / temperature, noise_uniform.transpose(1, 2, 0))
+    return np.where(valid.T[:, np.newaxis, :], temperature * noise, 0.0)
 
 
 def _dirichlet(rng, alpha, shape):

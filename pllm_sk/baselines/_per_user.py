@@ -5,10 +5,10 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ..base import BaseRanker
+from ..base import BaseRanker, UserPreferenceMixin
 from ..core import (
     UserComparisons,
-    best_grid_value,
+    calibrate,
     calibration_split,
     fit_bradley_terry,
     fit_population,
@@ -23,13 +23,10 @@ __all__ = ["PerUserRanker"]
 
 # Candidate values of shrinkage="auto", evenly spaced in log2.
 SHRINKAGES = 2.0 ** np.arange(-6, 6)
-# Users sampled for shrinkage="auto", and held-out prompts per user at most.
-_CALIBRATION_USERS = 200
-_HELD_OUT_PROMPTS = 10
 
 
 @fill_docstring
-class PerUserRanker(BaseRanker):
+class PerUserRanker(UserPreferenceMixin, BaseRanker):
     """A Bradley-Terry preference per user, from that user's comparisons only.
 
     First the population weights ``population_coef_`` are fitted as in
@@ -50,22 +47,18 @@ class PerUserRanker(BaseRanker):
     in ``fit`` gets the population prediction.
 
     Shrinkage. The penalty is a Gaussian prior ``N(population_coef_, I / (2 *
-    shrinkage))`` on each user's weights. ``shrinkage="auto"`` chooses it from the
-    training users, as a cold-start test user would meet it: up to 200 sampled
-    users reveal 1, 2, 3 or 5 of their prompts, are fitted on those alone at each
-    of ``SHRINKAGES``, and their held-out comparisons whose winner is the prompt's
-    top choice are scored by the share that the fitted weights order right. The
-    best value is refined between its grid neighbours in ``log2``. Choices that
-    the features explain exactly let a few comparisons move a user far (a small
-    shrinkage); noisy choices keep users near the population (a large one). The
-    marginal likelihood of the users' own comparisons would not do: with choices
-    that the features separate it grows without bound as the shrinkage goes to 0.
-    Nor the held-out log-likelihood that the neighbour and low-rank rankers use:
-    a single Gaussian describes the population's preferences poorly, and the
-    log-likelihood asked for about twice the shrinkage that ranks best (4.3
-    against 1.8 on Bradley-Terry feedback in the low-rank world of
-    ``benchmarks/robustness.py``: 0.67 against 0.96 of the Bayes limit's gap
-    closed at one prompt).
+    shrinkage))`` on each user's weights. ``shrinkage="auto"`` chooses it on
+    held-out cold users (:func:`~pllm_sk.core.calibration_split`): each is fitted
+    on a few revealed prompts at each of ``SHRINKAGES``, and scored by the share
+    of their held-out choices (comparisons whose winner is the prompt's top
+    choice) that the fitted weights order right, a tie counting half; the best
+    value is refined by the ``"log2_parabola"`` rule of
+    :func:`~pllm_sk.core.calibrate`. The score is the share ordered right, not
+    the held-out log-likelihood of the other families: a single Gaussian
+    describes the population's preferences poorly, and the log-likelihood asks
+    for more shrinkage than ranks best. Nor the marginal likelihood of the
+    users' own comparisons: with choices that the features separate it grows
+    without bound as the shrinkage goes to 0.
 
     Parameters
     ----------
@@ -73,8 +66,7 @@ class PerUserRanker(BaseRanker):
         Strength of the pull toward the population weights, > 0. Large values give
         the population model; small values follow each user's own comparisons.
         ``"auto"`` chooses it (see above).
-    alpha : float, default=1.0
-        L2 penalty of the population fit, > 0, as in :class:`PopulationRanker`.
+    {population_alpha_parameter}
     max_iter : int, default=100
         Newton steps at most, for the population and for each user.
     random_state : int, RandomState instance or None, default=None
@@ -87,8 +79,8 @@ class PerUserRanker(BaseRanker):
     coef_ : ndarray of shape (n_users, n_item_features)
         Weights of the users in ``users_``, in that order.
     {users_attribute}
-    population_coef_ : ndarray of shape (n_item_features,)
-        The population weights, the prior centre and the cold-user prediction.
+    {population_coef_attribute}
+        It is also the prior centre of every user's weights.
     {n_response_slots_attribute}
     {input_attributes}
 
@@ -135,7 +127,17 @@ class PerUserRanker(BaseRanker):
             feedback.items, structure.winners, structure.losers, np.float64
         )
         self.users_ = structure.users
-        self.shrinkage_ = self._calibrate_shrinkage(feedback.ids, structure, differences)
+        if self.shrinkage == "auto":
+            store = UserComparisons.from_comparisons(
+                feedback.ids, structure, difference=differences
+            )
+            shrinkage = _held_out_shrinkage(
+                store, self.population_coef_, self.max_iter,
+                check_random_state(self.random_state),
+            )
+        else:
+            shrinkage = float(self.shrinkage)
+        self.shrinkage_ = shrinkage
         self.coef_ = fit_bradley_terry(
             differences,
             structure.group_user[structure.group_of_row[structure.winners]],
@@ -145,45 +147,9 @@ class PerUserRanker(BaseRanker):
             max_iter=self.max_iter,
         )
 
-    def _calibrate_shrinkage(self, ids, structure, differences):
-        """``shrinkage``, or the best held-out score of ``SHRINKAGES`` (see above)."""
-        if self.shrinkage != "auto":
-            return float(self.shrinkage)
-        store = UserComparisons.from_comparisons(ids, structure, difference=differences)
-        positions, support, held_out = calibration_split(
-            store,
-            np.arange(store.users.size),
-            check_random_state(self.random_state),
-            _CALIBRATION_USERS,
-            n_held_out=_HELD_OUT_PROMPTS,
-        )
-        rows, owner = held_out
-        is_top = store.columns["top"][rows]
-        rows, owner = rows[is_top], owner[is_top]
-        if rows.size == 0:
-            return 1.0
-        support_differences = store.columns["difference"][support[0]]
-        held_out_differences = store.columns["difference"][rows]
-        columns = []
-        for shrinkage in SHRINKAGES:
-            coef = fit_bradley_terry(
-                support_differences,
-                support[1],
-                positions.size,
-                l2=shrinkage,
-                prior_mean=self.population_coef_,
-                max_iter=self.max_iter,
-            )
-            margin = np.einsum("nf,nf->n", held_out_differences, coef[owner])
-            # A tie (no comparison moved the user) counts half.
-            columns.append(
-                per_user_means(
-                    ((margin > 0) + 0.5 * (margin == 0))[:, np.newaxis],
-                    owner,
-                    positions.size,
-                )
-            )
-        return best_grid_value(np.hstack(columns), SHRINKAGES)
+    def _user_preference(self, positions):
+        """The users' weights ``coef_``, shape (n_users, n_item_features)."""
+        return self.coef_[positions]
 
     def _predict(self, ids, features):
         position, known = positions_in(self.users_, ids[:, 0])
@@ -192,3 +158,48 @@ class PerUserRanker(BaseRanker):
         )
         items = item_features(ids, features, self.n_response_slots_)
         return np.einsum("nf,nf->n", items, coef)
+
+
+def _held_out_shrinkage(store, prior_mean, max_iter, rng):
+    """The value of ``SHRINKAGES`` that orders held-out choices best, refined.
+
+    Parameters
+    ----------
+    store : UserComparisons
+        Every user's comparisons, with a ``"difference"`` column.
+    prior_mean : ndarray of shape (n_item_features,)
+    max_iter : int
+    rng : RandomState
+        Draws the calibration users (:func:`~pllm_sk.core.calibration_split`).
+
+    Returns
+    -------
+    shrinkage : float
+        1.0 when no held-out comparison's winner is its prompt's top choice.
+    """
+    positions, support, held_out = calibration_split(
+        store, np.arange(store.users.size), rng
+    )
+    rows, owner = held_out
+    is_top = store.columns["top"][rows]
+    rows, owner = rows[is_top], owner[is_top]
+    if rows.size == 0:
+        return 1.0
+    support_differences = store.columns["difference"][support[0]]
+    held_out_differences = store.columns["difference"][rows]
+
+    def score(shrinkage):
+        coef = fit_bradley_terry(
+            support_differences,
+            support[1],
+            positions.size,
+            l2=shrinkage,
+            prior_mean=prior_mean,
+            max_iter=max_iter,
+        )
+        margin = np.einsum("nf,nf->n", held_out_differences, coef[owner])
+        # A tie (no comparison moved the user) counts half.
+        ordered = (margin > 0) + 0.5 * (margin == 0)
+        return per_user_means(ordered[:, np.newaxis], owner, positions.size)
+
+    return calibrate(score, SHRINKAGES, rule="log2_parabola").best

@@ -7,16 +7,20 @@ that take arrays and return arrays.
 
 from ._bradley_terry import (
     fit_bradley_terry,
-    log_sigmoid_,
+    log_sigmoid,
 )
 from ._calibration import (
+    CALIBRATION_USERS,
+    HELD_OUT_PROMPTS,
     TEMPERATURES,
+    CalibrationResult,
     best_grid_value,
+    calibrate,
     calibration_split,
     laplace_predictive,
     log_likelihood_scores,
     per_user_means,
-    temperature_scores,
+    top_choice_accuracy,
     within_one_standard_error,
 )
 from ._comparisons import (
@@ -40,10 +44,14 @@ from ._items import (
 __all__ = [
     "Feedback",
     "fit_population",
+    "CALIBRATION_USERS",
+    "CalibrationResult",
     "Comparisons",
+    "HELD_OUT_PROMPTS",
     "TEMPERATURES",
     "UserComparisons",
     "best_grid_value",
+    "calibrate",
     "calibration_split",
     "comparisons",
     "count_response_slots",
@@ -53,13 +61,13 @@ __all__ = [
     "item_keys",
     "laplace_predictive",
     "log_likelihood_scores",
-    "log_sigmoid_",
+    "log_sigmoid",
     "pair_differences",
     "pair_weights",
     "per_user_means",
     "pooled_differences",
     "positions_in",
     "require_comparisons",
-    "temperature_scores",
+    "top_choice_accuracy",
     "within_one_standard_error",
 ]

@@ -26,14 +26,13 @@ import numpy as np
 from scipy.special import expit
 from threadpoolctl import threadpool_info
 
-__all__ = ["fit_bradley_terry", "log_sigmoid_"]
+__all__ = ["fit_bradley_terry", "log_sigmoid"]
 
 # Pairs per chunk of the pooled solver's gradient and Hessian sums.
 _POOLED_CHUNK = 1 << 20
 # Padded entries (groups x components x pairs x features) per batch of the grouped
-# solver: 8 MB of float64. Batches of 32 MB were mapped afresh each time, and at the
-# full-size benchmark their page faults cost more than the arithmetic (per-user
-# fits 2.6 s with 4M entries, 1.7 s with 1M, the same factors).
+# solver: 8 MB of float64, small enough to reuse freed heap memory (larger batches
+# are mapped afresh each time, and their page faults cost more than the arithmetic).
 _GROUPED_CHUNK = 1_000_000
 # Doublings of a full Newton step tried at most (see _extrapolate).
 _EXTRAPOLATIONS = 2
@@ -186,12 +185,15 @@ def _blas_threads():
     return max(1, min(limits)) if limits else 1
 
 
-def log_sigmoid_(margin):
-    """``log(sigmoid(margin))`` computed in place (float32 friendly), and returned.
+def log_sigmoid(margin, dtype=None):
+    """``log(sigmoid(margin))``, elementwise, in a new array of ``dtype``.
 
-    ``min(m, 0) - log1p(exp(-|m|))``: stable for any margin, and one exp and one
-    log1p per entry, about 7 times faster than ``np.logaddexp`` on large blocks.
+    ``min(m, 0) - log1p(exp(-|m|))``: stable for any margin, one exp and one
+    log1p per entry (about 7 times faster than ``np.logaddexp`` on large blocks),
+    computed in place in the copy, so float32 blocks stay float32 (``dtype=None``
+    keeps ``margin``'s).
     """
+    margin = np.array(margin, dtype=dtype)
     penalty = np.abs(margin)
     np.negative(penalty, out=penalty)
     np.exp(penalty, out=penalty)
@@ -203,7 +205,7 @@ def log_sigmoid_(margin):
 
 def _softplus_sum(margin, pair_weight=None):
     """``sum(w * log(1 + exp(-margin)))`` over the last axis; ``w`` ones when None."""
-    log_likelihood = log_sigmoid_(np.array(margin, dtype=np.float64))
+    log_likelihood = log_sigmoid(margin, np.float64)
     if pair_weight is None:
         return -log_likelihood.sum(axis=-1)
     return -(log_likelihood * pair_weight).sum(axis=-1)
@@ -279,9 +281,6 @@ def _solve_pooled(
     def objective(margin, coef):
         return weight * _softplus_sum(margin, pair_weight) + penalty.value(coef)
 
-    def pair_weights(chunk):
-        return 1.0 if pair_weight is None else pair_weight[chunk]
-
     if start is not None:
         coef = np.array(start, dtype=np.float64)
         margin = margins_of(coef)
@@ -311,14 +310,9 @@ def _solve_pooled(
         )
     n_iter = 0
     for _ in range(max_iter):
-        gradient = penalty.gradient(coef)
-        hessian = penalty.hessian()
-        for chunk in chunks:
-            rows = np.asarray(differences[chunk], dtype=np.float64)
-            p_loser = expit(-margin[chunk])
-            weighted = p_loser * pair_weights(chunk)
-            gradient -= weight * weighted @ rows
-            hessian += (rows * (weight * weighted * (1.0 - p_loser))[:, np.newaxis]).T @ rows
+        gradient, hessian = _pooled_newton_system(
+            differences, pair_weight, chunks, margin, coef, penalty, weight
+        )
         step = np.linalg.solve(hessian, gradient)
         decrement = gradient @ step
         if decrement / 2.0 <= tol * (1.0 + abs(loss)):
@@ -336,6 +330,19 @@ def _solve_pooled(
         coef, margin, loss = candidate, margin - size * delta, new_loss
         n_iter += 1
     return coef, n_iter
+
+
+def _pooled_newton_system(differences, pair_weight, chunks, margin, coef, penalty, weight):
+    """Gradient and Hessian of the pooled objective at ``coef``, summed chunk by chunk."""
+    gradient = penalty.gradient(coef)
+    hessian = penalty.hessian()
+    for chunk in chunks:
+        rows = np.asarray(differences[chunk], dtype=np.float64)
+        p_loser = expit(-margin[chunk])
+        weighted = p_loser * (1.0 if pair_weight is None else pair_weight[chunk])
+        gradient -= weight * weighted @ rows
+        hessian += (rows * (weight * weighted * (1.0 - p_loser))[:, np.newaxis]).T @ rows
+    return gradient, hessian
 
 
 # ----------------------------------------------------------------- grouped solver
@@ -469,23 +476,11 @@ def _newton_gaussian(
         linear = np.einsum("gcd,cde,gce->gc", coef[active] - prior_mean, precision, step)
         quadratic = 0.5 * np.einsum("gcd,cde,gce->gc", step, precision, step)
         old_penalty = old_loss - weight * data_loss[active]
-        size = np.ones(old_loss.shape)
         active_weight = weights_of(active)
-        new_data = _softplus_sum(old_margin - delta, active_weight)
-        todo = np.zeros(old_loss.shape, dtype=bool)
-        for _ in range(40):
-            new_loss = (
-                weight * new_data + old_penalty - size * linear + size**2 * quadratic
-            )
-            todo = new_loss > old_loss - 1e-4 * size * decrement
-            if not todo.any():
-                break
-            size[todo] /= 2.0
-            g, c = np.nonzero(todo)
-            new_data[g, c] = _softplus_sum(
-                old_margin[g, c] - size[g, c, np.newaxis] * delta[g, c],
-                None if active_weight is None else active_weight[g, 0],
-            )
+        size, new_loss, new_data, todo = _backtrack(
+            old_loss, old_margin, delta, active_weight, weight, old_penalty, linear,
+            quadratic, decrement,
+        )
         _extrapolate(
             size, new_loss, new_data, ~todo, old_margin, delta, active_weight,
             weight, old_penalty, linear, quadratic,
@@ -501,6 +496,40 @@ def _newton_gaussian(
     return coef, loss, hessian_logdet
 
 
+def _backtrack(
+    old_loss, old_margin, delta, pair_weight, weight, old_penalty, linear, quadratic,
+    decrement,
+):
+    """Armijo backtracking of each problem of a batch along its Newton step.
+
+    Along the step the margins move linearly (``old_margin - size * delta``) and
+    the penalty is the parabola ``old_penalty - size * linear + size**2 *
+    quadratic``, so a halving costs one softplus of the margins of the problems
+    not yet accepted, and no matrix product.
+
+    Returns
+    -------
+    size, new_loss, new_data : ndarray of shape (n_groups, n_components)
+        Step size, loss and data loss of each problem at the last size tried.
+    failed : ndarray of bool, shape (n_groups, n_components)
+        Problems whose 40 halvings found no sufficient decrease.
+    """
+    size = np.ones(old_loss.shape)
+    new_data = _softplus_sum(old_margin - delta, pair_weight)
+    for _ in range(40):
+        new_loss = weight * new_data + old_penalty - size * linear + size**2 * quadratic
+        failed = new_loss > old_loss - 1e-4 * size * decrement
+        if not failed.any():
+            break
+        size[failed] /= 2.0
+        g, c = np.nonzero(failed)
+        new_data[g, c] = _softplus_sum(
+            old_margin[g, c] - size[g, c, np.newaxis] * delta[g, c],
+            None if pair_weight is None else pair_weight[g, 0],
+        )
+    return size, new_loss, new_data, failed
+
+
 def _extrapolate(
     size, new_loss, new_data, accepted, old_margin, delta, pair_weight, weight,
     old_penalty, linear, quadratic,
@@ -511,8 +540,7 @@ def _extrapolate(
     one direction almost satisfies, under a weak penalty) the full Newton step
     undershoots: the decrement falls by a constant factor a step instead of
     quadratically. Along the step the margins move linearly, so a longer step
-    costs one softplus of the margins and no matrix product. (Per-user fits at
-    full size: 14 Newton steps a batch before, 9 with the doubling.)
+    costs one softplus of the margins and no matrix product.
     """
     grow = accepted & (size == 1.0)
     for _ in range(_EXTRAPOLATIONS):

@@ -116,19 +116,7 @@ def comparisons(ids, y, *, transitive_reduction=False):
     del new_run, run_starts
     second, first = expand_ranges(run_end, np.repeat(starts + sizes, sizes))
     del run_end
-    sorted_response = np.take(ids[:, 2], order)
-    same = np.take(sorted_response, first) == np.take(sorted_response, second)
-    del sorted_response
-    if same.any():
-        pair = np.argmax(same)
-        user_id, prompt_id, response_id = ids[order[first[pair]]].tolist()
-        raise ValueError(
-            f"The candidate (user_id={user_id}, prompt_id={prompt_id}, response_id="
-            f"{response_id}) is labeled twice, {y[order[first[pair]]]:g} and "
-            f"{y[order[second[pair]]]:g}: each candidate of a user's prompt takes one "
-            "label."
-        )
-    del same
+    _check_one_label_per_candidate(ids, y, order, first, second)
     top = np.take(rank_from_top, first) == 0
     if transitive_reduction:
         # Only the next run down.
@@ -154,6 +142,22 @@ def comparisons(ids, y, *, transitive_reduction=False):
         losers=losers,
         top=top,
     )
+
+
+def _check_one_label_per_candidate(ids, y, order, first, second):
+    """Raise if a pair (rows ``order[first]``, ``order[second]``) is one candidate twice."""
+    sorted_response = np.take(ids[:, 2], order)
+    same = np.take(sorted_response, first) == np.take(sorted_response, second)
+    del sorted_response
+    if same.any():
+        pair = np.argmax(same)
+        user_id, prompt_id, response_id = ids[order[first[pair]]].tolist()
+        raise ValueError(
+            f"The candidate (user_id={user_id}, prompt_id={prompt_id}, response_id="
+            f"{response_id}) is labeled twice, {y[order[first[pair]]]:g} and "
+            f"{y[order[second[pair]]]:g}: each candidate of a user's prompt takes one "
+            "label."
+        )
 
 
 def _dense_labels(y):

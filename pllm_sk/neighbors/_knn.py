@@ -1,31 +1,34 @@
 """Nearest historical users: predict a user's preference from the most similar users."""
 
 import numbers
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import expit
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import BaseRanker, IncrementalRankerMixin, PosteriorSamplingMixin
+from ..base import (
+    BaseRanker,
+    IncrementalRankerMixin,
+    PosteriorSamplingMixin,
+    UserPreferenceMixin,
+)
 from ..core import (
     TEMPERATURES,
     UserComparisons,
-    best_grid_value,
+    calibrate,
     calibration_split,
-    comparisons,
-    count_response_slots,
     fit_bradley_terry,
+    fit_population,
     item_features,
     item_keys,
     log_likelihood_scores,
-    log_sigmoid_,
+    log_sigmoid,
     pair_differences,
-    pooled_differences,
     positions_in,
-    require_comparisons,
-    temperature_scores,
-    within_one_standard_error,
+    top_choice_accuracy,
 )
 from ..utils import Interval, StrOptions, fill_docstring
 
@@ -35,22 +38,20 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 
 # Float32 entries of one (comparisons x neighbours) block of the likelihood: 16 MiB,
 # under glibc's largest mmap threshold (32 MiB), so that the blocks reuse freed
-# heap memory instead of faulting in new pages each time (64 MiB blocks cost
-# 0.3-0.5 s of system time a full-size fit).
+# heap memory instead of faulting in new pages each time.
 _BLOCK_ENTRIES = 1 << 22
 # Candidate shares of item_imputation="auto".
 IMPUTATIONS = np.array([0.0, 0.25, 0.5, 1.0])
 # Summed weight of a row's labelers below which their labels are not imputed.
 _LEAST_LABELER_WEIGHT = 1e-9
-# Users sampled for temperature="auto", and held-out prompts per user at most.
-_CALIBRATION_USERS = 200
-_HELD_OUT_PROMPTS = 10
 # Users whose neighbours are found together in predict.
 _USERS_PER_CHUNK = 256
 
 
 @fill_docstring
-class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
+class UserKNNRanker(
+    UserPreferenceMixin, PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker
+):
     """Predict each user's utility from the historical users most similar to them.
 
     Every user with at least ``min_neighbor_prompts`` labeled prompts in ``fit`` is
@@ -97,32 +98,30 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
     summed weight of the neighbours who labeled ``p`` and ``S`` their weighted sum
     of shifts, the term is ``S (W + c (1 - W)) / W``. ``c = 0`` keeps unknown labels
     at zero (the term is ``S``); ``c = 1`` predicts the labelers' weighted mean for
-    everyone. ``"auto"`` chooses ``c`` on the calibration users below (held-out
-    prompts that other users labeled), the smallest of ``IMPUTATIONS`` within one
-    standard error of the best top-1 accuracy.
+    everyone. ``"auto"`` chooses ``c`` among ``IMPUTATIONS`` on the held-out users
+    below, by their top-1 accuracy on held-out prompts that other users labeled,
+    with the ``"one_standard_error"`` rule of :func:`~pllm_sk.core.calibrate`: the
+    least imputation that the held-out users cannot tell from the best. The
+    accuracy is a step function of ``c`` and only the held-out prompts that
+    neighbours labeled move it, so the best of the four values is a noisy pick
+    among near-ties, and imputing labels that no neighbour gave is the choice
+    that needs the evidence.
 
     Temperature: how strongly a new user's comparisons pull them away from the
     population (the neighbourhood's bandwidth). One best/worst choice yields many
     correlated pairs, features may explain choices exactly (the reward track) or
     only partly (noisy choices, the ids track), and the candidates' preferences are
     themselves estimates, so how much one pair counts is calibrated:
-    ``temperature="auto"`` samples up to 200 candidates, reveals 1, 2, 3 or 5 of
-    their prompts as a cold-start user would, and scores up to 10 held-out prompts
-    each by the posterior predictive probability of their comparisons whose winner
-    is the prompt's top choice, ``sum_v a_uv(T) sigmoid(m_v)`` over the neighbours
-    found from the revealed prompts (the user left out). The ``T`` of
-    ``TEMPERATURES`` with the best mean log-probability over users is refined
-    between its grid neighbours (the vertex of a parabola in ``log2 T``), so the
-    choice is deterministic for a ``random_state`` and moves little with it. The
-    log-probability is a proper score, smooth in ``T``: the share of held-out
-    choices predicted, with the 1-SE rule, chose the most cautious temperature of
-    a noisy band and pulled one-shot users toward the population (with
-    Bradley-Terry feedback, 200 historical users and alpha 0.01, it chose ``T=4``,
-    0.87 of the Bayes limit's gap closed at one prompt on 1,000 test users; the
-    predictive score chooses ``T`` of about 1.8, 1.13). ``shrinkage``, by
-    contrast, only keeps the candidates' own 50-prompt fits finite (a prior on them, not on the new
-    user); with the temperature calibrated on top of it, 0.01, 0.1 and 1 ranked
-    new users within noise of each other.
+    ``temperature="auto"`` reveals a few prompts of held-out candidates
+    (:func:`~pllm_sk.core.calibration_split`) and scores their held-out
+    comparisons whose winner is the prompt's top choice by the posterior
+    predictive probability ``sum_v a_uv(T) sigmoid(m_v)`` over the neighbours
+    found from the revealed prompts (the user left out); the ``T`` of
+    ``TEMPERATURES`` of best mean log-probability is refined by the
+    ``"log2_parabola"`` rule of :func:`~pllm_sk.core.calibrate`, so the choice is
+    deterministic for a ``random_state`` and moves little with it. ``shrinkage``
+    only keeps the candidates' own fits finite (a prior on them, not on the new
+    user).
 
     A user with no labeled rows in ``fit`` or ``partial_fit`` gets the population
     prediction ``population_coef_ . x``. Neighbours are
@@ -156,8 +155,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         the cosine similarities.
     shrinkage : float, default=0.01
         Penalty pulling each candidate's preference toward the population's, > 0.
-    alpha : float, default=1.0
-        L2 penalty of the population preference, > 0.
+    {population_alpha_parameter}
     min_neighbor_prompts : int, default=10
         Labeled prompts a user needs in ``fit`` to be a candidate neighbour, >= 1;
         users with fewer have too uncertain a preference to stand in for another
@@ -170,9 +168,7 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
 
     Attributes
     ----------
-    population_coef_ : ndarray of shape (n_item_features,)
-        Population Bradley-Terry weights (the objective of
-        :class:`~pllm_sk.baselines.PopulationRanker`): the cold-user prediction.
+    {population_coef_attribute}
     neighbor_users_ : ndarray of int64
         The candidate neighbours' user ids, sorted.
     neighbor_coef_ : ndarray of shape (n_candidates, n_item_features)
@@ -263,17 +259,32 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         are added to the users' earlier ones, so their neighbours and predictions
         update.
         """
-        ids, features, y = feedback.ids, feedback.features, feedback.y
-        items = item_features(ids, features, self.n_response_slots_)
-        structure = comparisons(ids, y)
-        self._store = self._store.merged(self._user_comparisons(ids, items, structure))
+        items = feedback.items
+        structure = feedback.comparisons(required=False)
+        self._store = self._store.merged(
+            self._user_comparisons(feedback.ids, items, structure)
+        )
         self._representations = _merge_sums(
             self._representations, _choice_sums(items, structure)
         )
         self.users_ = self._store.users
 
+    def _user_preference(self, positions):
+        """The neighbours' weighted mean preference ``sum_v a_uv neighbor_coef_[v]``.
+
+        Shape (n_users, n_item_features): the preference-level part of ``predict``
+        (the item-level term ``b_v(p, r)`` of labeled items is not in it).
+        """
+        preference = np.empty((positions.size, self.neighbor_coef_.shape[1]))
+        for start in range(0, positions.size, _USERS_PER_CHUNK):
+            neighbors, weights = self._neighbors(positions[start : start + _USERS_PER_CHUNK])
+            preference[start : start + neighbors.shape[0]] = np.einsum(
+                "nk,nkf->nf", weights, self.neighbor_coef_[neighbors]
+            )
+        return preference
+
     def user_neighbors(self, user_ids):
-        """The neighbours of each user and their weights.
+        """The neighbours of each user and their weights (behind ``user_preference``).
 
         Not scikit-learn's ``kneighbors`` (which returns distances and indices of
         rows): the neighbours here are users, and their weights are what the
@@ -304,21 +315,15 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
         return self.neighbor_users_[neighbors], weights
 
     def _fit(self, feedback):
-        ids, features, y = feedback.ids, feedback.features, feedback.y
-        self.n_response_slots_ = count_response_slots(ids, features)
+        ids, items = feedback.ids, feedback.items
+        self.n_response_slots_ = feedback.n_response_slots
         self._n_response_keys = int(ids[:, 2].max()) + 1
-        items = item_features(ids, features, self.n_response_slots_)
-        structure = comparisons(ids, y)
-        require_comparisons(structure, type(self).__name__)
+        structure = feedback.comparisons()
         winners, losers = structure.winners, structure.losers
         # In float32, as the store keeps them for predict.
         differences = pair_differences(items, winners, losers)
-        # PopulationRanker's objective and solver: the cold-user prediction.
-        pooled, counts = pooled_differences(ids, items, structure)
-        self.population_coef_ = fit_bradley_terry(
-            pooled, l2=float(self.alpha), sample_weight=counts, max_iter=self.max_iter
-        )
-        del pooled
+        # PopulationRanker's model: the cold-user prediction.
+        self.population_coef_ = fit_population(feedback, self.alpha, self.max_iter)
 
         users = structure.users
         user_of_row = structure.group_user[structure.group_of_row]
@@ -687,12 +692,11 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
     # --------------------------------------------------------------- calibration
 
     def _calibrate(self):
-        """``temperature_`` and ``item_imputation_``, calibrated when ``"auto"``.
+        """``(temperature_, item_imputation_)``: as given, or calibrated when ``"auto"``.
 
-        Both are chosen on the same calibration users: sampled historical users who
-        reveal a few prompts, their other prompts held out. The temperature first
-        (on the preference-level margins), then the imputation (on the margins with
-        the item-level term, whose held-out prompts other users labeled too).
+        Both are chosen on the same held-out cold users (see the class docstring):
+        the temperature first, on the preference-level margins, then the
+        imputation, on the margins with the item-level term at that temperature.
         """
         likelihood = self.similarity == "likelihood"
         temperature = None if not likelihood else self.temperature
@@ -703,70 +707,82 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
             temperature = 1.0  # the order of the neighbours does not depend on T
         if temperature != "auto" and imputation != "auto":
             return _float_or_none(temperature), float(imputation)
-        rng = check_random_state(self.random_state)
-        candidates, _ = self._store.positions(self.neighbor_users_)
-        positions, support, held_out = calibration_split(
-            self._store, candidates, rng, _CALIBRATION_USERS, n_held_out=_HELD_OUT_PROMPTS
-        )
-        if positions.size == 0:
+        users = self._calibration_users()
+        if users is None:
             return (
                 1.0 if temperature == "auto" else float(temperature),
                 1.0 if imputation == "auto" else float(imputation),
             )
-        top, top_loglik = self._likelihood_neighbors(
+        if temperature == "auto":
+            temperature = calibrate(
+                partial(self._temperature_scores, users),
+                TEMPERATURES,
+                rule="log2_parabola",
+                vectorized=True,
+            ).best
+        if imputation == "auto":
+            imputation = calibrate(
+                partial(self._imputation_scores, users, float(temperature)),
+                IMPUTATIONS,
+                rule="one_standard_error",
+                vectorized=True,
+            ).best
+        return float(temperature), float(imputation)
+
+    def _calibration_users(self):
+        """Held-out cold users and their neighbours on their revealed prompts.
+
+        Returns
+        -------
+        users : _CalibrationUsers or None
+            None when no candidate has two prompts.
+        """
+        candidates, _ = self._store.positions(self.neighbor_users_)
+        positions, support, held_out = calibration_split(
+            self._store, candidates, check_random_state(self.random_state)
+        )
+        if positions.size == 0:
+            return None
+        neighbors, loglik = self._likelihood_neighbors(
             support[0],
             np.bincount(support[1], minlength=positions.size),
             self._own_candidate(positions),
         )
-        columns = self._store.columns
         rows, owner = held_out
-        is_top = columns["top"][rows]
-        rows, owner = rows[is_top], owner[is_top]
+        is_top = self._store.columns["top"][rows]
+        return _CalibrationUsers(positions.size, neighbors, loglik, rows[is_top], owner[is_top])
+
+    def _temperature_scores(self, users, temperatures):
+        """Mean held-out log predictive probability of each user at each temperature."""
+        probability = self._predictive_probability(
+            users.neighbors, users.loglik, users.rows, users.owner, temperatures
+        )
+        return log_likelihood_scores(probability, users.owner, users.n_users)
+
+    def _imputation_scores(self, users, temperature, imputations):
+        """Held-out top-1 accuracy of each user at each item imputation share."""
+        columns = self._store.columns
+        rows, owner = users.rows, users.owner
         prompts = columns["prompt"][rows]
+        weights = self._neighbor_weights(users.loglik / temperature)
+        winner, mass = self._item_level_sums(
+            columns["winner_key"][rows], prompts, owner, users.neighbors, weights
+        )
+        loser, _ = self._item_level_sums(
+            columns["loser_key"][rows], prompts, owner, users.neighbors, weights
+        )
+        scaled = (winner - loser)[:, np.newaxis] * _imputation_factor(
+            mass[:, np.newaxis], imputations
+        )
+        # The preference-level margins at the temperature: (comparisons, 1).
+        coef = np.einsum(
+            "nk,nkf->nf", weights, self.neighbor_coef_[users.neighbors]
+        )[:, np.newaxis]
+        margins = np.einsum("nf,ntf->nt", columns["difference"][rows], coef[owner])
+        return top_choice_accuracy(margins + scaled, prompts, owner, users.n_users)
 
-        def margins(temperatures):
-            # Each user's predicted preference at each temperature: (users, T, features).
-            coef = np.stack(
-                [
-                    np.einsum(
-                        "nk,nkf->nf",
-                        self._neighbor_weights(top_loglik / t),
-                        self.neighbor_coef_[top],
-                    )
-                    for t in temperatures
-                ],
-                axis=1,
-            )
-            return np.einsum("nf,ntf->nt", columns["difference"][rows], coef[owner])
-
-        if temperature == "auto":
-            temperature = best_grid_value(
-                log_likelihood_scores(
-                    self._predictive_probability(top, top_loglik, rows, owner),
-                    owner,
-                    positions.size,
-                )
-            )
-        if imputation == "auto":
-            weights = self._neighbor_weights(top_loglik / float(temperature))
-            winner, mass = self._item_level_sums(
-                columns["winner_key"][rows], prompts, owner, top, weights
-            )
-            loser, _ = self._item_level_sums(
-                columns["loser_key"][rows], prompts, owner, top, weights
-            )
-            scaled = (winner - loser)[:, np.newaxis] * _imputation_factor(
-                mass[:, np.newaxis], IMPUTATIONS
-            )
-            scores = temperature_scores(
-                margins([temperature]) + scaled, prompts, owner, positions.size
-            )
-            # The smallest within one SE of the best: the least imputation.
-            imputation = IMPUTATIONS[within_one_standard_error(scores).min()]
-        return float(temperature), float(imputation)
-
-    def _predictive_probability(self, neighbors, loglik, rows, owner):
-        """Predictive probability of held-out comparisons at each of ``TEMPERATURES``.
+    def _predictive_probability(self, neighbors, loglik, rows, owner, temperatures):
+        """Predictive probability of held-out comparisons at each of ``temperatures``.
 
         ``sum_v a_uv(T) sigmoid(m_v)``: each neighbour's probability that the winner
         is chosen, averaged with the neighbours' weights at temperature ``T`` (with
@@ -781,18 +797,19 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
             Held-out comparison indices into the store, grouped by user.
         owner : ndarray of int64, sorted
             Index into ``neighbors`` of each held-out comparison's user.
+        temperatures : ndarray of shape (n_temperatures,)
 
         Returns
         -------
         probability : ndarray of shape (len(rows), n_temperatures)
         """
         weights = np.stack(
-            [self._neighbor_weights(loglik / t) for t in TEMPERATURES], axis=2
+            [self._neighbor_weights(loglik / t) for t in temperatures], axis=2
         )
         coef = self.neighbor_coef_.astype(np.float32)
         differences = self._store.columns["difference"]
         bounds = np.searchsorted(owner, np.arange(neighbors.shape[0] + 1))
-        probability = np.empty((rows.size, TEMPERATURES.size))
+        probability = np.empty((rows.size, len(temperatures)))
         for user, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
             if stop > start:
                 margin = differences[rows[start:stop]] @ coef[neighbors[user]].T
@@ -815,6 +832,21 @@ class UserKNNRanker(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
             winner_key=keys[winners],
             loser_key=keys[losers],
         )
+
+
+class _CalibrationUsers(NamedTuple):
+    """Held-out cold users of the calibration, from :meth:`UserKNNRanker._calibration_users`.
+
+    ``neighbors`` and ``loglik`` (n_users, k) are found from each user's revealed
+    prompts; ``rows`` are their held-out comparisons whose winner is the prompt's
+    top choice (indices into the store), ``owner`` each one's user, sorted.
+    """
+
+    n_users: int
+    neighbors: np.ndarray
+    loglik: np.ndarray
+    rows: np.ndarray
+    owner: np.ndarray
 
 
 def _choice_sums(items, structure):
@@ -861,8 +893,8 @@ def _merge_sums(old, new):
 
 
 def _summed_log_sigmoid(margin):
-    """``sum(log(sigmoid(margin)), axis=0)`` in float64, of a copy of ``margin``."""
-    return log_sigmoid_(np.array(margin)).sum(axis=0, dtype=np.float64)
+    """``sum(log(sigmoid(margin)), axis=0)`` in float64."""
+    return log_sigmoid(margin).sum(axis=0, dtype=np.float64)
 
 
 def _normalized(vectors):

@@ -18,6 +18,14 @@ _FRAGMENTS = {
     "n_response_slots_attribute": """n_response_slots_ : int or None
         Number of one-hot encoded response slots on the ids track (no feature
         columns in ``X``); None otherwise.""",
+    # The population preference of the families that fit one beside their users'.
+    "population_alpha_parameter": """alpha : float, default=1.0
+        L2 penalty of the population fit, > 0, as in
+        :class:`~pllm_sk.baselines.PopulationRanker`.""",
+    "population_coef_attribute": """population_coef_ : ndarray of shape (n_item_features,)
+        The population's Bradley-Terry weights
+        (:class:`~pllm_sk.baselines.PopulationRanker`'s model): the prediction
+        for users without feedback.""",
     # Parameters and attributes of the model-backed transformers.
     "runtime_parameters": """device : str, default="auto"
         ``"auto"`` (CUDA when available, then MPS, then the CPU), ``"cpu"``,
