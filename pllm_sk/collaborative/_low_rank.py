@@ -3,37 +3,26 @@
 import numbers
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import minimize
 from scipy.special import expit
-from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from ..base import (
     BaseRanker,
     IncrementalRankerMixin,
     PosteriorSamplingMixin,
     SampleWeightMixin,
+    UserPreferenceMixin,
 )
-from ..core import (
-    TEMPERATURES,
-    UserComparisons,
-    best_grid_value,
-    calibration_split,
-    comparisons,
-    count_response_slots,
-    fit_bradley_terry,
-    item_features,
-    item_keys,
-    laplace_predictive,
-    log_likelihood_scores,
-    pair_differences,
-    pair_weights,
-    require_comparisons,
-)
+from ..core import UserComparisons, item_features, item_keys, pair_differences
 from ..utils import Interval, StrOptions, fill_docstring
+from ._prior import (
+    HeldOutComparisons,
+    choose_prior,
+    component_posteriors,
+    posterior_factors,
+    stored_weights,
+)
+from ._solvers import embedded_items, factor_vectors, fit_factorization
 
 __all__ = ["LowRankRanker"]
 
@@ -45,10 +34,17 @@ N_COMPONENTS = (16, 32)
 # Prior users the mixture is fitted to at most (a random sample of them beyond).
 _MIXTURE_USERS = 5_000
 
+_POSITIVE = Interval(numbers.Real, 0, None, closed="neither")
+_AT_LEAST_ONE = Interval(numbers.Integral, 1, None, closed="left")
+
 
 @fill_docstring
 class LowRankRanker(
-    SampleWeightMixin, IncrementalRankerMixin, PosteriorSamplingMixin, BaseRanker
+    SampleWeightMixin,
+    IncrementalRankerMixin,
+    PosteriorSamplingMixin,
+    UserPreferenceMixin,
+    BaseRanker,
 ):
     """Low-rank utility ``u_user . (A x_item + e_item)``, folded in per user.
 
@@ -76,13 +72,9 @@ class LowRankRanker(
     2. A prior over user factors is learned from the users with at least
        ``min_prior_prompts`` labeled prompts: a Gaussian mixture with
        ``n_components_`` full-covariance components (one component is a Gaussian
-       prior). Preferences in PersonalLLM sit near the faces of the simplex, which
-       a single Gaussian describes poorly: at one prompt it closed 0.67 of the Bayes
-       limit's gap where 16 components closed 0.98. Beyond 5,000 prior users the
-       mixture is fitted to a random 5,000 of them: at the paper's full size
-       (10,000 historical users) this took 0.8 s off the fit, and the gap closed by
-       2,000 new users at 1, 3, 5 and 10 prompts moved by -0.000 to +0.003 (two
-       seeds).
+       prior), since preferences in PersonalLLM sit near the faces of the simplex,
+       which a single Gaussian describes poorly. Beyond 5,000 prior users the mixture is
+       fitted to a random 5,000 of them.
 
     Folding a user in (``predict``, LoRe-style: the basis frozen, only the user's
     factor fitted): for each prior component the MAP factor of the user's
@@ -101,20 +93,14 @@ class LowRankRanker(
     scored by the posterior predictive probability of their comparisons whose
     winner is the prompt's top choice (the Laplace approximation of each
     component's posterior, weighted by the components' posterior probabilities;
-    see :func:`~pllm_sk.core._calibration.laplace_predictive`), in mean
+    see :func:`~pllm_sk.core.laplace_predictive`), in mean
     log-probability over users. The smallest of ``N_COMPONENTS`` is scored at every
     second value of ``TEMPERATURES``, the other candidates (each a mixture fitted
     to the same factors) at the best of those; the best candidate is kept, and its
     temperature climbs the full grid while a neighbour scores better, then is
     refined between grid points (the vertex of a parabola in ``log2 T``). The
-    choice is deterministic for a ``random_state``. A proper, smooth score of the
-    prediction replaced the share of held-out choices predicted with the 1-SE
-    rule, which chose the most cautious temperature of a noisy band (one-shot
-    users then stayed near the population: with Bradley-Terry feedback, 2,000
-    historical users of the low-rank world, it chose ``T=2``, 0.82 of the Bayes
-    limit's gap closed at one prompt on 1,000 test users, where this choice closes
-    0.92). In the worlds tried
-    (``benchmarks/robustness.py``) 32 components scored best nearly everywhere.
+    choice is deterministic for a ``random_state``; both choices are made by
+    :func:`~pllm_sk.core.calibrate`.
 
     Parameters
     ----------
@@ -202,21 +188,23 @@ class LowRankRanker(
     >>> utility = model.predict(new)
     >>> bool(utility[1] > utility[0])
     True
+    >>> model.user_preference([20]).shape   # its folded-in factor
+    (1, 1)
     """
 
     _completed_fit_attribute = "basis_"
 
     _parameter_constraints = {
-        "rank": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_components": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
-        "temperature": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
-        "user_l2": [Interval(numbers.Real, 0, None, closed="neither")],
-        "basis_l2": [Interval(numbers.Real, 0, None, closed="neither")],
+        "rank": [_AT_LEAST_ONE],
+        "n_components": [StrOptions({"auto"}), _AT_LEAST_ONE],
+        "temperature": [StrOptions({"auto"}), _POSITIVE],
+        "user_l2": [_POSITIVE],
+        "basis_l2": [_POSITIVE],
         "item_embeddings": ["boolean"],
-        "embedding_l2": [Interval(numbers.Real, 0, None, closed="neither")],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "embedding_l2": [_POSITIVE],
+        "max_iter": [_AT_LEAST_ONE],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "min_prior_prompts": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_prior_prompts": [_AT_LEAST_ONE],
         "random_state": ["random_state"],
     }
 
@@ -265,6 +253,98 @@ class LowRankRanker(
         """
         return self._partial_fit_labeled(X, y, sample_weight)
 
+    # ------------------------------------------------------------------ fitting
+
+    def _fit(self, feedback):
+        rng = check_random_state(self.random_state)
+        ids, items, structure = feedback.ids, feedback.items, feedback.comparisons()
+        winners, losers = structure.winners, structure.losers
+        n_response_keys = int(ids[:, 2].max()) + 1
+        keys = item_keys(ids, n_response_keys)
+        embedded, pair_items = np.empty(0, dtype=np.int64), None
+        if self.item_embeddings:
+            embedded, pair_items = embedded_items(keys, winners, losers)
+        rank = int(self.rank) if self.item_embeddings else min(int(self.rank), items.shape[1])
+        # In float32, as the store keeps them for the fold-in.
+        differences = pair_differences(items, winners, losers)
+        factorization = fit_factorization(
+            differences,
+            structure.group_user[structure.group_of_row[winners]],
+            structure.users.size,
+            pair_items,
+            embedded.size,
+            rank,
+            user_l2=self.user_l2,
+            basis_l2=self.basis_l2,
+            embedding_l2=self.embedding_l2,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            pair_weight=feedback.pair_weight,
+        )
+        if factorization.n_iter:  # else the map is the identity: vectors = differences
+            vectors = factor_vectors(
+                items, factorization.basis, embedded, factorization.embedding, keys
+            )
+            differences = pair_differences(vectors, winners, losers)
+        store = _store(ids, structure, differences, feedback.pair_weight)
+        del differences
+        prior, temperature = self._fit_prior(store, structure, factorization.user_factors, rng)
+
+        self.n_response_slots_ = feedback.n_response_slots
+        self._n_response_keys = n_response_keys
+        self.rank_ = rank
+        self.basis_ = factorization.basis
+        self.item_keys_ = embedded
+        self.item_embedding_ = factorization.embedding
+        self.user_factors_ = factorization.user_factors
+        self.n_iter_ = factorization.n_iter
+        self._store, self.users_ = store, store.users
+        self._prior = prior
+        self.prior_weights_, self.prior_means_ = prior.weights, prior.means
+        self.prior_covariances_ = prior.covariances
+        self.n_components_ = prior.weights.size
+        self.population_factor_ = prior.weights @ prior.means
+        self.population_coef_ = self.basis_.T @ self.population_factor_
+        self.temperature_ = temperature
+
+    def _fit_prior(self, store, structure, user_factors, rng):
+        """The mixture prior and the fold-in temperature (see "Choosing the prior").
+
+        Returns
+        -------
+        prior : MixturePrior
+        temperature : float
+        """
+        users = structure.users
+        n_prompts = np.bincount(structure.group_user, minlength=users.size)
+        # Users with comparisons and enough prompts; every user with comparisons
+        # when fewer than two qualify.
+        has_comparisons = store.counts > 0
+        prior_users = has_comparisons & (n_prompts >= self.min_prior_prompts)
+        if prior_users.sum() < 2:
+            prior_users = has_comparisons
+        sample = user_factors[prior_users]
+        if self.n_components == "auto":
+            candidates = [k for k in N_COMPONENTS if k <= sample.shape[0]]
+            candidates = candidates or [sample.shape[0]]
+        else:
+            candidates = [min(int(self.n_components), sample.shape[0])]
+        tune = self.temperature == "auto"
+        if sample.shape[0] > _MIXTURE_USERS:
+            chosen = rng.choice(sample.shape[0], _MIXTURE_USERS, replace=False)
+            sample = sample[np.sort(chosen)]
+        held_out = None
+        if len(candidates) > 1 or tune:
+            held_out = HeldOutComparisons(
+                store,
+                store.positions(users[prior_users])[0],
+                rng,
+                _CALIBRATION_USERS,
+                _HELD_OUT_PROMPTS,
+            )
+        temperature = None if tune else float(self.temperature)
+        return choose_prior(sample, candidates, temperature, held_out, rng, self.user_l2)
+
     def _partial_fit(self, feedback):
         """Add the users' comparisons to what they gave before, to be folded in.
 
@@ -272,36 +352,42 @@ class LowRankRanker(
         left them; the comparisons (formed within the rows of this call) are added
         to the users' earlier ones, so their factors and predictions update.
         """
-        ids, features, y = feedback.ids, feedback.features, feedback.y
-        sample_weight = feedback.sample_weight
-        items = item_features(ids, features, self.n_response_slots_)
-        structure = comparisons(ids, y)
+        ids, structure = feedback.ids, feedback.comparisons(required=False)
+        vectors = pair_differences(
+            self._item_vectors(ids, feedback.items), structure.winners, structure.losers
+        )
         self._store = self._store.merged(
-            self._user_comparisons(
-                ids, items, structure, pair_weights(structure, sample_weight)
-            )
+            _store(ids, structure, vectors, feedback.pair_weight)
         )
         self.users_ = self._store.users
 
-    def user_factors(self, user_ids):
-        """The folded-in factor of each user; ``population_factor_`` for cold users.
+    # --------------------------------------------------------------- prediction
 
-        Parameters
-        ----------
-        user_ids : array-like of int, shape (n_users,)
-
-        Returns
-        -------
-        factors : ndarray of shape (n_users, rank_)
-        """
-        check_is_fitted(self)
-        user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
-        positions, known = self._store.positions(user_ids)
-        factors = np.tile(self.population_factor_, (user_ids.size, 1))
+    def _predict(self, ids, features):
+        item_vectors = self._item_vectors(
+            ids, item_features(ids, features, self.n_response_slots_)
+        )
+        positions, known = self._store.positions(ids[:, 0])
+        factors = np.tile(self.population_factor_, (ids.shape[0], 1))
         if known.any():
-            unique, inverse = np.unique(positions[known], return_inverse=True)
-            factors[known] = self._fold_in(unique)[inverse]
-        return factors
+            users, row_user = np.unique(positions[known], return_inverse=True)
+            factors[known] = self._user_preference(users)[row_user]
+        return np.einsum("nr,nr->n", item_vectors, factors)
+
+    def _user_preference(self, positions):
+        """Folded-in factors of the users at ``positions`` of ``users_``."""
+        rows, counts = self._store.rows(positions)
+        return posterior_factors(
+            self._prior,
+            self._store.columns["vector"][rows],
+            np.repeat(np.arange(positions.size), counts),
+            positions.size,
+            self.temperature_,
+            sample_weight=stored_weights(self._store, rows),
+        )
+
+    def _cold_user_preference(self):
+        return self.population_factor_
 
     def _sample_y(self, ids, features, n_samples, rng):
         """Utility draws: a user's factor drawn from the Laplace mixture posterior.
@@ -319,13 +405,14 @@ class LowRankRanker(
         rows, counts = self._store.rows(positions[known])
         groups = np.repeat(np.flatnonzero(known), counts)
         vectors = self._store.columns["vector"][rows].astype(np.float64)
-        pair_weight = self._pair_weights(rows)
-        coef, posterior = self._component_posteriors(
-            vectors, groups, users.size, self.temperature_, sample_weight=pair_weight
+        pair_weight = stored_weights(self._store, rows)
+        coef, posterior = component_posteriors(
+            self._prior, vectors, groups, users.size, self.temperature_,
+            sample_weight=pair_weight,
         )
         # Hessian of each (user, component) objective at its MAP.
         hessian = np.array(
-            np.broadcast_to(self._prior_precisions, coef.shape + (self.rank_,))
+            np.broadcast_to(self._prior.precisions, coef.shape + (self.rank_,))
         )
         margin = np.einsum("pr,pcr->pc", vectors, coef[groups])
         curvature = expit(margin) * expit(-margin) / self.temperature_
@@ -353,516 +440,20 @@ class LowRankRanker(
         )[..., 0]
         return np.einsum("nr,nsr->ns", item_vectors, factors[row_user.reshape(-1)])
 
-    def _fit(self, feedback):
-        ids, features, y = feedback.ids, feedback.features, feedback.y
-        sample_weight = feedback.sample_weight
-        rng = check_random_state(self.random_state)
-        self.n_response_slots_ = count_response_slots(ids, features)
-        self._n_response_keys = int(ids[:, 2].max()) + 1
-        items = item_features(ids, features, self.n_response_slots_)
-        structure = comparisons(ids, y)
-        require_comparisons(structure, type(self).__name__)
-        winners, losers = structure.winners, structure.losers
-        # In float32, as the store keeps them for the fold-in.
-        differences = pair_differences(items, winners, losers)
-        users = structure.users
-        pair_user = structure.group_user[structure.group_of_row[winners]]
-        pair_weight = pair_weights(structure, sample_weight)
-        n_item_features = items.shape[1]
-        keys = item_keys(ids, self._n_response_keys)
-        if self.item_embeddings:
-            self.item_keys_ = np.unique(keys[keys >= 0])
-            pair_items = np.column_stack(
-                [np.searchsorted(self.item_keys_, keys[rows]) for rows in (winners, losers)]
-            )
-            pair_items[keys[winners] < 0, 0] = -1
-            pair_items[keys[losers] < 0, 1] = -1
-        else:
-            self.item_keys_ = np.empty(0, dtype=np.int64)
-            pair_items = None
-        self.rank_ = (
-            int(self.rank)
-            if self.item_embeddings
-            else min(int(self.rank), n_item_features)
-        )
-
-        weights = self._fit_users(differences, pair_user, users.size, pair_weight)
-        if not self.item_embeddings and self.rank_ == n_item_features:
-            self.basis_ = np.eye(n_item_features)
-            self.item_embedding_ = np.zeros((0, self.rank_))
-            self.user_factors_ = weights
-            self.n_iter_ = 0
-        else:
-            self._alternate(differences, pair_user, pair_items, weights, pair_weight)
-
-        # With the identity map, the factor-space vectors are the differences.
-        self._store = self._user_comparisons(
-            ids, items, structure, pair_weight, differences if self.n_iter_ == 0 else None
-        )
-        del differences
-        n_prompts = np.bincount(structure.group_user, minlength=users.size)
-        prior_users = self._prior_users(n_prompts, pair_user)
-        self.users_ = self._store.users
-        self.temperature_ = self._calibrate_prior(
-            self.user_factors_[prior_users], users[prior_users], rng
-        )
-
-    def _predict(self, ids, features):
-        item_vectors = self._item_vectors(
-            ids, item_features(ids, features, self.n_response_slots_)
-        )
-        positions, known = self._store.positions(ids[:, 0])
-        factors = np.tile(self.population_factor_, (ids.shape[0], 1))
-        if known.any():
-            users, row_user = np.unique(positions[known], return_inverse=True)
-            factors[known] = self._fold_in(users)[row_user]
-        return np.einsum("nr,nr->n", item_vectors, factors)
-
-    # ------------------------------------------------------------ population part
-
-    def _fit_users(self, vectors, pair_user, n_users, pair_weight=None):
-        """Each user's MAP factor under the L2 penalty, vectors given."""
-        return fit_bradley_terry(
-            vectors, pair_user, n_users, l2=float(self.user_l2), sample_weight=pair_weight
-        )
-
-    def _alternate(self, differences, pair_user, pair_items, weights, pair_weight=None):
-        """Alternate user factors (Newton) with the map and embeddings (L-BFGS)."""
-        n_item_features = differences.shape[1]
-        _, _, right = np.linalg.svd(weights, full_matrices=False)
-        basis = np.zeros((self.rank_, n_item_features))
-        n_kept = min(self.rank_, right.shape[0])
-        basis[:n_kept] = right[:n_kept]
-        n_items = self.item_keys_.size
-        embedding = np.zeros((n_items, self.rank_))
-        previous = np.inf
-        self.n_iter_ = 0
-        for _ in range(int(self.max_iter)):
-            self.n_iter_ += 1
-            factors = self._fit_users(
-                _pair_vectors(differences, basis, embedding, pair_items),
-                pair_user,
-                weights.shape[0],
-                pair_weight,
-            )
-            basis, embedding, objective = self._fit_items(
-                differences, pair_user, pair_items, factors, basis, embedding,
-                pair_weight,
-            )
-            objective += self.user_l2 * np.sum(factors**2)
-            if previous - objective <= self.tol * abs(objective):
-                break
-            previous = objective
-        self.basis_ = basis
-        self.item_embedding_ = embedding
-        self.user_factors_ = self._fit_users(
-            _pair_vectors(differences, basis, embedding, pair_items),
-            pair_user,
-            weights.shape[0],
-            pair_weight,
-        )
-
-    def _fit_items(
-        self, differences, pair_user, pair_items, factors, basis, embedding,
-        pair_weight=None,
-    ):
-        """The map and the embeddings with the user factors fixed.
-
-        The map (``rank x n_item_features`` numbers) by L-BFGS, the embeddings held
-        fixed; then the embeddings by block-Jacobi Newton steps, the map held
-        fixed. Each embedding has its own ``rank x rank`` Hessian block (the pairs
-        that the item is in), so a step costs a few passes over the pairs, whatever
-        the number of items; a backtracking line search on the objective makes up
-        for the coupling of a pair's two items that the blocks leave out.
-
-        Returns
-        -------
-        basis, embedding, objective
-            The objective without the users' L2 term.
-        """
-        pair_factor = factors[pair_user]
-        offset = np.zeros(differences.shape[0])
-        if pair_items is not None:
-            offset = np.einsum(
-                "pr,pr->p", pair_factor, _embedding_differences(embedding, pair_items)
-            )
-        basis, loss = self._fit_basis(differences, pair_factor, offset, basis, pair_weight)
-        if pair_items is None:
-            return basis, embedding, loss
-        offset = np.einsum("pr,pr->p", pair_factor, differences @ basis.T)
-        embedding, loss = self._fit_embeddings(
-            pair_items, pair_user, factors, offset, embedding, pair_weight=pair_weight
-        )
-        return basis, embedding, loss + self.basis_l2 * np.sum(basis**2)
-
-    def _fit_basis(self, differences, pair_factor, offset, basis, pair_weight=None):
-        """L-BFGS over the map; margins ``f . (A d) + offset``."""
-        n_pairs, n_item_features = differences.shape
-        rank = self.rank_
-        # A pair's weight multiplies its loss (and so its slope).
-        pair_scale = 1.0 if pair_weight is None else pair_weight
-
-        def objective(parameters):
-            basis = parameters.reshape(rank, n_item_features)
-            margin = np.einsum("pr,pr->p", pair_factor, differences @ basis.T) + offset
-            loss = np.sum(pair_scale * np.logaddexp(0.0, -margin)) + self.basis_l2 * np.sum(
-                basis**2
-            )
-            slope = -(pair_scale * expit(-margin))[:, np.newaxis] * pair_factor
-            gradient = slope.T @ differences + 2.0 * self.basis_l2 * basis
-            # The mean pair loss keeps L-BFGS's tolerances independent of the size.
-            return loss / n_pairs, gradient.ravel() / n_pairs
-
-        result = minimize(
-            objective, basis.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": 100}
-        )
-        return result.x.reshape(rank, n_item_features), float(result.fun) * n_pairs
-
-    def _fit_embeddings(
-        self, pair_items, pair_user, factors, offset, embedding, n_steps=5,
-        pair_weight=None,
-    ):
-        """Block-Jacobi Newton over the embeddings; margins ``f_u . (e_w - e_l) + offset``.
-
-        ``factors[pair_user]`` is each pair's user factor ``f_u``. Returns the
-        embeddings and the objective (pair losses plus their L2 term).
-        """
-        n_items, rank = embedding.shape
-        n_users = factors.shape[0]
-        l2 = self.embedding_l2
-        pair_scale = np.ones(pair_items.shape[0]) if pair_weight is None else pair_weight
-        # Each (pair, side) with a known item: the item, the pair and the sign.
-        item = np.concatenate([pair_items[:, 0], pair_items[:, 1]])
-        pair = np.tile(np.arange(pair_items.shape[0]), 2)
-        sign = np.repeat([1.0, -1.0], pair_items.shape[0])
-        known = item >= 0
-        item, pair, sign = item[known], pair[known], sign[known]
-        # A user's sides on one item share the factor f_u: the sums that build the
-        # gradient and the Hessian blocks run over (item, user) cells, several
-        # times fewer than the sides, sorted by item.
-        cells, cell = np.unique(
-            item.astype(np.int64) * n_users + pair_user[pair], return_inverse=True
-        )
-        cell_item = cells // n_users
-        cell_factor = factors[cells % n_users]
-        by_item = sparse.csr_matrix(
-            (
-                np.ones(cells.size),
-                np.arange(cells.size),
-                np.searchsorted(cell_item, np.arange(n_items + 1)),
-            ),
-            shape=(n_items, cells.size),
-        )
-
-        def per_cell(side_values):
-            return np.bincount(cell, weights=side_values, minlength=cells.size)
-
-        def item_sums(cell_weight, columns):
-            """Per item, the sum over its cells of ``cell_weight * columns``."""
-            by_item.data = cell_weight
-            return by_item @ columns
-
-        def margins(embedding):
-            dot = np.einsum("cr,cr->c", cell_factor, embedding[cell_item])
-            return offset + np.bincount(pair, weights=sign * dot[cell], minlength=offset.size)
-
-        def objective(embedding, margin):
-            return np.sum(pair_scale * np.logaddexp(0.0, -margin)) + l2 * np.sum(
-                embedding**2
-            )
-
-        margin = margins(embedding)
-        loss = objective(embedding, margin)
-        for _ in range(n_steps):
-            slope = -(pair_scale * expit(-margin))[pair] * sign
-            gradient = 2.0 * l2 * embedding + item_sums(per_cell(slope), cell_factor)
-            curvature = per_cell((pair_scale * expit(margin) * expit(-margin))[pair])
-            hessian = np.empty((n_items, rank, rank))
-            for a in range(rank):
-                # Row a of each item's Hessian from the diagonal on, mirrored.
-                block = item_sums(curvature, cell_factor[:, a:] * cell_factor[:, a, None])
-                hessian[:, a, a:] = block
-                hessian[:, a:, a] = block
-            hessian += 2.0 * l2 * np.eye(rank)
-            step = -np.linalg.solve(hessian, gradient[..., np.newaxis])[..., 0]
-            for _ in range(20):
-                candidate = embedding + step
-                candidate_margin = margins(candidate)
-                candidate_loss = objective(candidate, candidate_margin)
-                if candidate_loss <= loss:
-                    break
-                step *= 0.5
-            else:
-                break
-            improvement = loss - candidate_loss
-            embedding, margin, loss = candidate, candidate_margin, candidate_loss
-            if improvement <= self.tol * abs(loss):
-                break
-        return embedding, loss
-
-    def _prior_users(self, n_prompts, pair_user):
-        """Mask of the users that shape the prior (see ``min_prior_prompts``)."""
-        has_comparisons = np.bincount(pair_user, minlength=n_prompts.size) > 0
-        prior_users = has_comparisons & (n_prompts >= self.min_prior_prompts)
-        if prior_users.sum() < 2:
-            prior_users = has_comparisons
-        return prior_users
-
-    def _fit_prior(self, sample, n_components, rng):
-        """Fit the mixture prior to the factors ``sample`` (in place)."""
-        if sample.shape[0] < 2:
-            # One user: the L2 penalty's own Gaussian around that user's factor.
-            self._set_prior_state(
-                (
-                    np.ones(1),
-                    sample.copy(),
-                    (np.eye(self.rank_) / (2.0 * self.user_l2))[np.newaxis],
-                )
-            )
-        else:
-            scale = float(np.var(sample, axis=0).mean())
-            mixture = GaussianMixture(
-                min(n_components, sample.shape[0]),
-                covariance_type="full",
-                reg_covar=1e-3 * scale + 1e-9,
-                random_state=rng,
-            )
-            # Rank-by-rank triangular solves: BLAS threads only add overhead.
-            with threadpool_limits(limits=1, user_api="blas"):
-                mixture.fit(sample)
-            self._set_prior_state(
-                (mixture.weights_, mixture.means_, mixture.covariances_)
-            )
-
-    # ------------------------------------------------------------------- fold-in
-
-    def _fold_in(self, positions):
-        """Posterior-mean factors of the users at ``positions`` of the store."""
-        rows, counts = self._store.rows(positions)
-        return self._posterior_factors(
-            self._store.columns["vector"][rows],
-            np.repeat(np.arange(positions.size), counts),
-            positions.size,
-            self.temperature_,
-            sample_weight=self._pair_weights(rows),
-        )[0]
-
-    def _posterior_factors(
-        self, vectors, groups, n_groups, temperature, start=None, sample_weight=None
-    ):
-        """Posterior-mean factors, and the per-component MAP factors.
-
-        Returns
-        -------
-        factors : ndarray of shape (n_groups, rank_)
-        component_factors : ndarray of shape (n_groups, n_components_, rank_)
-        """
-        coef, posterior = self._component_posteriors(
-            vectors, groups, n_groups, temperature, start, sample_weight
-        )
-        return np.einsum("gc,gcr->gr", posterior, coef), coef
-
-    def _component_posteriors(
-        self, vectors, groups, n_groups, temperature, start=None, sample_weight=None
-    ):
-        """Per-component MAP factors and each component's posterior probability.
-
-        Returns
-        -------
-        component_factors : ndarray of shape (n_groups, n_components_, rank_)
-        posterior : ndarray of shape (n_groups, n_components_)
-        """
-        coef, log_evidence = fit_bradley_terry(
-            vectors,
-            groups,
-            n_groups,
-            prior_mean=self.prior_means_,
-            prior_precision=self._prior_precisions,
-            weight=1.0 / temperature,
-            sample_weight=sample_weight,
-            start=start,
-            return_log_evidence=True,
-        )
-        log_posterior = np.log(self.prior_weights_) + log_evidence
-        posterior = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
-        posterior /= posterior.sum(axis=1, keepdims=True)
-        return coef, posterior
-
-    def _calibrate_prior(self, sample, prior_user_ids, rng):
-        """Fit the prior and choose ``n_components_`` and ``temperature_``.
-
-        With ``"auto"``, sampled prior users reveal a few prompts; their held-out
-        comparisons (whose winner is the prompt's top choice) are scored by the
-        posterior predictive probability of the fold-in (the Laplace mixture
-        predictive, :func:`~pllm_sk.core._calibration.laplace_predictive`). The
-        smallest candidate number of components is scored at every second
-        temperature of ``TEMPERATURES``; the other candidates, each with its own
-        mixture fitted to ``sample``, at the best of those; the best candidate is
-        kept, and its temperature climbs the full grid while a neighbour scores
-        better, then is refined between grid points
-        (:func:`~pllm_sk.core._calibration.best_grid_value`).
-
-        Returns
-        -------
-        temperature : float
-        """
-        if self.n_components == "auto":
-            candidates = [k for k in N_COMPONENTS if k <= sample.shape[0]]
-            candidates = candidates or [sample.shape[0]]
-        else:
-            candidates = [min(int(self.n_components), sample.shape[0])]
-        tune = self.temperature == "auto"
-        if sample.shape[0] > _MIXTURE_USERS:
-            chosen = rng.choice(sample.shape[0], _MIXTURE_USERS, replace=False)
-            sample = sample[np.sort(chosen)]
-        if len(candidates) > 1 or tune:
-            positions, support, held_out = calibration_split(
-                self._store,
-                self._store.positions(prior_user_ids)[0],
-                rng,
-                _CALIBRATION_USERS,
-                n_held_out=_HELD_OUT_PROMPTS,
-            )
-        if (len(candidates) == 1 and not tune) or positions.size == 0:
-            self._fit_prior(sample, candidates[-1], rng)
-            return 1.0 if tune else float(self.temperature)
-
-        vectors = self._store.columns["vector"]
-        support_vectors = vectors[support[0]].astype(np.float64)
-        support_weight = self._pair_weights(support[0])
-        rows, owner = held_out
-        is_top = self._store.columns["top"][rows]
-        rows, owner = rows[is_top], owner[is_top]
-        held_out_vectors = vectors[rows].astype(np.float64)
-
-        def score(temperature, start):
-            """Per-user held-out scores at ``temperature``, and the MAP factors."""
-            coef, posterior = self._component_posteriors(
-                support_vectors,
-                support[1],
-                positions.size,
-                temperature,
-                start,
-                support_weight,
-            )
-            probability = laplace_predictive(
-                held_out_vectors,
-                owner,
-                support_vectors,
-                support[1],
-                coef,
-                posterior,
-                self._prior_precisions,
-                1.0 / temperature,
-                support_weight=support_weight,
-            )
-            return log_likelihood_scores(probability[:, None], owner, positions.size), coef
-
-        grid = TEMPERATURES if tune else np.array([float(self.temperature)])
-        n_scored = np.unique(owner).size
-        # The smallest candidate first (the cheapest to fold in), at every second
-        # temperature of the grid from the softest down, each fold-in starting
-        # where the last ended.
-        first = candidates[0]
-        self._fit_prior(sample, first, rng)
-        priors, tables, solutions = {}, {}, {}
-        priors[first] = self._prior_state()
-        tables[first] = np.full((n_scored, grid.size), np.nan)
-        coarse = np.arange(0, grid.size, 2)
-        start = None
-        for index in coarse[::-1]:
-            tables[first][:, [index]], start = score(grid[index], start)
-            solutions[first, index] = start
-        at = coarse[int(np.argmax(tables[first][:, coarse].mean(axis=0)))]
-        # The other candidates at that temperature; the best one is kept.
-        for n_components in candidates:
-            if n_components not in priors:
-                self._fit_prior(sample, n_components, rng)
-                priors[n_components] = self._prior_state()
-                tables[n_components] = np.full((n_scored, grid.size), np.nan)
-                tables[n_components][:, [at]], solutions[n_components, at] = score(
-                    grid[at], None
-                )
-        chosen = max(candidates, key=lambda k: tables[k][:, at].mean())
-        self._set_prior_state(priors[chosen])
-        if not tune:
-            return float(self.temperature)
-        # Climb the full grid from there while a neighbour scores better.
-        table = tables[chosen]
-        while True:
-            around = [i for i in (at - 1, at + 1) if 0 <= i < grid.size]
-            for index in around:
-                if np.isnan(table[0, index]):
-                    table[:, [index]], solutions[chosen, index] = score(
-                        grid[index], solutions[chosen, at]
-                    )
-            step = max(around, key=lambda i: table[:, i].mean())
-            if table[:, step].mean() <= table[:, at].mean():
-                return best_grid_value(table)
-            at = step
-
-    def _prior_state(self):
-        return (self.prior_weights_, self.prior_means_, self.prior_covariances_)
-
-    def _set_prior_state(self, state):
-        """Set the mixture prior (weights, means, covariances) and what follows."""
-        self.prior_weights_, self.prior_means_, self.prior_covariances_ = state
-        self.n_components_ = self.prior_weights_.size
-        self._prior_precisions = np.linalg.inv(self.prior_covariances_)
-        self.population_factor_ = self.prior_weights_ @ self.prior_means_
-        self.population_coef_ = self.basis_.T @ self.population_factor_
-
-    # ------------------------------------------------------------------- helpers
-
     def _item_vectors(self, ids, items):
         """Item factors ``basis_ @ x (+ e)`` of rows with item features ``items``."""
         if self.n_iter_ == 0:
             return items  # no alternation ran: the map is the identity
-        vectors = items @ self.basis_.T
-        if self.item_keys_.size:
-            keys = item_keys(ids, self._n_response_keys)
-            found = np.minimum(
-                np.searchsorted(self.item_keys_, keys), self.item_keys_.size - 1
-            )
-            embedded = (self.item_keys_[found] == keys) & (keys >= 0)
-            vectors[embedded] += self.item_embedding_[found[embedded]]
-        return vectors
-
-    def _user_comparisons(self, ids, items, structure, pair_weight=None, vectors=None):
-        """Factor-space comparison vectors, frozen map and embeddings applied
-        (``vectors``, float32, when already computed), and their weights."""
-        if vectors is None:
-            item_vectors = self._item_vectors(ids, items)
-            vectors = pair_differences(item_vectors, structure.winners, structure.losers)
-        return UserComparisons.from_comparisons(
-            ids,
-            structure,
-            vector=vectors,
-            weight=np.ones(structure.winners.size) if pair_weight is None else pair_weight,
-        )
-
-    def _pair_weights(self, rows):
-        """Stored weights of comparisons ``rows``; None when all are 1.
-
-        Unit weights take the solver's unweighted path, so fits without
-        ``sample_weight`` stay the same to the last bit.
-        """
-        weight = self._store.columns["weight"][rows]
-        return None if (weight == 1.0).all() else weight
+        keys = item_keys(ids, self._n_response_keys) if self.item_keys_.size else None
+        return factor_vectors(items, self.basis_, self.item_keys_, self.item_embedding_, keys)
 
 
-def _pair_vectors(differences, basis, embedding, pair_items):
-    """Factor-space difference of each pair: ``A (x_w - x_l) + e_w - e_l``."""
-    vectors = differences @ basis.T
-    if pair_items is not None:
-        vectors += _embedding_differences(embedding, pair_items)
-    return vectors
-
-
-def _embedding_differences(embedding, pair_items):
-    """``e_w - e_l`` of each pair, an unknown item (-1) counting as 0."""
-    vectors = np.zeros((pair_items.shape[0], embedding.shape[1]))
-    for column, sign in ((0, 1.0), (1, -1.0)):
-        known = pair_items[:, column] >= 0
-        vectors[known] += sign * embedding[pair_items[known, column]]
-    return vectors
+def _store(ids, structure, vectors, pair_weight):
+    """The comparisons of ``structure`` by user, with their factor-space ``vectors``
+    (float32) and weights."""
+    return UserComparisons.from_comparisons(
+        ids,
+        structure,
+        vector=vectors,
+        weight=np.ones(structure.winners.size) if pair_weight is None else pair_weight,
+    )

@@ -1,35 +1,33 @@
 """The meta-learned reward head: a torch model adapted to each user from few comparisons."""
 
 import copy
+import functools
 import numbers
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from ..base import BaseRanker, IncrementalRankerMixin, PosteriorSamplingMixin
+from ..base import (
+    BaseRanker,
+    IncrementalRankerMixin,
+    PosteriorSamplingMixin,
+    UserPreferenceMixin,
+)
 from ..core import (
     UserComparisons,
+    calibrate,
     comparisons,
-    count_response_slots,
     fit_bradley_terry,
     item_features,
     positions_in,
-    require_comparisons,
 )
 from ..runtime import resolve_device
 from ..utils import Interval, StrOptions, fill_docstring
 from ._episodes import draw_episodes
-from ._modules import (
-    GradientAdapter,
-    ParticleEncoder,
-    RewardHead,
-    make_tower,
-    pair_loss,
-)
+from ._modules import GradientAdapter, ParticleEncoder, RewardHead, make_tower
+from ._training import EarlyStopping, EpisodeLoss, EpisodicTrainer, split_users
 
 __all__ = ["MetaRewardHead"]
 
@@ -48,7 +46,9 @@ _MAX_HALVINGS = 1
 
 
 @fill_docstring
-class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker):
+class MetaRewardHead(
+    PosteriorSamplingMixin, IncrementalRankerMixin, UserPreferenceMixin, BaseRanker
+):
     """A torch reward head meta-learned across users to adapt from a few comparisons.
 
     A candidate row's utility for a user is ``u . h(x)``: ``x`` are the row's item
@@ -81,7 +81,7 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
       for the query loss of episodes of up to 128 training users, each chosen in
       turn with the other fixed (sharpness, scale, sharpness): meta-training
       starts from a calibrated empirical prior instead of travelling there by
-      small steps, which it did within a few dozen steps on some seeds only.
+      small steps.
       Finitely many prototypes are coarse for a user with many comparisons, so the
       posterior mean is then refined by ``n_newton_steps`` Newton steps of a
       Laplace fold-in: toward the MAP of the user's Bradley-Terry log-likelihood
@@ -107,13 +107,9 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
     steps, and at least one epoch, without an improvement of ``tol``: training
     goes on from the best parameters with half the learning rate, and a second
     plateau since the last improvement ends it, as do ``n_iter_no_change`` epochs
-    without an improvement.
-    With few users (an epoch of a few steps) training stops on
-    ``n_iter_no_change`` before a plateau; with many (at 10,000 users, 39 steps an
-    epoch), each stale epoch is a plateau: there, against a constant learning
-    rate and 10 stale epochs, training took 0.43 to 0.46 times the steps, and
-    the gap closed on 2,000 new users was within 0.002 at 5 and 10 prompts and
-    0.002 to 0.014 higher at 1 and 3 (three seeds).
+    without an improvement. With few users (an epoch of a few steps) training
+    stops on ``n_iter_no_change`` before a plateau; with many, each stale epoch
+    is a plateau.
 
     At predict time every user with labeled rows is adapted the same way, from all
     their comparisons in ``fit`` and ``partial_fit`` (the labeled rows are kept,
@@ -304,7 +300,6 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
     # ------------------------------------------------------------------ fitting
 
     def _fit(self, feedback):
-        ids, features, y = feedback.ids, feedback.features, feedback.y
         if not all(
             isinstance(size, numbers.Integral) and size > 0
             for size in self.hidden_layer_sizes
@@ -317,31 +312,28 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         random_state = check_random_state(self.random_state)
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-
-        self.n_response_slots_ = count_response_slots(ids, features)
-        structure = comparisons(ids, y)
-        require_comparisons(structure, type(self).__name__)
-        self._ids, self._items, self._y = ids, self._item_features(ids, features), y
-        self._store = UserComparisons.from_comparisons(ids, structure, rows=True)
-        self.users_ = self._store.users
-        n_inputs = self._items.shape[1]
-        tower = make_tower(
-            n_inputs, tuple(self.hidden_layer_sizes), self.n_components, generator
+        store = UserComparisons.from_comparisons(
+            feedback.ids, feedback.comparisons(), rows=True
         )
-        n_components = self.n_components or n_inputs
-        if self.adaptation == "encoder":
-            adapter = ParticleEncoder(
-                self._initial_prototypes(tower, n_components, rng, generator),
-                self.n_newton_steps,
-            )
-        else:
-            adapter = GradientAdapter(n_components, self.n_inner_steps, generator)
-        module = RewardHead(tower, adapter).to(device)
-        self._meta_train(module, rng, device)
+        # In float32: the precision the model trains in.
+        items = feedback.items.astype(np.float32)
+        module = self._initial_module(store, items, rng, generator).to(device)
+        start, log = self._meta_train(module, store, items, rng, device)
+
+        self.n_response_slots_ = feedback.n_response_slots
+        self._ids, self._items, self._y = feedback.ids, items, feedback.y
+        self._store = store
+        self.users_ = store.users
         self.module_ = module.cpu()
         self.device_ = str(device)
-        # Ids are non-negative, so user -1 is cold: the prior, as any cold user gets.
-        self.population_coef_ = self.user_vectors([-1])[0]
+        self.initial_sharpness_, self.initial_scale_ = start
+        self.n_epochs_, self.n_steps_ = log.n_epochs, log.n_steps
+        self.loss_curve_, self.validation_scores_ = log.loss_curve, log.validation_scores
+        self.best_loss_ = log.best_loss
+        # Ids are non-negative, so user -1 is cold: the adapter's output for an
+        # empty support, the prior.
+        cold = self._unique_user_vectors(np.array([-1]), self._module_for_predict())
+        self.population_coef_ = cold.cpu().numpy()[0]
 
     def _partial_fit(self, feedback):
         """Store the users' rows; the meta-parameters stay frozen.
@@ -350,8 +342,8 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         old ones; other rows are appended. The users are adapted at predict time,
         like every user.
         """
-        ids, features, y = feedback.ids, feedback.features, feedback.y
-        items = self._item_features(ids, features)
+        ids, y = feedback.ids, feedback.y
+        items = feedback.items.astype(np.float32)
         # The stored rows of the users in X, then X's rows; the last of a repeat wins.
         old = np.flatnonzero(np.isin(self._ids[:, 0], np.unique(ids[:, 0])))
         ids = np.concatenate([self._ids[old], ids])
@@ -378,216 +370,102 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         self._y = np.concatenate([self._y[kept], y])
         self.users_ = self._store.users
 
-    def _initial_prototypes(self, tower, n_components, rng, generator):
-        """Starting prototype positions, as a float32 tensor ``(n_prototypes, n_components)``.
-
-        With the identity tower, they are the unit-norm Bradley-Terry fits of the
-        users with the most comparisons (an empirical prior; cycled with a little
-        noise when there are fewer users than prototypes). Otherwise they are random.
-        """
-        noise = torch.randn(self.n_prototypes, n_components, generator=generator)
-        if not isinstance(tower, torch.nn.Identity):
-            return noise / n_components**0.5
-        n_groups = np.diff(self._store.prompt_groups()[1])
-        most = np.lexsort((rng.random(n_groups.size), -n_groups))
-        most = most[n_groups[most] > 0][: self.n_prototypes]
-        pairs, owner = self._user_pairs(most)
-        columns = self._store.columns
-        differences = (
-            self._items[columns["winner"][pairs]] - self._items[columns["loser"][pairs]]
+    def _initial_module(self, store, items, rng, generator):
+        """The item tower and the adapter before meta-training."""
+        tower = make_tower(
+            items.shape[1], tuple(self.hidden_layer_sizes), self.n_components, generator
         )
-        coef = fit_bradley_terry(
-            differences.astype(np.float64), owner, most.size, l2=0.01
-        )
-        coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-12)
-        positions = torch.from_numpy(np.resize(coef, (self.n_prototypes, n_components)))
-        repeated = torch.arange(self.n_prototypes) >= most.size
-        return (positions + 0.1 * repeated[:, None] * noise / n_components**0.5).float()
-
-    def _item_features(self, ids, features):
-        """Item features of labeled rows, in float32: the precision the model trains in."""
-        return item_features(ids, features, self.n_response_slots_).astype(np.float32)
-
-    def _user_pairs(self, positions):
-        """Comparisons of the users at ``positions`` of ``users_``, and their owner.
-
-        Returns
-        -------
-        pairs : ndarray of int64
-            Indices into the store's comparisons, user by user.
-        owner : ndarray of int64
-            Index into ``positions`` of each comparison's user.
-        """
-        pairs, counts = self._store.rows(positions)
-        return pairs, np.repeat(np.arange(counts.size), counts)
+        n_components = self.n_components or items.shape[1]
+        if self.adaptation == "encoder":
+            noise = torch.randn(self.n_prototypes, n_components, generator=generator)
+            if isinstance(tower, torch.nn.Identity):
+                positions = _empirical_prototypes(store, items, noise, rng)
+            else:
+                positions = noise / n_components**0.5
+            adapter = ParticleEncoder(positions, self.n_newton_steps)
+        else:
+            adapter = GradientAdapter(n_components, self.n_inner_steps, generator)
+        return RewardHead(tower, adapter)
 
     # ------------------------------------------------------------ meta-training
 
-    def _meta_train(self, module, rng, device):
-        """Episodic meta-training with early stopping on held-out users (in place)."""
-        groups = self._store.prompt_groups()
+    def _meta_train(self, module, store, items, rng, device):
+        """Episodic meta-training with early stopping on held-out users (in place).
+
+        Returns
+        -------
+        start : tuple of two floats
+            The encoder's calibrated sharpness and scale; ``(None, None)`` with
+            the ``"gradient"`` adaptation.
+        log : TrainingLog
+        """
+        groups = store.prompt_groups()
         n_groups = np.diff(groups[1])
-        trainable = np.flatnonzero(n_groups > 0)
-        # Held-out users adapt on a support and are scored on a query: a user with
-        # one prompt would score the prior alone, and a noisy early stop.
-        adaptable = np.flatnonzero(n_groups > 1)
-        n_validation = int(np.ceil(self.validation_fraction * adaptable.size))
-        if n_validation >= adaptable.size:
-            n_validation = 0
-        validation = np.sort(rng.permutation(adaptable)[:n_validation])
-        train = rng.permutation(np.setdiff1d(trainable, validation))
-        episode_loss = _EpisodeLoss(module, self._store, self._items, device)
-
-        def episodes(users):
-            return draw_episodes(
-                groups,
-                users,
-                rng,
-                max_support=self.max_support,
-                max_query=self.max_query,
-            )
-
-        validation_episodes = [
-            (batch, episodes(batch))
-            for batch in np.array_split(
-                validation, max(1, -(-validation.size // self.batch_size))
-            )
-            if batch.size
-        ]
-        self.initial_sharpness_ = self.initial_scale_ = None
-        if isinstance(module.adapter, ParticleEncoder):
-            sample = train[n_groups[train] > 1][:_CALIBRATION_USERS]
-            if sample.size:
-                sample_episodes = draw_episodes(
-                    groups,
-                    sample,
-                    rng,
-                    max_support=self.max_support,
-                    max_query=_CALIBRATION_QUERY,
-                )
-                _calibrate_encoder(
-                    module.adapter, lambda: episode_loss(sample.size, sample_episodes)
-                )
-            self.initial_sharpness_ = module.adapter.log_sharpness.exp().item()
-            self.initial_scale_ = module.adapter.log_scale.exp().item()
-
-        def validation_loss():
-            with torch.no_grad():
-                return (
-                    sum(
-                        episode_loss(batch.size, batch_episodes).item() * batch.size
-                        for batch, batch_episodes in validation_episodes
-                    )
-                    / validation.size
-                )
-
-        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
-        max_steps = self.max_steps or np.inf
-        self.loss_curve_, self.validation_scores_ = [], []
-        self.n_steps_ = self.n_epochs_ = 0
-        best_loss, best_state, n_stale = np.inf, None, 0
-        stale_steps = n_halvings = 0
-        if validation_episodes:
-            # The calibrated starting point competes with the trained parameters.
-            best_loss = validation_loss()
-            best_state = copy.deepcopy(module.state_dict())
-        progress = tqdm(
-            total=self.max_epochs, disable=not self.verbose, desc="meta-training"
+        train, validation = split_users(n_groups, self.validation_fraction, rng)
+        loss = EpisodeLoss(module, store, items, device)
+        draw = functools.partial(
+            draw_episodes, groups, rng=rng, max_support=self.max_support,
+            max_query=self.max_query,
         )
-        while self.n_epochs_ < self.max_epochs and self.n_steps_ < max_steps:
-            order = rng.permutation(train)
-            total, n_users = 0.0, 0
-            first_step = self.n_steps_
-            for start in range(0, order.size, self.batch_size):
-                batch = order[start : start + self.batch_size]
-                loss = episode_loss(batch.size, episodes(batch))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total, n_users = total + loss.item() * batch.size, n_users + batch.size
-                self.n_steps_ += 1
-                if self.n_steps_ >= max_steps:
-                    break
-            self.n_epochs_ += 1
-            self.loss_curve_.append(total / n_users)
-            current = self.loss_curve_[-1]
-            if validation_episodes:
-                current = validation_loss()
-                self.validation_scores_.append(current)
-            progress.update()
-            progress.set_postfix(loss=f"{current:.4f}")
-            if current < best_loss - self.tol:
-                best_loss, n_stale, stale_steps, n_halvings = current, 0, 0, 0
-                best_state = copy.deepcopy(module.state_dict())
-                continue
-            n_stale += 1
-            stale_steps += self.n_steps_ - first_step
-            if n_stale >= self.n_iter_no_change:
-                break
-            if stale_steps >= _PLATEAU_STEPS:
-                if n_halvings >= _MAX_HALVINGS:
-                    break
-                # A plateau: go on from the best parameters with half the step.
-                if best_state is not None:
-                    module.load_state_dict(best_state)
-                for group in optimizer.param_groups:
-                    group["lr"] /= 2.0
-                stale_steps, n_halvings = 0, n_halvings + 1
-        progress.close()
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        self.best_loss_ = float(best_loss)
+        n_batches = max(1, -(-validation.size // self.batch_size))
+        held_out = [
+            (batch, draw(batch)) for batch in np.array_split(validation, n_batches) if batch.size
+        ]
+        start = (None, None)
+        if isinstance(module.adapter, ParticleEncoder):
+            start = self._calibrate_start(module.adapter, loss, groups, train, rng)
+        trainer = EpisodicTrainer(
+            module, loss, draw, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, max_epochs=self.max_epochs,
+            max_steps=self.max_steps, verbose=self.verbose,
+        )
+        stopping = EarlyStopping(
+            self.tol, self.n_iter_no_change, plateau_steps=_PLATEAU_STEPS,
+            max_halvings=_MAX_HALVINGS,
+        )
+        validate = (lambda: loss.held_out(held_out, validation.size)) if held_out else None
+        return start, trainer.train(train, rng, stopping, validate)
+
+    def _calibrate_start(self, encoder, loss, groups, train, rng):
+        """Set the encoder's starting sharpness and scale (see ``"encoder"``).
+
+        Returns
+        -------
+        sharpness, scale : float
+        """
+        n_groups = np.diff(groups[1])
+        sample = train[n_groups[train] > 1][:_CALIBRATION_USERS]
+        if sample.size:
+            episodes = draw_episodes(
+                groups, sample, rng, max_support=self.max_support,
+                max_query=_CALIBRATION_QUERY,
+            )
+            _calibrate_encoder(encoder, lambda: loss(sample.size, episodes))
+        return encoder.log_sharpness.exp().item(), encoder.log_scale.exp().item()
 
     # --------------------------------------------------------------- prediction
 
-    def user_vectors(self, user_ids):
-        """The adapted user vector of each user; ``population_coef_`` for cold users.
+    def _user_preference(self, positions):
+        """The adapted user vectors of the users at ``positions`` of ``users_``."""
+        module = self._module_for_predict()
+        return self._unique_user_vectors(self.users_[positions], module).cpu().numpy()
 
-        Parameters
-        ----------
-        user_ids : array-like of int, shape (n,)
-
-        Returns
-        -------
-        vectors : ndarray of shape (n, n_components)
-        """
-        check_is_fitted(self)
-        user_ids = np.asarray(user_ids, dtype=np.int64).reshape(-1)
-        unique, inverse = np.unique(user_ids, return_inverse=True)
-        vectors, _ = self._unique_user_vectors(unique, self._module_for_predict())
-        return vectors.cpu().numpy()[inverse]
-
-    @available_if(lambda self: self.adaptation == "encoder")
-    def sample_y(self, X, n_samples=1, random_state=None):
-        """Draw utilities of each row from the posterior of its user's vector.
-
-        Available with ``adaptation="encoder"``, whose prototype posterior is a
-        posterior over user vectors; the ``"gradient"`` adaptation has none. A
-        draw is a prototype drawn with its posterior probability (times the
-        learned scale), moved by the Newton refinement's step: the user vector
-        of ``predict`` plus the drawn prototype's deviation from the posterior
-        mean. With ``n_newton_steps=0`` this is the prototype itself. The draws
-        average to the ``predict`` vector, and a cold user draws from the prior
-        over prototypes.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows as given to ``predict``.
-        n_samples : int, default=1
-            Draws per row, >= 1.
-        random_state : int, RandomState instance or None, default=None
-            Seed of the draws.
-
-        Returns
-        -------
-        y_samples : ndarray of shape (n_rows, n_samples)
-            Column ``s`` holds the utilities of every row under draw ``s`` of the
-            row's user.
-        """
-        return super().sample_y(X, n_samples, random_state)
+    # A prototype posterior is a posterior over user vectors; the "gradient"
+    # adaptation has none.
+    sample_y = available_if(lambda self: self.adaptation == "encoder")(
+        PosteriorSamplingMixin.sample_y
+    )
 
     def _sample_y(self, ids, features, n_samples, rng):
+        """Utility draws (``adaptation="encoder"``): a prototype per draw.
+
+        A draw is a prototype drawn with its posterior probability (times the
+        learned scale), moved by the Newton refinement's step: the user vector of
+        ``predict`` plus the drawn prototype's deviation from the posterior mean.
+        With ``n_newton_steps=0`` this is the prototype itself. The draws average
+        to the ``predict`` vector, and a cold user draws from the prior over
+        prototypes.
+        """
         module = self._module_for_predict()
         device = next(module.parameters()).device
         unique, inverse = np.unique(ids[:, 0], return_inverse=True)
@@ -598,7 +476,7 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
                 module.adapter, differences, owner, n_users, n_samples, rng
             )
 
-        vectors, _ = self._unique_user_vectors(unique, module, adapt=draw)
+        vectors = self._unique_user_vectors(unique, module, adapt=draw)
         items = item_features(ids, features, self.n_response_slots_)
         with torch.no_grad():
             representations = module.tower(torch.from_numpy(items).to(device))
@@ -610,7 +488,7 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         module = self._module_for_predict()
         device = next(module.parameters()).device
         unique, inverse = np.unique(ids[:, 0], return_inverse=True)
-        vectors, known = self._unique_user_vectors(unique, module)
+        vectors = self._unique_user_vectors(unique, module)
         items = item_features(ids, features, self.n_response_slots_)
         with torch.no_grad():
             representations = module.tower(torch.from_numpy(items).to(device))
@@ -630,15 +508,15 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
         return copy.deepcopy(self.module_).to(device, torch.float64)
 
     def _unique_user_vectors(self, unique, module, adapt=None):
-        """User vectors of sorted distinct users, a float64 tensor, and a mask.
+        """User vectors of sorted distinct users, a float64 tensor.
 
-        The mask says which users have labeled rows; the others get the prior.
-        ``adapt`` replaces ``module.user_vectors`` (same arguments).
+        Users without labeled rows get the prior. ``adapt`` replaces
+        ``module.user_vectors`` (same arguments).
         """
         adapt = module.user_vectors if adapt is None else adapt
         device = next(module.parameters()).device
         position, known = positions_in(self._store.users, unique)
-        pairs, owner = self._user_pairs(position[known])
+        pairs, owner = _user_pairs(self._store, position[known])
         winners, losers = (self._store.columns[side][pairs] for side in ("winner", "loser"))
         # Cold users own no pairs: the same forward pass gives them the prior.
         owner = np.flatnonzero(known)[owner]
@@ -659,17 +537,49 @@ class MetaRewardHead(PosteriorSamplingMixin, IncrementalRankerMixin, BaseRanker)
                         last - first,
                     )
                 )
-        return torch.cat(vectors), known
+        return torch.cat(vectors)
+
+
+def _user_pairs(store, positions):
+    """Comparisons of the users at ``positions`` of ``store.users``, and their owner.
+
+    Returns
+    -------
+    pairs : ndarray of int64
+        Indices into the store's comparisons, user by user.
+    owner : ndarray of int64
+        Index into ``positions`` of each comparison's user.
+    """
+    pairs, counts = store.rows(positions)
+    return pairs, np.repeat(np.arange(counts.size), counts)
+
+
+def _empirical_prototypes(store, items, noise, rng):
+    """Starting prototypes of the identity tower, a float32 tensor like ``noise``.
+
+    The unit-norm Bradley-Terry fits of the users with the most comparisons (an
+    empirical prior; cycled with a little ``noise`` when there are fewer users
+    than prototypes).
+    """
+    n_prototypes, n_components = noise.shape
+    n_groups = np.diff(store.prompt_groups()[1])
+    most = np.lexsort((rng.random(n_groups.size), -n_groups))
+    most = most[n_groups[most] > 0][:n_prototypes]
+    pairs, owner = _user_pairs(store, most)
+    differences = (
+        items[store.columns["winner"][pairs]] - items[store.columns["loser"][pairs]]
+    )
+    coef = fit_bradley_terry(differences.astype(np.float64), owner, most.size, l2=0.01)
+    coef /= np.maximum(np.linalg.norm(coef, axis=1, keepdims=True), 1e-12)
+    positions = torch.from_numpy(np.resize(coef, (n_prototypes, n_components)))
+    repeated = torch.arange(n_prototypes) >= most.size
+    return (positions + 0.1 * repeated[:, None] * noise / n_components**0.5).float()
 
 
 def _posterior_draws(encoder, differences, owner, n_users, n_samples, rng):
     """Draws of user vectors from an encoder's posterior, (n_users, n_samples, k).
 
-    See :meth:`MetaRewardHead.sample_y`; ``rng`` (NumPy) gives the randomness.
-    The Laplace approximation around the refined vector (prior covariance of the
-    refinement plus the likelihood's Hessian) was tried first and is far wider
-    than the prototype posterior: Thompson sampling with it had twice the
-    cumulative regret at 20 rounds (benchmarks/continual.py, 200 users).
+    See :meth:`MetaRewardHead._sample_y`; ``rng`` (NumPy) gives the randomness.
     """
     posterior = encoder.prototype_posterior(differences, owner, n_users)
     cumulative = torch.cumsum(posterior, dim=1)
@@ -689,19 +599,21 @@ def _calibrate_encoder(encoder, loss):
 
     The prototypes start at unit-norm preferences; how sharply a comparison
     selects among them and how large the user vector is are set, before
-    meta-training, to the pair of ``_ENCODER_GRID`` values with the lowest query loss
-    of a sample of training episodes (``loss()``), so that training starts from a
-    calibrated empirical prior instead of travelling there by small steps.
+    meta-training, to the ``_ENCODER_GRID`` values with the lowest query loss of a
+    sample of training episodes (``loss()``), one parameter at a time (sharpness,
+    scale, sharpness), each chosen by :func:`~pllm_sk.core.calibrate`
+    (``rule="argmax"`` of minus the loss) with the others fixed.
     """
     with torch.no_grad():
         # One at a time, the loss being smooth in each: a full grid would cost a
         # forward pass per combination.
         for parameter in (encoder.log_sharpness, encoder.log_scale, encoder.log_sharpness):
-            losses = []
-            for value in _ENCODER_GRID:
+
+            def score(value, parameter=parameter):
                 parameter.fill_(value)
-                losses.append(loss().item())
-            parameter.fill_(_ENCODER_GRID[int(np.argmin(losses))])
+                return np.array([-loss().item()])
+
+            parameter.fill_(calibrate(score, _ENCODER_GRID, rule="argmax").best)
 
 
 def _chunks_by_count(counts, limit=_PREDICT_PAIRS):
@@ -717,33 +629,3 @@ def _chunks_by_count(counts, limit=_PREDICT_PAIRS):
         total += count
     chunks.append((first, counts.size))
     return chunks
-
-
-class _EpisodeLoss:
-    """Query loss of a batch of episodes, the labeled rows held on ``device``."""
-
-    def __init__(self, module, store, items, device):
-        self.module = module
-        self.device = device
-        self.items = torch.from_numpy(items).to(device)
-        self.winners = torch.from_numpy(store.columns["winner"]).to(device)
-        self.losers = torch.from_numpy(store.columns["loser"]).to(device)
-
-    def __call__(self, n_users, episodes):
-        (support, support_owner), (query, query_owner) = (
-            tuple(torch.from_numpy(part).to(self.device) for part in episode)
-            for episode in episodes
-        )
-        users = self.module.user_vectors(
-            *self._rows(support), support_owner, n_users
-        )
-        margins = self.module.margins(users, *self._rows(query), query_owner)
-        return pair_loss(margins, query_owner, n_users)
-
-    def _rows(self, pairs):
-        """Item features of the winners and of the losers of ``pairs``."""
-        # index_select gathers rows about twice as fast as indexing with a tensor.
-        return (
-            self.items.index_select(0, side.index_select(0, pairs))
-            for side in (self.winners, self.losers)
-        )
