@@ -4,10 +4,10 @@ One run measures, on this machine:
 
 1. Bytes per task: what each engine's own serializer makes of one cross-validation
    task of the benchmark's rewards track (a cloned ``RewardFeatures`` + ranker
-   pipeline and the personal scorer, whose oracle holds the corpus too), with the
-   corpus sent as data (``PLLM_SK_CORPUS_REFERENCE=never``: every task before
-   issue 14) and as a reference (now); beside them, ``pickle.dumps`` of the
-   pipeline, which carries the data as any user pickle does.
+   pipeline and the personal scorer, whose oracle holds the corpus too), built on
+   the corpus itself (sent as data) and on ``corpus.share()`` (sent as a
+   reference to its checked saved copy); beside them, ``pickle.dumps`` of the
+   pipeline on the corpus itself.
 2. Wall time of ``run_benchmark.py`` (its default settings unless
    ``--benchmark-args`` says otherwise) sequentially, and under
    ``joblib.parallel_backend`` with loky, Dask (a ``LocalCluster`` of
@@ -55,7 +55,6 @@ import shlex
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +66,8 @@ from sklearn.pipeline import make_pipeline
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import METRICS, make_personal_scorer
-from pllm_sk.runtime._parallel import (
-    BACKENDS,
-    REFERENCE_ENV,
-    joblib_backend,
-    serialized_size,
-)
+from pllm_sk.runtime import BACKENDS, joblib_backend, serialized_size
+from pllm_sk.simulation import PreferenceOracle
 
 
 def parse_args(argv):
@@ -88,17 +83,12 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-@contextmanager
-def reference_mode(mode):
-    previous = os.environ.get(REFERENCE_ENV)
-    os.environ[REFERENCE_ENV] = mode
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[REFERENCE_ENV]
-        else:
-            os.environ[REFERENCE_ENV] = previous
+def one_task(corpus, oracle):
+    """What a worker receives for one fold: a cloned pipeline and the scorer."""
+    return (
+        clone(make_pipeline(RewardFeatures(corpus), PopulationRanker())),
+        make_personal_scorer(PreferenceOracle(corpus, oracle.weights), metric=METRICS),
+    )
 
 
 def timed_benchmark(benchmark_argv, folder, backend=None, address=None, n_workers=None):
@@ -115,16 +105,14 @@ def main(argv=None):
     args = parse_args(argv)
     benchmark_argv = shlex.split(args.benchmark_args)
     bench = run_benchmark.parse_args(benchmark_argv)
-    corpus, oracle, X, y = run_benchmark.build_data(bench)
-    task = (
-        clone(make_pipeline(RewardFeatures(corpus), PopulationRanker())),
-        make_personal_scorer(oracle, metric=METRICS),
-    )
+    corpus, oracle, data = run_benchmark.build_data(bench)
+    n_rows = sum(len(X) for X, _ in data.values())
+    task, shared_task = one_task(corpus, oracle), one_task(corpus.share(), oracle)
     print(
         f"Machine: {os.cpu_count()} CPU cores, load average "
         f"{os.getloadavg()[0]:.1f}. Benchmark: run_benchmark.py {args.benchmark_args} "
         f"(corpus {corpus.n_prompts} prompts, {bench.n_history_users} historical + "
-        f"{bench.n_test_users} test users, {len(X):,} rows; tracks {bench.tracks}, "
+        f"{bench.n_test_users} test users, {n_rows:,} rows; tracks {bench.tracks}, "
         f"methods {bench.methods}, n_support {bench.shots}, {bench.n_splits} folds).",
         flush=True,
     )
@@ -138,9 +126,8 @@ def main(argv=None):
             start = time.perf_counter()
             with joblib_backend(engine, n_workers=args.n_workers) as label:
                 startup_s = time.perf_counter() - start
-                with reference_mode("never"):
-                    as_data = serialized_size(engine, task)
-                as_reference = serialized_size(engine, task)
+                as_data = serialized_size(engine, task)
+                as_reference = serialized_size(engine, shared_task)
                 bytes_rows.append(dict(engine=engine, data=as_data, reference=as_reference))
                 address = None
                 if engine == "dask":
@@ -164,7 +151,7 @@ def report(args, bench, corpus, task, bytes_rows, wall_rows, expected, seq_s):
           f"{len(pickle.dumps(task[0])):,} bytes")
     for row in bytes_rows:
         print(f"  {row['engine']:5s} serializer: {row['data']:>12,} bytes with the corpus "
-              f"as data (before), {row['reference']:>8,} as a reference (now): "
+              f"as data, {row['reference']:>8,} shared (a reference): "
               f"{row['data'] / row['reference']:,.0f}x fewer")
     print(f"\n2. Wall time of the benchmark ({args.n_workers} workers; {os.cpu_count()} "
           "cores shared with other work: overhead, not speed-up)")

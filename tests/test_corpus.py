@@ -9,6 +9,7 @@ from pllm_sk.datasets import (
     REWARD_MODEL_STATS,
     REWARD_MODELS,
     Corpus,
+    DamagedCopyError,
     load_personalllm,
 )
 
@@ -69,6 +70,50 @@ def test_lookup_rejects_ids_outside_corpus(corpus):
         corpus.lookup_rewards([0], [-1])
     with pytest.raises(TypeError, match="prompt_id must hold integers"):
         corpus.lookup_rewards([0.5], [0])
+
+
+def test_save_and_load_give_back_the_same_corpus(corpus, tmp_path):
+    folder = corpus.save(tmp_path / "saved")
+    for mmap_mode in (None, "r"):
+        loaded = Corpus.load(folder, mmap_mode=mmap_mode)
+        assert loaded.fingerprint == corpus.fingerprint
+        for name in ("prompts", "responses", "response_models", "split", "subset"):
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(corpus, name))
+        np.testing.assert_array_equal(loaded.rewards, corpus.rewards)
+    assert not Corpus.load(folder, mmap_mode="r").rewards.flags.writeable  # mapped
+
+
+def test_load_checks_the_copy_against_its_fingerprint(corpus, tmp_path):
+    folder = corpus.save(tmp_path / "saved")
+    texts = dict(np.load(folder / "texts.npz"))
+    texts["prompts_utf8"] = texts["prompts_utf8"][::-1].copy()  # same size, other text
+    np.savez(folder / "texts.npz", **texts)
+    with pytest.raises(DamagedCopyError, match=f"saved corpus in {folder} does not match"):
+        Corpus.load(folder)
+    with pytest.raises(FileNotFoundError, match="No saved corpus"):
+        Corpus.load(tmp_path / "nothing")
+
+
+def test_share_rewrites_a_damaged_copy_and_keeps_the_data_of_the_original(
+    corpus, tmp_path
+):
+    import pickle
+
+    shared = corpus.share(tmp_path / "shared")
+    assert pickle.loads(pickle.dumps(shared)) is shared
+    assert len(pickle.dumps(shared)) < 500 < len(pickle.dumps(corpus))
+    rewards = np.load(shared.shared_folder / "rewards.npy")
+    np.save(shared.shared_folder / "rewards.npy", rewards + 1)
+    with pytest.warns(RuntimeWarning, match="Rewritten"):
+        pickle.dumps(shared)
+    np.testing.assert_array_equal(
+        Corpus.load(shared.shared_folder).rewards, corpus.rewards
+    )
+    assert shared.select([0, 1]).shared_folder is None
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="Pass share\\(\\) a writable folder"):
+        corpus.share(blocker / "copy")
 
 
 def _write_hub_parquet(tmp_path, z, splits, *, with_model_columns=True):

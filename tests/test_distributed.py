@@ -23,17 +23,11 @@ from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import Pipeline
 
 from pllm_sk.baselines import PerUserRanker, PopulationRanker
-from pllm_sk.datasets import make_personalllm
-from pllm_sk.datasets._corpus import corpus_loads, shared_folder
+from pllm_sk.datasets import DamagedCopyError, make_personalllm
 from pllm_sk.features import CACHE_DIR_ENV, FeatureCache, RewardFeatures
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
 from pllm_sk.neighbors import UserKNNRanker
-from pllm_sk.runtime._parallel import (
-    REFERENCE_ENV,
-    claim_slot,
-    joblib_backend,
-    serialized_size,
-)
+from pllm_sk.runtime import claim_slot, joblib_backend, serialized_size
 from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
 
 distributed = pytest.importorskip("distributed")
@@ -151,21 +145,14 @@ def split_scores(results):
     return np.array([results[f"split{k}_test_score"] for k in range(3)])
 
 
-# ----------------------------------------------------------- corpus by reference
+# -------------------------------------------------------- shared corpus transport
 
 
-def test_plain_pickle_carries_the_data_and_loads_in_a_fresh_process(
-    problem, tmp_path
-):
-    corpus, _, X, y = problem
-    fitted = pipeline(corpus).fit(X, y)
-    data = pickle.dumps(fitted)
-    assert len(data) > corpus.rewards.nbytes + sum(map(len, corpus.prompts))
+def fresh_pipeline_in_a_subprocess(fitted, X, tmp_path, env):
+    """Predictions of ``fitted`` unpickled in a fresh interpreter, and its corpus loads."""
     path = tmp_path / "pipeline.pkl"
-    path.write_bytes(data)
+    path.write_bytes(pickle.dumps(fitted))
     X.to_pickle(tmp_path / "X.pkl")
-    expected = fitted.predict(X)
-    # A fresh interpreter, whose cache folder holds no shared copy of the corpus.
     script = textwrap.dedent(
         f"""
         import pickle, numpy as np, pandas as pd
@@ -173,29 +160,49 @@ def test_plain_pickle_carries_the_data_and_loads_in_a_fresh_process(
         fitted = pickle.loads(open({str(path)!r}, "rb").read())
         np.save({str(tmp_path / "predicted.npy")!r},
                 fitted.predict(pd.read_pickle({str(tmp_path / "X.pkl")!r})))
-        assert corpus_loads() == 1
+        print(corpus_loads())
         """
     )
+    done = subprocess.run([sys.executable, "-c", script], check=True, env=env,
+                          cwd=os.getcwd(), capture_output=True, text=True)
+    return np.load(tmp_path / "predicted.npy"), int(done.stdout.split()[-1])
+
+
+def test_a_corpus_pickles_with_its_data_and_a_shared_one_as_a_reference(
+    problem, tmp_path
+):
+    corpus, _, X, y = problem
+    fitted = pipeline(corpus).fit(X, y)
+    expected = fitted.predict(X)
+    assert len(pickle.dumps(fitted)) > corpus.rewards.nbytes + sum(map(len, corpus.prompts))
+    # A fresh interpreter whose cache folder holds no copy of the corpus.
     env = dict(os.environ, **{CACHE_DIR_ENV: str(tmp_path / "empty")})
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=os.getcwd())
-    assert_array_equal(np.load(tmp_path / "predicted.npy"), expected)
+    predicted, loads = fresh_pipeline_in_a_subprocess(fitted, X, tmp_path, env)
+    assert_array_equal(predicted, expected)
+    assert loads == 1
     assert not (tmp_path / "empty").exists()
 
+    shared = corpus.share(tmp_path / "copy")
+    assert "shared=" in repr(shared) and shared.shared_folder == tmp_path / "copy"
+    assert corpus.shared_folder is None
+    fitted = pipeline(shared).fit(X, y)
+    assert len(pickle.dumps(fitted)) < 20_000
+    predicted, loads = fresh_pipeline_in_a_subprocess(fitted, X, tmp_path, env)
+    assert_array_equal(predicted, expected)
+    assert loads == 1  # read from the saved copy, once
 
-def test_engines_send_a_reference_instead_of_the_corpus(engine, problem, monkeypatch):
+
+def test_engines_send_a_shared_corpus_as_a_reference(engine, problem):
     corpus, oracle, _, _ = problem
-    task = (clone(pipeline(corpus)), make_personal_scorer(oracle, "gap_closed"))
-    plain = len(pickle.dumps(task[0]))
+    shared = corpus.share()
+    task = (clone(pipeline(shared)),
+            make_personal_scorer(PreferenceOracle(shared, oracle.weights), "gap_closed"))
+    plain = (clone(pipeline(corpus)), make_personal_scorer(oracle, "gap_closed"))
     sent = serialized_size(engine, task)
-    assert sent < 20_000 and plain > 1_000_000, (plain, sent)
-    assert (shared_folder(corpus.fingerprint) / "corpus.json").is_file()
-    # The reference resolves, in this process, to the corpus itself.
-    if engine == "loky":
-        from joblib.externals.loky.backend.reduction import dumps
-
-        assert pickle.loads(dumps(task[0]))[0].corpus is corpus
-        monkeypatch.setenv(REFERENCE_ENV, "never")
-        assert len(dumps(task[0])) > 1_000_000
+    assert sent < 20_000 < 1_000_000 < serialized_size(engine, plain), sent
+    assert (shared.shared_folder / "corpus.json").is_file()
+    # The reference resolves, in this process, to the shared corpus itself.
+    assert pickle.loads(pickle.dumps(task[0]))[0].corpus is shared
 
 
 def test_grid_search_scores_are_identical_and_each_worker_reads_the_corpus_once(
@@ -204,11 +211,13 @@ def test_grid_search_scores_are_identical_and_each_worker_reads_the_corpus_once(
     corpus, oracle, X, y = problem
     expected = grid_search(corpus, oracle, X, y, make_personal_scorer(
         oracle, "gap_closed"))
+    shared = corpus.share()
+    oracle = PreferenceOracle(shared, oracle.weights)
     log = tmp_path / "loads.txt"
     with backend(engine):
-        results = grid_search(corpus, oracle, X, y, recording_scorer(oracle, log))
+        results = grid_search(shared, oracle, X, y, recording_scorer(oracle, log))
         crossed = cross_validate(
-            pipeline(corpus), X, y, cv=ColdStartSplit(3, n_support=3, random_state=0),
+            pipeline(shared), X, y, cv=ColdStartSplit(3, n_support=3, random_state=0),
             scoring=recording_scorer(oracle, log),
         )
     assert_array_equal(split_scores(results), split_scores(expected))
@@ -229,48 +238,80 @@ def test_grid_search_scores_are_identical_and_each_worker_reads_the_corpus_once(
     assert sum(loads.values()) >= 1
 
 
-def test_a_damaged_shared_copy_is_replaced(monkeypatch, tmp_path):
-    from joblib.externals.loky.backend.reduction import dumps
+def damage(folder, keep_file_times):
+    """Other reward values of the same shape in the copy in ``folder``.
 
-    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
-    corpus = make_personalllm(30, random_state=2)
-    folder = shared_folder(corpus.fingerprint)
-    folder.mkdir(parents=True)
-    (folder / "rewards.npy").write_bytes(b"half a file")  # no corpus.json
-    assert len(dumps(corpus)) < 1000
-    assert pickle.loads(dumps(corpus)) is corpus  # this process's own registry
-    from pllm_sk.datasets._corpus import _read_shared_copy
-
-    copy = _read_shared_copy(corpus.fingerprint, folder)
-    assert_array_equal(copy.responses, corpus.responses)
-    assert_array_equal(copy.rewards, corpus.rewards)
-
-
-def test_a_worker_that_cannot_read_the_folder_says_what_to_do(problem, tmp_path):
-    from pllm_sk.datasets._corpus import _resolve_reference
-
-    with pytest.raises(FileNotFoundError, match=CACHE_DIR_ENV):
-        _resolve_reference("0" * 32, str(tmp_path / "nowhere"))
+    ``keep_file_times``: written in place, the file's inode, size and
+    modification time kept, so that only reading the content can tell.
+    """
+    path = folder / "rewards.npy"
+    rewards = np.load(path)
+    before = os.stat(path)
+    if keep_file_times:
+        with open(path, "r+b") as handle:
+            handle.seek(before.st_size - rewards.nbytes)
+            handle.write((rewards[::-1] + 1).astype(rewards.dtype).tobytes())
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    else:
+        np.save(path, rewards[::-1] + 1)
+    assert np.load(path).shape == rewards.shape
+    assert not np.array_equal(np.load(path), rewards)
 
 
-def test_unwritable_cache_sends_the_data_with_a_warning(problem, monkeypatch, tmp_path):
-    from joblib.externals.loky.backend.reduction import dumps
+def damaged_cross_validation(random_state, keep_file_times, tmp_path):
+    """Serial scores, and a loky cross-validation (n_jobs=2) after damaging the copy."""
+    # A corpus of its own: no worker of loky's reused pool has read it before.
+    corpus = make_personalllm(60, random_state=random_state)
+    weights = sample_users(30, alpha=0.05, random_state=0)
+    data = simulate_feedback(corpus, weights, n_history=8, n_query=1, random_state=0)
+    cv = ColdStartSplit(2, n_support=3, random_state=0)
 
-    corpus = make_personalllm(30, random_state=1)
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv(CACHE_DIR_ENV, str(blocker))
-    with pytest.warns(RuntimeWarning, match="travels with every task"):
-        data = dumps(corpus)
-    assert pickle.loads(data).fingerprint == corpus.fingerprint
-    assert corpus_loads(corpus.fingerprint) >= 1
+    def scores(corpus, n_jobs):
+        scorer = make_personal_scorer(PreferenceOracle(corpus, weights), "gap_closed")
+        return cross_validate(pipeline(corpus), data.X, data.y, cv=cv, scoring=scorer,
+                              n_jobs=n_jobs)["test_score"]
+
+    serial = scores(corpus, None)
+    shared = corpus.share(tmp_path / "copy")
+    damage(shared.shared_folder, keep_file_times)
+    return serial, lambda: scores(shared, 2)
+
+
+def test_a_damaged_shared_copy_is_rewritten_and_the_scores_are_the_serial_ones(
+    tmp_path
+):
+    serial, parallel = damaged_cross_validation(11, False, tmp_path)
+    with pytest.warns(RuntimeWarning, match="Rewritten from the corpus in memory"):
+        assert_array_equal(parallel(), serial)
+
+
+def test_a_worker_that_reads_a_damaged_copy_fails_naming_the_folder(tmp_path):
+    _, parallel = damaged_cross_validation(12, True, tmp_path)
+    # loky reports a task that fails to unpickle as a broken pool, caused by the
+    # worker's own traceback.
+    with pytest.raises(Exception) as raised:
+        parallel()
+    causes, error = [], raised.value
+    while error is not None:
+        causes.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__
+    message = "\n".join(causes)
+    assert DamagedCopyError.__name__ in message, message
+    assert f"The saved corpus in {tmp_path / 'copy'} does not match" in message
+
+
+def test_a_worker_that_cannot_read_the_folder_says_what_to_do(tmp_path):
+    from pllm_sk.datasets._corpus import _open_shared
+
+    with pytest.raises(FileNotFoundError, match="every machine mounts"):
+        _open_shared("0" * 32, str(tmp_path / "nowhere"))
 
 
 def test_benchmark_runner_gives_the_same_table_on_every_backend(
     engine, tmp_path, capsys
 ):
     pytest.importorskip("matplotlib")
-    from test_benchmarks import load_script
+    from _helpers import load_script
 
     run_benchmark = load_script("run_benchmark")
     arguments = [

@@ -264,3 +264,25 @@ def test_embedding_features_errors(corpus, embedder):
         )
     with pytest.raises(ValueError, match="missing the id column"):
         EmbeddingFeatures(corpus, embedder=embedder).fit(X.drop(columns="response_id"))
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_verbose_0_silences_the_loaders_bars_and_restores_them(tmp_path, capfd, verbose):
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as transformers_logging
+
+    model, tokenizer = tiny_bert()
+    folder = tmp_path / f"tiny-{verbose}"  # a new folder: loaded, not reused
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    before = (transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled())
+    capfd.readouterr()
+    TextEmbedder(folder, cache=False, verbose=verbose).fit().transform(["a", "b c"])
+    printed = capfd.readouterr()
+    shown = printed.out + printed.err
+    if verbose:
+        assert "Loading weights" in shown  # transformers' own bar: the test can fail
+    else:
+        assert shown == ""
+    after = (transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled())
+    assert after == before

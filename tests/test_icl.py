@@ -632,6 +632,8 @@ def test_generate_is_greedy_and_deterministic(corpus, data, model, tokenizer):
     assert len(first) == query[["user_id", "prompt_id"]].drop_duplicates().shape[0]
     assert all(isinstance(text, str) and text for text in first.response)
     pd.testing.assert_frame_equal(fitted.generate(query, max_new_tokens=6), first)
+    with pytest.raises(ValueError, match="'max_new_tokens' parameter of InContextRanker"):
+        fitted.generate(query, max_new_tokens=0)
 
 
 # ----------------------------------------------------------- composition

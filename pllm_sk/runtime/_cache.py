@@ -10,8 +10,7 @@ file. A shard whose header, size or checksum is wrong is removed with a warning 
 its entries are computed again. Compaction merges a namespace's shards into one new
 shard before deleting the old ones, so at every moment the shards on disk cover
 every entry written. The folder ``<root>/corpora/`` is not a namespace: it holds
-the corpora shipped to parallel workers by reference (see
-:class:`~pllm_sk.datasets.Corpus`).
+the saved copies of shared corpora (see :meth:`~pllm_sk.datasets.Corpus.share`).
 """
 
 import hashlib
@@ -32,7 +31,7 @@ import numpy as np
 __all__ = ["CACHE_DIR_ENV", "SHARED_FOLDER", "FeatureCache", "default_cache_dir"]
 
 CACHE_DIR_ENV = "PLLM_SK_CACHE_DIR"
-# The cache folder's subfolder of corpora saved for workers (not feature vectors).
+# The cache folder's subfolder of shared corpora's saved copies (not feature vectors).
 SHARED_FOLDER = "corpora"
 
 _MAGIC = b"PLLMSKC1"
@@ -352,7 +351,7 @@ class FeatureCache:
             return []
         rows = []
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if folder.name == SHARED_FOLDER:  # corpora shipped to workers, not vectors
+            if folder.name == SHARED_FOLDER:  # shared corpora, not vectors
                 continue
             try:
                 identity = json.loads((folder / "identity.json").read_text("utf-8"))

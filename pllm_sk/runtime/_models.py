@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ._cache import FeatureCache
 __all__ = [
     "from_pretrained",
     "load_model",
+    "loading_bars",
     "sha256_file",
     "tokenizer_digest",
     "length_batches",
@@ -63,10 +65,14 @@ class ModelSource:
         Hub revision of a named model.
     parameter : str
         Name of the estimator parameter, for error messages.
+    verbose : int
+        ``0`` silences the progress bars of transformers and the hub while
+        loading (see :func:`loading_bars`).
     """
 
-    def __init__(self, model, tokenizer, revision, parameter="model"):
+    def __init__(self, model, tokenizer, revision, parameter="model", *, verbose=1):
         self.model, self.tokenizer, self.revision = model, tokenizer, revision
+        self.verbose = verbose
         if isinstance(model, (str, os.PathLike)):
             path = Path(model).expanduser()
             if path.is_dir():
@@ -122,7 +128,8 @@ class ModelSource:
         from huggingface_hub.errors import RemoteEntryNotFoundError
 
         try:
-            path = hf_hub_download(self.reference, filename, revision=self.revision)
+            with loading_bars(self.verbose):
+                path = hf_hub_download(self.reference, filename, revision=self.revision)
         except RemoteEntryNotFoundError:
             return None
         except OSError as exc:
@@ -137,7 +144,8 @@ class ModelSource:
             return self.model.config
         from transformers import AutoConfig
 
-        return from_pretrained(AutoConfig, self.reference, self.revision)
+        with loading_bars(self.verbose):
+            return from_pretrained(AutoConfig, self.reference, self.revision)
 
     def load_tokenizer(self):
         if self.tokenizer is not None and not isinstance(
@@ -147,15 +155,49 @@ class ModelSource:
         from transformers import AutoTokenizer
 
         reference = self.reference if self.tokenizer is None else str(self.tokenizer)
-        return from_pretrained(AutoTokenizer, reference, self.revision)
+        with loading_bars(self.verbose):
+            return from_pretrained(AutoTokenizer, reference, self.revision)
 
     def load_model(self, auto_class, device, dtype):
         """The model on ``device`` in ``dtype``, in eval mode (loaded ones moved)."""
         if self.kind == "object":
             return self.model.to(device=device, dtype=dtype).eval()
-        return load_model(
-            auto_class, self.reference, self.revision, str(device), dtype
-        )
+        with loading_bars(self.verbose):
+            return load_model(
+                auto_class, self.reference, self.revision, str(device), dtype
+            )
+
+
+@contextmanager
+def loading_bars(verbose):
+    """Within the block, transformers' and the hub's progress bars only if ``verbose``.
+
+    ``verbose=0`` turns both off (transformers' "Loading weights" bar, the hub's
+    download bars) and restores each one's previous state afterwards. The switch
+    is process-wide: a thread loading at the same time is silenced too.
+    """
+    if verbose:
+        yield
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+    from transformers.utils import logging as transformers_logging
+
+    transformers_was_on = transformers_logging.is_progress_bar_enabled()
+    hub_was_off = are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # the hub's too
+    try:
+        yield
+    finally:
+        if transformers_was_on:
+            transformers_logging.enable_progress_bar()  # turns the hub's on
+        if hub_was_off:
+            disable_progress_bars()
+        elif are_progress_bars_disabled():
+            enable_progress_bars()
 
 
 def from_pretrained(auto_class, reference, revision):

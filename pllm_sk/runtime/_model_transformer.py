@@ -1,4 +1,4 @@
-"""The base class of the model-backed feature steps: TextEmbedder, RewardModelScorer."""
+"""The base class of the model-backed transformers: TextEmbedder, RewardModelScorer."""
 
 import copy
 import os
@@ -10,16 +10,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from ..runtime import (
-    FeatureCache,
-    claim_gpu,
-    length_batches,
-    progress,
-    resolve_cache,
-    resolve_device,
-    resolve_dtype,
-)
 from ..utils import Interval, StrOptions, validate_params
+from ._cache import FeatureCache
+from ._device import resolve_device, resolve_dtype
+from ._models import length_batches, progress, resolve_cache
+from ._parallel import claim_gpu
 
 __all__ = ["BaseModelTransformer"]
 
