@@ -711,22 +711,7 @@ def _render_response(
     for template in r.sample(CAUTION_TEMPLATES, n_cautions):
         points.append(template.format(risk=subject["risk"], expert=subject["expert"]))
 
-    if is_list:
-        bullet = r.choice(BULLETS)
-        body = "\n".join(
-            f"{i + 1}. {s}" if bullet == "numbered" else f"{bullet} {s}"
-            for i, s in enumerate(points)
-        )
-    else:
-        sentences = [points[0]] + [
-            _join_transition(r.choice(TRANSITIONS), s) for s in points[1:-1]
-        ]
-        if len(points) > 1:
-            sentences.append(_join_transition("Finally, ", points[-1]))
-        body = "\n\n".join(
-            " ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)
-        )
-
+    body = _layout(r, points, is_list)
     tail = []
     if warmth > ENCOURAGEMENT_ABOVE:
         tail.append(r.choice(ENCOURAGEMENTS))
@@ -736,6 +721,24 @@ def _render_response(
         else r.choice(CLOSERS[register()])
     )
     return " ".join(head) + "\n\n" + body + "\n\n" + " ".join(tail)
+
+
+def _layout(r, points, is_list):
+    """The points of a response as a bulleted list or as paragraphs of prose."""
+    if is_list:
+        bullet = r.choice(BULLETS)
+        return "\n".join(
+            f"{i + 1}. {s}" if bullet == "numbered" else f"{bullet} {s}"
+            for i, s in enumerate(points)
+        )
+    sentences = [points[0]] + [
+        _join_transition(r.choice(TRANSITIONS), s) for s in points[1:-1]
+    ]
+    if len(points) > 1:
+        sentences.append(_join_transition("Finally, ", points[-1]))
+    return "\n\n".join(
+        " ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)
+    )
 
 
 def _logistic(coefficients, value):
