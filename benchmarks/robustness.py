@@ -51,16 +51,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import (
+    bootstrap,
+    gap_closed,
+    gap_columns,
+    make_method,
+    simulate_world,
+)
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.baselines import BayesRanker, PerUserRanker, PopulationRanker
-from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
-from pllm_sk.meta import MetaRewardHead
-from pllm_sk.model_selection import ColdStartSplit
-from pllm_sk.neighbors import UserKNNRanker
-from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
+from pllm_sk.model_selection import ColdStartSplit, choice_outcomes
+from pllm_sk.simulation import PreferenceOracle
 
 # Contrasting reward structures: keyword arguments of make_personalllm. The
 # within-prompt correlation of the reward models' scores, averaged over their 45
@@ -117,6 +120,8 @@ NOISY_BELOW = 0.1
 N_BOOTSTRAP = 200
 
 REFERENCE = "Bayes"
+# The columns that name a cell of the grid and a support size in it.
+CELL_KEYS = ["structure", "alpha", "feedback", "n_history_users", "n_support"]
 LEARNED = ["UserKNN", "LowRank", "MetaHead", "PerUser", "Population"]
 # Issue 12's goals: (method, smallest and largest n_support, least ratio to Bayes).
 GOALS = [
@@ -128,24 +133,15 @@ GOALS = [
 ]
 
 
-def make_method(name, cell, args, seed=0):
+def cell_method(name, cell, args, seed=0):
     """An unfitted ranker; only the reference is told the world's alpha and noise."""
     if name == REFERENCE:
         bradley_terry = cell["feedback"] == "bradley_terry"
         temperature = args.bt_temperature if bradley_terry else None
-        return BayesRanker(alpha=cell["alpha"], temperature=temperature, random_state=0)
+        return make_method(name, alpha=cell["alpha"], temperature=temperature)
     if name == "MetaHead":
-        return MetaRewardHead(max_steps=args.meta_max_steps, random_state=seed)
-    estimator = {
-        "UserKNN": UserKNNRanker,
-        "LowRank": LowRankRanker,
-        "PerUser": PerUserRanker,
-        "Population": PopulationRanker,
-    }[name]()
-    # Seed the methods that draw anything (parameter names are the public ones).
-    if "random_state" in estimator.get_params():
-        estimator.set_params(random_state=seed)
-    return estimator
+        return make_method(name, random_state=seed, max_steps=args.meta_max_steps)
+    return make_method(name, random_state=seed)
 
 
 def parse_args(argv):
@@ -200,74 +196,36 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def simulate_world(corpus, alpha, feedback, args):
-    """Users and feedback of one (structure, alpha, feedback).
-
-    Returns all users' weights, the historical users' (X, y) and the test users'
-    (X, y), test users numbered from 0.
-    """
-    n_history_users = max(args.n_history_users)
-    weights = sample_users(
-        n_history_users + args.n_test_users, alpha=alpha, random_state=args.seed
-    )
+def world(corpus, alpha, feedback, args):
+    """The oracle, the historical and the test users' feedback of one (structure,
+    alpha, feedback): as many historical users as the largest cell has."""
     # Bradley-Terry choices: P(a over b) = sigmoid((r_a - r_b) / temperature).
-    protocol = dict(feedback=feedback, temperature=args.bt_temperature)
-    history = simulate_feedback(
+    oracle, history, tests = simulate_world(
         corpus,
-        weights[:n_history_users],
+        n_history_users=max(args.n_history_users),
+        n_test_users=args.n_test_users,
+        alpha=alpha,
+        seed=args.seed,
         n_history=args.n_history,
-        n_query=0,
-        random_state=args.seed,
-        **protocol,
-    )
-    test = simulate_feedback(
-        corpus,
-        weights[n_history_users:],
-        n_history=max(args.shots),
+        n_labeled=max(args.shots),
         n_query=args.n_query,
-        random_state=args.seed + 1,
-        **protocol,
+        feedback=feedback,
+        temperature=args.bt_temperature,
     )
-    return weights, history, test
+    return oracle, history, tests["test"]
 
 
-def cell_data(corpus, weights, history, test, n_users):
-    """The first ``n_users`` historical users and all test users, as (oracle, X, y)."""
+def cell_data(corpus, oracle, history, test, n_users):
+    """The first ``n_users`` historical users and all test users, as (oracle, X, y);
+    test users numbered from ``n_users``."""
+    n_history_users = history.oracle.n_users
     keep = history.X["user_id"].to_numpy() < n_users
-    test_X = test.X.assign(user_id=test.X["user_id"] + n_users)
+    test_X = test.X.assign(user_id=test.X["user_id"] - n_history_users + n_users)
     X = pd.concat([history.X[keep], test_X], ignore_index=True)
     y = np.concatenate([history.y[keep], test.y])
-    test_weights = weights[history.oracle.n_users :]
-    cell_weights = np.concatenate([weights[:n_users], test_weights])
+    weights = oracle.weights
+    cell_weights = np.concatenate([weights[:n_users], weights[n_history_users:]])
     return PreferenceOracle(corpus, cell_weights), X, y
-
-
-def query_groups(oracle, X):
-    """The test fold's (user, prompt) groups: their rows and true rewards.
-
-    Returns
-    -------
-    order : ndarray of int64
-        Rows of ``X`` sorted by (user, prompt, response): group ``g`` is rows
-        ``order[K * g : K * (g + 1)]``, K candidates each.
-    users : ndarray of int64, shape (n_groups,)
-    rewards : ndarray of shape (n_groups, K)
-        Every candidate's true reward for the group's user.
-    zero_shot : ndarray of shape (n_groups,)
-        True reward of the zero-shot choice (the population weights').
-    """
-    ids = X[["user_id", "prompt_id", "response_id"]].to_numpy()
-    order = np.lexsort((ids[:, 2], ids[:, 1], ids[:, 0]))
-    n_responses = oracle.corpus.n_responses
-    users, prompts = ids[order[::n_responses], 0], ids[order[::n_responses], 1]
-    rewards = oracle.candidate_rewards(users, prompts)
-    zero_shot = rewards[np.arange(users.size), oracle.zero_shot_response(prompts)]
-    return order, users, rewards, zero_shot
-
-
-def gap_closed(chosen, zero_shot, best):
-    """``make_personal_scorer``'s gap closed: a ratio of means over the groups."""
-    return (chosen.mean() - zero_shot.mean()) / (best.mean() - zero_shot.mean())
 
 
 def evaluate_cell(cell, corpus, oracle, X, y, args):
@@ -283,62 +241,74 @@ def evaluate_cell(cell, corpus, oracle, X, y, args):
             1, test_size=args.n_test_users, n_support=n_support, random_state=args.seed
         )
         train, test = next(cv.split(X, y))
-        order, users, rewards, zero_shot = query_groups(oracle, X.iloc[test])
-        best = rewards.max(axis=1)
         runs = [(REFERENCE, 0)] + [
             (name, seed) for name in args.methods for seed in args.method_seeds
         ]
-        chosen = {}
+        outcomes = {}
         for name, seed in runs:
             estimator = make_pipeline(
-                RewardFeatures(corpus), make_method(name, cell, args, seed)
+                RewardFeatures(corpus), cell_method(name, cell, args, seed)
             )
             start = time.perf_counter()
             estimator.fit(X.iloc[train], y[train])
             fit_s = time.perf_counter() - start
-            utility = estimator.predict(X.iloc[test])[order].reshape(rewards.shape)
-            # Ties go to the lowest response_id, as in the personal scorers.
-            chosen[name, seed] = rewards[np.arange(users.size), utility.argmax(axis=1)]
+            choices = choice_outcomes(
+                oracle, X.iloc[test], estimator.predict(X.iloc[test]), reference_model=None
+            )
+            outcomes[name, seed] = gap_columns(choices)
             rows.append(
                 dict(
                     cell,
                     n_support=n_support,
                     method=name,
                     method_seed=seed,
-                    gap_closed=gap_closed(chosen[name, seed], zero_shot, best),
+                    gap_closed=gap_closed(*outcomes[name, seed]),
                     fit_s=fit_s,
                     score_s=time.perf_counter() - start - fit_s,
                 )
             )
-        # Paired bootstrap over test users: the same resample for every method.
-        rng = np.random.default_rng(args.seed)
-        distinct, group_user = np.unique(users, return_inverse=True)
-        members = np.argsort(group_user, kind="stable")
-        bounds = np.searchsorted(group_user[members], np.arange(distinct.size + 1))
-        ratios = {run: [] for run in runs[1:]}
-        for _ in range(N_BOOTSTRAP):
-            drawn = rng.integers(distinct.size, size=distinct.size)
-            groups = np.concatenate([members[bounds[u] : bounds[u + 1]] for u in drawn])
-            parts = (zero_shot[groups], best[groups])
-            reference = gap_closed(chosen[REFERENCE, 0][groups], *parts)
-            for run in ratios:
-                ratios[run].append(gap_closed(chosen[run][groups], *parts) / reference)
+        errors = ratio_errors(outcomes, choices["user_id"].to_numpy(), args.seed)
         for row in rows[len(rows) - len(runs) :]:
             run = (row["method"], row["method_seed"])
-            if run in ratios:
-                # Half the central 68% interval: a ratio to a gap closed near 0 has
-                # tails that would make the standard deviation meaningless.
-                low, high = np.percentile(ratios[run], [16, 84])
-                row["ratio_se"] = float(high - low) / 2
+            if run in errors:
+                row["ratio_se"] = errors[run]
     return rows
+
+
+def ratio_errors(outcomes, users, seed):
+    """Each learned run's standard error of its ratio to Bayes's gap closed.
+
+    ``outcomes`` maps each run to its ``gap_columns`` per query group and
+    ``users`` gives each group's user. A paired bootstrap over the test users
+    (every run resampled together): half the central 68% interval, since a ratio
+    to a gap closed near 0 has tails that would make the standard deviation
+    meaningless.
+    """
+    distinct, group_user = np.unique(users, return_inverse=True)
+    members = np.argsort(group_user, kind="stable")
+    bounds = np.searchsorted(group_user[members], np.arange(distinct.size + 1))
+    reference = outcomes[REFERENCE, 0]
+    runs = [run for run in outcomes if run != (REFERENCE, 0)]
+
+    def ratios(drawn):
+        groups = np.concatenate([members[bounds[u] : bounds[u + 1]] for u in drawn])
+        _, zero_shot, best = reference[:, groups]
+        bayes = gap_closed(reference[0, groups], zero_shot, best)
+        return [
+            gap_closed(outcomes[run][0, groups], zero_shot, best) / bayes
+            for run in runs
+        ]
+
+    draws = bootstrap(ratios, distinct.size, N_BOOTSTRAP, np.random.default_rng(seed))
+    low, high = np.percentile(draws, [16, 84], axis=0)
+    return {run: float(h - lo) / 2 for run, lo, h in zip(runs, low, high)}
 
 
 def add_ratios(results):
     """Each method's gap closed over Bayes's in the same cell and split."""
-    keys = ["structure", "alpha", "feedback", "n_history_users", "n_support"]
-    bayes = results[results["method"] == REFERENCE].set_index(keys)["gap_closed"]
+    bayes = results[results["method"] == REFERENCE].set_index(CELL_KEYS)["gap_closed"]
     # Several method seeds: one row per (method, seed); Bayes runs once.
-    results = results.join(bayes.rename("bayes_gap_closed"), on=keys)
+    results = results.join(bayes.rename("bayes_gap_closed"), on=CELL_KEYS)
     results["ratio"] = results["gap_closed"] / results["bayes_gap_closed"]
     return results
 
@@ -351,15 +321,22 @@ def settings_of(row):
 
 
 def report(results, args):
-    keys = ["structure", "alpha", "feedback", "n_history_users", "n_support"]
     all_seeds = results[results["method"] != REFERENCE]
     learned = all_seeds[all_seeds["method_seed"] == args.method_seeds[0]]
+    print_ratios(learned)
+    print_worst_cells(learned, args)
+    print_goal_misses(learned)
+    if len(args.method_seeds) > 1:
+        print_seed_spread(all_seeds, args)
+
+
+def print_ratios(learned):
     print(
         "\nRatio of gap closed to BayesRanker's (same cell, same split, same support "
         "prompts) +- its standard error (paired bootstrap over the test users, "
         f"{N_BOOTSTRAP} resamples); Bayes's own gap closed in brackets:"
     )
-    for _, cell in learned.groupby(keys, sort=False):
+    for _, cell in learned.groupby(CELL_KEYS, sort=False):
         first = cell.iloc[0]
         ratios = "  ".join(
             f"{m}={r:.2f}+-{e:.2f}"
@@ -375,6 +352,8 @@ def report(results, args):
             f"{ratios}{noisy}"
         )
 
+
+def print_worst_cells(learned, args):
     print("\nEach method's worst cell (lowest ratio to Bayes):")
     for method in args.methods:
         rows = learned[learned["method"] == method]
@@ -392,11 +371,13 @@ def report(results, args):
                 f"{len(subset)} cells {subset['ratio'].median():.2f}"
             )
 
+
+def print_goal_misses(learned):
     print(
         "\nIssue 12's goals (ratio to Bayes), cells that miss them; '(within 2 SE)' "
         "when the target is less than two standard errors above the ratio:"
     )
-    best = learned.loc[learned.groupby(keys, sort=False)["ratio"].idxmax()]
+    best = learned.loc[learned.groupby(CELL_KEYS, sort=False)["ratio"].idxmax()]
     best = best.assign(method="best learned")
     candidates = pd.concat([learned, best], ignore_index=True)
     for method, low, high, target in GOALS:
@@ -429,19 +410,20 @@ def report(results, args):
                 f"{note}"
             )
 
-    if len(args.method_seeds) > 1:
+
+def print_seed_spread(all_seeds, args):
+    print(
+        f"\nSpread of gap closed over the methods' random_state "
+        f"{args.method_seeds} (max - min, same data and split):"
+    )
+    spread = all_seeds.groupby([*CELL_KEYS, "method"], sort=False)["gap_closed"].agg(
+        ["min", "max"]
+    )
+    for key, row in spread.iterrows():
         print(
-            f"\nSpread of gap closed over the methods' random_state "
-            f"{args.method_seeds} (max - min, same data and split):"
+            f"  {key[-1]:10s} {settings_of(pd.Series(dict(zip(CELL_KEYS, key))))}: "
+            f"{row['min']:.3f} .. {row['max']:.3f} (spread {row['max'] - row['min']:.3f})"
         )
-        spread = all_seeds.groupby([*keys, "method"], sort=False)["gap_closed"].agg(
-            ["min", "max"]
-        )
-        for key, row in spread.iterrows():
-            print(
-                f"  {key[-1]:10s} {settings_of(pd.Series(dict(zip(keys, key))))}: "
-                f"{row['min']:.3f} .. {row['max']:.3f} (spread {row['max'] - row['min']:.3f})"
-            )
 
 
 def plot(results, args, path):
@@ -481,25 +463,8 @@ def plot(results, args, path):
         sharey=True,
     )
     for ax, method in zip(axes[0], methods):
-        ratios = grid(method, "ratio")
         noisy = grid(method, "bayes_gap_closed") < NOISY_BELOW
-        image = ax.imshow(ratios, vmin=0.5, vmax=1.05, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(column_keys)))
-        ax.set_xticklabels(
-            [f"k={k} a={a:g}" for k, a in column_keys], rotation=90, fontsize=7
-        )
-        ax.set_yticks(range(len(row_keys)))
-        ax.set_yticklabels([f"{s}, {f}, {n} users" for s, f, n in row_keys], fontsize=7)
-        for (i, j), value in np.ndenumerate(ratios):
-            ax.text(
-                j,
-                i,
-                f"{value:.2f}" + ("*" if noisy[i, j] else ""),
-                ha="center",
-                va="center",
-                fontsize=5.5,
-                color="white" if not value >= 0.8 else "black",
-            )
+        image = draw_heatmap(ax, grid(method, "ratio"), noisy, row_keys, column_keys)
         ax.set_title(method, fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="gap closed / Bayes's")
     fig.suptitle(
@@ -512,6 +477,72 @@ def plot(results, args, path):
     )
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
+
+
+def draw_heatmap(ax, ratios, noisy, row_keys, column_keys):
+    """One method's ratios, annotated (``*`` where noisy); returns the image."""
+    image = ax.imshow(ratios, vmin=0.5, vmax=1.05, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(column_keys)))
+    ax.set_xticklabels(
+        [f"k={k} a={a:g}" for k, a in column_keys], rotation=90, fontsize=7
+    )
+    ax.set_yticks(range(len(row_keys)))
+    ax.set_yticklabels([f"{s}, {f}, {n} users" for s, f, n in row_keys], fontsize=7)
+    for (i, j), value in np.ndenumerate(ratios):
+        ax.text(
+            j,
+            i,
+            f"{value:.2f}" + ("*" if noisy[i, j] else ""),
+            ha="center",
+            va="center",
+            fontsize=5.5,
+            color="white" if not value >= 0.8 else "black",
+        )
+    return image
+
+
+def run_structure(structure, args):
+    """The rows of every cell of one reward structure, printed as they come."""
+    corpus = make_personalllm(
+        args.n_prompts, random_state=args.seed, **STRUCTURES[structure]
+    )
+    rewards = corpus.rewards - corpus.rewards.mean(axis=1, keepdims=True)
+    correlation = np.corrcoef(rewards.reshape(-1, corpus.n_reward_models).T)
+    print(
+        f"\nstructure={structure} {STRUCTURES[structure]}: mean within-prompt "
+        "correlation of the reward models "
+        f"{correlation[np.triu_indices_from(correlation, k=1)].mean():.2f}",
+        flush=True,
+    )
+    rows = []
+    for alpha in args.alphas:
+        for feedback in args.feedback:
+            world_oracle, history, test = world(corpus, alpha, feedback, args)
+            for n_users in args.n_history_users:
+                cell_start = time.perf_counter()
+                cell = dict(
+                    structure=structure,
+                    alpha=alpha,
+                    feedback=feedback,
+                    n_history_users=n_users,
+                )
+                oracle, X, y = cell_data(corpus, world_oracle, history, test, n_users)
+                cell_rows = evaluate_cell(cell, corpus, oracle, X, y, args)
+                rows += cell_rows
+                summary = " ".join(
+                    f"{r['method']}"
+                    + (f"[{r['method_seed']}]" if len(args.method_seeds) > 1 else "")
+                    + f"@{r['n_support']}={r['gap_closed']:+.3f}"
+                    for r in cell_rows
+                )
+                print(
+                    f"  structure={structure} alpha={alpha:g} feedback={feedback} "
+                    "history_users="
+                    f"{n_users}: gap closed {summary} "
+                    f"({time.perf_counter() - cell_start:.0f} s)",
+                    flush=True,
+                )
+    return rows
 
 
 def main(argv=None):
@@ -532,44 +563,7 @@ def main(argv=None):
     )
     rows = []
     for structure in args.structures:
-        corpus = make_personalllm(
-            args.n_prompts, random_state=args.seed, **STRUCTURES[structure]
-        )
-        rewards = corpus.rewards - corpus.rewards.mean(axis=1, keepdims=True)
-        correlation = np.corrcoef(rewards.reshape(-1, corpus.n_reward_models).T)
-        print(
-            f"\nstructure={structure} {STRUCTURES[structure]}: mean within-prompt "
-            "correlation of the reward models "
-            f"{correlation[np.triu_indices_from(correlation, k=1)].mean():.2f}",
-            flush=True,
-        )
-        for alpha in args.alphas:
-            for feedback in args.feedback:
-                weights, history, test = simulate_world(corpus, alpha, feedback, args)
-                for n_users in args.n_history_users:
-                    cell_start = time.perf_counter()
-                    cell = dict(
-                        structure=structure,
-                        alpha=alpha,
-                        feedback=feedback,
-                        n_history_users=n_users,
-                    )
-                    oracle, X, y = cell_data(corpus, weights, history, test, n_users)
-                    cell_rows = evaluate_cell(cell, corpus, oracle, X, y, args)
-                    rows += cell_rows
-                    summary = " ".join(
-                        f"{r['method']}"
-                        + (f"[{r['method_seed']}]" if len(args.method_seeds) > 1 else "")
-                        + f"@{r['n_support']}={r['gap_closed']:+.3f}"
-                        for r in cell_rows
-                    )
-                    print(
-                        f"  structure={structure} alpha={alpha:g} feedback={feedback} "
-                        "history_users="
-                        f"{n_users}: gap closed {summary} "
-                        f"({time.perf_counter() - cell_start:.0f} s)",
-                        flush=True,
-                    )
+        rows += run_structure(structure, args)
     results = add_ratios(pd.DataFrame(rows))
     report(results, args)
     output = Path(args.output_dir)

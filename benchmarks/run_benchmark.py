@@ -8,7 +8,8 @@ query prompt from the test split), and evaluates each method with
 sizes. Prints one table per track with the settings used, writes a CSV, and saves a
 plot of gap closed against the number of support prompts.
 
-Adding a method is one entry in ``METHODS``.
+Adding a method is one entry in ``METHODS`` of ``_common.py`` (with its settings
+here in ``SETTINGS`` if it needs any).
 
 Tracks: ``rewards`` and ``ids`` run by default. ``embeddings`` (MiniLM text
 embeddings, no reward scores) and ``distilled`` (the 10 reward scores predicted from
@@ -53,95 +54,56 @@ track on train-split queries; ``auto`` (the default) is the split per track abov
 """
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import METHODS as REGISTRY
+from _common import TRACKS, feature_steps, make_method, simulate_world, stack
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
-from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import load_personalllm, make_personalllm
-from pllm_sk.features import (
-    EmbeddingFeatures,
-    FeatureCache,
-    RewardDistiller,
-    RewardFeatures,
-    TextEmbedder,
-)
-from pllm_sk.icl import InContextRanker
-from pllm_sk.meta import MetaRewardHead
+from pllm_sk.features import FeatureCache, RewardDistiller, TextEmbedder
 from pllm_sk.model_selection import METRICS, ColdStartSplit, make_personal_scorer
-from pllm_sk.neighbors import UserKNNRanker
-from pllm_sk.runtime._parallel import BACKENDS, joblib_backend
-from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
+from pllm_sk.runtime import BACKENDS, joblib_backend
 
-# name -> (tracks the method supports, factory(context) -> unfitted estimator).
-# A factory gets the corpus and the oracle; only reference methods may use the oracle.
-METHODS = {
-    "Population": (
-        ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: PopulationRanker(),
-    ),
-    "PerUser": (
-        ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: PerUserRanker(random_state=0),
-    ),
-    "UserKNN": (
-        ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: UserKNNRanker(random_state=0),
-    ),
+# Each method's settings beyond random_state=0, from the context of a run: the
+# track, the corpus, and for the references the world's alpha and oracle.
+SETTINGS = {
     # Free item embeddings only where the candidates ranked have other users' labels
     # (the ids track with --query-split train); elsewhere they cost fit time only.
     # There they are most of the default run's time: about 22 s per fit, 75k items.
-    "LowRank": (
-        ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: LowRankRanker(item_embeddings=ctx["seen_items"], random_state=0),
-    ),
+    "LowRank": lambda ctx: dict(item_embeddings=ctx["seen_items"]),
     # On the embeddings track the head learns its item representation: an MLP
     # tower from the PCA columns to 10 dimensions (the identity tower ranked last
     # there; this one had the best gap closed at every n_support, --n-prompts 1000).
-    "MetaHead": (
-        ("rewards", "ids", "embeddings", "distilled"),
-        lambda ctx: MetaRewardHead(random_state=0)
-        if ctx["track"] != "embeddings"
-        else MetaRewardHead(hidden_layer_sizes=(64,), n_components=10, random_state=0),
-    ),
-    "Bayes": (
-        ("rewards",),
-        lambda ctx: BayesRanker(alpha=ctx["alpha"], random_state=0),
-    ),
-    "Oracle": (("rewards",), lambda ctx: OracleRanker(ctx["oracle"])),
-    # Reads the texts from the corpus and ignores feature columns: one track is
-    # enough. Opt-in: SmolLM2-135M on a CPU takes seconds per query (benchmarks/icl.py).
-    "InContext": (
-        ("ids",),
-        lambda ctx: InContextRanker(
-            ctx["corpus"], max_example_tokens=32, max_response_tokens=32, verbose=0
-        ),
+    "MetaHead": lambda ctx: dict(hidden_layer_sizes=(64,), n_components=10)
+    if ctx["track"] == "embeddings"
+    else {},
+    "Bayes": lambda ctx: dict(alpha=ctx["alpha"]),
+    "Oracle": lambda ctx: dict(oracle=ctx["oracle"]),
+    # Opt-in: SmolLM2-135M on a CPU takes seconds per query (benchmarks/icl.py).
+    "InContext": lambda ctx: dict(
+        corpus=ctx["corpus"], max_example_tokens=32, max_response_tokens=32, verbose=0
     ),
 }
 
-# Feature steps of each track, placed before the method in a Pipeline.
-TRACKS = {
-    "rewards": lambda ctx: [RewardFeatures(ctx["corpus"])],
-    "ids": lambda ctx: [],
-    "embeddings": lambda ctx: [
-        EmbeddingFeatures(
-            ctx["corpus"],
-            embedder=ctx["embedder"],
-            parts=ctx["embedding_parts"],
-            n_components=ctx["n_components"],
-        )
-    ],
-    "distilled": lambda ctx: [
-        RewardDistiller(
-            ctx["corpus"], embedder=ctx["embedder"], validation_fraction=None
-        )
-    ],
+
+def build_method(name, context):
+    """The unfitted ranker ``name`` with its :data:`SETTINGS` in this ``context``."""
+    settings = SETTINGS[name](context) if name in SETTINGS else {}
+    return make_method(name, **settings)
+
+
+# name -> (tracks it runs on, factory(context) -> unfitted ranker): the shared
+# registry of _common.py with this runner's settings.
+METHODS = {
+    name: (tracks, functools.partial(build_method, name))
+    for name, (_, tracks) in REGISTRY.items()
 }
 # Methods that run without --methods: all but the meta-learned head, whose
 # meta-training (about 15 s per fold on 2 idle CPU cores, 24 fits over both default
@@ -179,7 +141,7 @@ def parse_args(argv):
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--n-splits", type=int, default=3)
     parser.add_argument(
-        "--tracks", nargs="+", default=DEFAULT_TRACKS, choices=list(TRACKS)
+        "--tracks", nargs="+", default=DEFAULT_TRACKS, choices=TRACKS
     )
     parser.add_argument(
         "--support",
@@ -187,19 +149,7 @@ def parse_args(argv):
         default="random",
         help="support prompts: random (setting 2) or nearest the query (setting 1)",
     )
-    parser.add_argument(
-        "--embedder", help="embedding model (hub name or folder); default MiniLM"
-    )
-    parser.add_argument(
-        "--n-components", type=int, default=32, help="PCA components per text part"
-    )
-    parser.add_argument(
-        "--embedding-parts",
-        nargs="+",
-        default=["response"],
-        choices=["prompt", "response"],
-        help="texts embedded on the embeddings track",
-    )
+    add_embedding_arguments(parser)
     parser.add_argument(
         "--query-split",
         choices=["auto", "test", "train"],
@@ -215,6 +165,31 @@ def parse_args(argv):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="results")
+    add_backend_arguments(parser)
+    args = parser.parse_args(argv)
+    for key, value in (FULL if args.full else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def add_embedding_arguments(parser):
+    parser.add_argument(
+        "--embedder", help="embedding model (hub name or folder); default MiniLM"
+    )
+    parser.add_argument(
+        "--n-components", type=int, default=32, help="PCA components per text part"
+    )
+    parser.add_argument(
+        "--embedding-parts",
+        nargs="+",
+        default=["response"],
+        choices=["prompt", "response"],
+        help="texts embedded on the embeddings track",
+    )
+
+
+def add_backend_arguments(parser):
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -229,11 +204,6 @@ def parse_args(argv):
     parser.add_argument(
         "--n-workers", type=int, help="local workers of --backend (default: 2; loky: all cores)"
     )
-    args = parser.parse_args(argv)
-    for key, value in (FULL if args.full else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
 
 
 def query_split_of(track, args):
@@ -257,36 +227,22 @@ def build_data(args):
         corpus = make_personalllm(args.n_prompts, random_state=args.seed)
     else:
         corpus = load_personalllm(data_files=args.data_files)
-    n_users = args.n_history_users + args.n_test_users
-    weights = sample_users(n_users, alpha=args.alpha, random_state=args.seed)
-    history = simulate_feedback(
+    # Test users label just enough prompts for the largest support set, and bring
+    # one query prompt from the test split (or, with train, from the prompts
+    # historical users label, so that labels on the same ids exist).
+    oracle, history, tests = simulate_world(
         corpus,
-        weights[: args.n_history_users],
+        n_history_users=args.n_history_users,
+        n_test_users=args.n_test_users,
+        alpha=args.alpha,
+        seed=args.seed,
         n_history=args.n_history,
-        n_query=0,
+        n_labeled=max(args.shots),
+        query_splits=sorted({query_split_of(track, args) for track in args.tracks}),
         feedback=args.feedback,
-        random_state=args.seed,
     )
-    data = {}
-    for query_split in sorted({query_split_of(track, args) for track in args.tracks}):
-        # Test users label just enough prompts for the largest support set, and
-        # bring one query prompt from the test split (or, with train, from the
-        # prompts historical users label, so that labels on the same ids exist).
-        test = simulate_feedback(
-            corpus,
-            weights[args.n_history_users :],
-            n_history=max(args.shots),
-            n_query=1,
-            query_split=query_split,
-            feedback=args.feedback,
-            random_state=args.seed + 1,
-        )
-        test.X["user_id"] += args.n_history_users
-        data[query_split] = (
-            pd.concat([history.X, test.X], ignore_index=True),
-            np.concatenate([history.y, test.y]),
-        )
-    return corpus, PreferenceOracle(corpus, weights), data
+    data = {split: stack(history, test) for split, test in tests.items()}
+    return corpus, oracle, data
 
 
 def prepare_embeddings(args, corpus, X, y):
@@ -294,7 +250,7 @@ def prepare_embeddings(args, corpus, X, y):
 
     Returns the context entries of the embedding tracks and a settings note.
     """
-    context = dict(n_components=args.n_components, embedding_parts=args.embedding_parts)
+    context = {}
     if not (set(args.tracks) & set(EMBEDDING_TRACKS) or args.support == "nearest"):
         return context, ""
     cache = FeatureCache(args.cache_dir)
@@ -339,13 +295,20 @@ def evaluate(args, corpus, oracle, data, features=None):
     for track in args.tracks:
         query_split = query_split_of(track, args)
         X, y = data[query_split]
+        context["track"] = track
+        context["seen_items"] = track == "ids" and query_split == "train"
         for name in args.methods:
             tracks, factory = METHODS[name]
             if track not in tracks:
                 continue
-            context["track"] = track
-            context["seen_items"] = track == "ids" and query_split == "train"
-            estimator = make_pipeline(*TRACKS[track](context), factory(context))
+            steps = feature_steps(
+                track,
+                corpus,
+                embedder=context.get("embedder"),
+                parts=args.embedding_parts,
+                n_components=args.n_components,
+            )
+            estimator = make_pipeline(*steps, factory(context))
             for n_support in args.shots:
                 cv = ColdStartSplit(
                     args.n_splits,

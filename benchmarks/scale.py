@@ -39,27 +39,18 @@ from fractions import Fraction
 
 import numpy as np
 import pandas as pd
+from _common import feature_steps, make_method, simulate_world, stack
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.baselines import PerUserRanker, PopulationRanker
-from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.datasets import make_personalllm
-from pllm_sk.features import RewardFeatures
-from pllm_sk.meta import MetaRewardHead
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer
-from pllm_sk.neighbors import UserKNNRanker
-from pllm_sk.simulation import PreferenceOracle, sample_users, simulate_feedback
 
 FULL = dict(n_history_users=10_000, n_test_users=1_000)
-OURS = {
-    "UserKNN": lambda: UserKNNRanker(random_state=0),
-    "LowRank": lambda: LowRankRanker(random_state=0),
-    "MetaHead": lambda: MetaRewardHead(random_state=0),
-}
+OURS = ("UserKNN", "LowRank", "MetaHead")
 # References in the same run: the zero-shot floor and each user on their own.
-REFERENCES = {"Population": PopulationRanker, "PerUser": PerUserRanker}
-TRACKS = {"rewards": lambda corpus: [RewardFeatures(corpus)], "ids": lambda corpus: []}
+REFERENCES = ("Population", "PerUser")
+TRACKS = ("rewards", "ids")
 
 
 class SurpriseRanker(BaseEstimator):
@@ -122,7 +113,7 @@ def parse_args(argv):
     parser.add_argument("--n-support", type=int, default=5)
     parser.add_argument("--feedback", default="best_worst")
     parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--tracks", nargs="+", default=list(TRACKS), choices=list(TRACKS))
+    parser.add_argument("--tracks", nargs="+", default=list(TRACKS), choices=TRACKS)
     parser.add_argument("--no-surprise", action="store_true")
     parser.add_argument(
         "--methods", nargs="+", help="run only these (default: every method)"
@@ -134,14 +125,11 @@ def parse_args(argv):
 def build_data(corpus, size, args):
     n_history = round(FULL["n_history_users"] * size)
     n_test = round(FULL["n_test_users"] * size)
-    weights = sample_users(n_history + n_test, alpha=args.alpha, random_state=args.seed)
-    history = simulate_feedback(corpus, weights[:n_history], n_history=50, n_query=0,
-                                feedback=args.feedback, random_state=args.seed)
-    test = simulate_feedback(corpus, weights[n_history:], n_history=args.n_support,
-                             n_query=1, feedback=args.feedback, random_state=args.seed + 1)
-    test.X["user_id"] += n_history
-    X = pd.concat([history.X, test.X], ignore_index=True)
-    y = np.concatenate([history.y, test.y])
+    oracle, history, tests = simulate_world(
+        corpus, n_history_users=n_history, n_test_users=n_test, alpha=args.alpha,
+        seed=args.seed, n_labeled=args.n_support, feedback=args.feedback,
+    )
+    X, y = stack(history, tests["test"])
     cv = ColdStartSplit(n_splits=1, test_size=n_test, n_support=args.n_support,
                         random_state=args.seed)
     train, query = next(cv.split(X, y))
@@ -149,7 +137,7 @@ def build_data(corpus, size, args):
     return dict(
         X=X, y=y, train=train, query=query,
         history=train[~is_test_user], support=train[is_test_user],
-        oracle=PreferenceOracle(corpus, weights), n_history=n_history, n_test=n_test,
+        oracle=oracle, n_history=n_history, n_test=n_test,
     )
 
 
@@ -177,7 +165,7 @@ def run_method(corpus, data, track, make, partial):
     X, y = data["X"], data["y"]
     start_gb = reset_peak_memory()
     scorer = make_personal_scorer(data["oracle"], metric="gap_closed")
-    estimator = make_pipeline(*TRACKS[track](corpus), make())
+    estimator = make_pipeline(*feature_steps(track, corpus), make())
     start, start_sys = time.perf_counter(), os.times().system
     estimator.fit(X.iloc[data["train"]], y[data["train"]])
     fit_s = time.perf_counter() - start
@@ -191,7 +179,7 @@ def run_method(corpus, data, track, make, partial):
         added_gb=memory_gb("VmHWM") - start_gb, gap=scorer(estimator, X_query),
     )
     if partial:
-        estimator = make_pipeline(*TRACKS[track](corpus), make())
+        estimator = make_pipeline(*feature_steps(track, corpus), make())
         estimator.fit(X.iloc[data["history"]], y[data["history"]])
         support = X.iloc[data["support"]]
         for step in estimator[:-1]:
@@ -207,8 +195,10 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     corpus = make_personalllm(random_state=args.seed)
-    methods = {name: (make, False) for name, make in REFERENCES.items()}
-    methods.update({name: (make, True) for name, make in OURS.items()})
+    methods = {
+        name: (lambda name=name: make_method(name), name in OURS)
+        for name in REFERENCES + OURS
+    }
     if not args.no_surprise:
         methods.update({name: (make, False) for name, make in surprise_methods().items()})
     if args.methods:
@@ -287,7 +277,7 @@ def report(results):
         peer = table[table["method"].str.startswith("surprise")]
         best = peer.loc[peer["gap"].idxmax()]
         fastest = peer["fit_s"].min()
-        ours_rows = table[table["method"].isin(list(OURS))]
+        ours_rows = table[table["method"].isin(OURS)]
         for _, ours in ours_rows.iterrows():
             print(
                 f"  size {size:5s} {ours['method']:8s} gap {ours['gap']:+.3f} vs "

@@ -173,7 +173,7 @@ def test_per_user_cold_user_gets_the_population(feedback_data, corpus):
 
 
 def test_per_user_auto_shrinkage_ranks_new_users_about_as_well_as_the_best_fixed_one():
-    from test_neighbors import one_shot_regret
+    from _helpers import one_shot_regret
 
     from pllm_sk.baselines._per_user import SHRINKAGES
 
@@ -189,7 +189,7 @@ def test_per_user_auto_shrinkage_ranks_new_users_about_as_well_as_the_best_fixed
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_per_user_auto_shrinkage_grows_with_the_noise_of_the_choices(seed):
-    from test_neighbors import bradley_terry_rows
+    from _helpers import bradley_terry_rows
 
     # Three kinds of users; the same comparisons, chosen without noise, with
     # Bradley-Terry noise at temperature 1, and at temperature 4.

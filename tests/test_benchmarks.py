@@ -1,20 +1,12 @@
-"""The benchmark runner, end to end on a tiny synthetic problem."""
-
-import importlib.util
-from pathlib import Path
+"""The benchmark scripts, end to end on tiny synthetic problems, and what they share."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import load_script
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from pllm_sk.datasets import make_personalllm
+from pllm_sk.model_selection import choice_outcomes, make_personal_scorer
 
 
 @pytest.mark.parametrize("query_split", ["auto", "test", "train"])
@@ -100,9 +92,10 @@ def test_robustness_grid_prints_ratios_to_bayes_and_saves_a_heatmap(tmp_path, ca
         ["--n-history-users", "20", "40", "--n-test-users", "12", "--shots", "3",
          "--n-history", "12", "--n-query", "2", "--n-prompts", "80"]
     )  # fmt: skip
-    corpus = robustness.make_personalllm(80, random_state=0)
-    weights, history, test = robustness.simulate_world(corpus, 0.05, "best_worst", args)
-    oracle, X, y = robustness.cell_data(corpus, weights, history, test, 20)
+    corpus = make_personalllm(80, random_state=0)
+    world_oracle, history, test = robustness.world(corpus, 0.05, "best_worst", args)
+    assert world_oracle.n_users == 52 and history.oracle.n_users == 40
+    oracle, X, y = robustness.cell_data(corpus, world_oracle, history, test, 20)
     assert sorted(X.user_id.unique()) == list(range(32))
     assert oracle.n_users == 32
     assert (X.groupby("user_id").prompt_id.nunique() == [12] * 20 + [5] * 12).all()
@@ -127,7 +120,6 @@ def test_full_size_ab_compares_two_runs_on_the_same_query_groups(tmp_path, capsy
     assert after.count("(+0.0000 +- 0.0000)") == 2
 
     # Its gap closed is make_personal_scorer's, on the same predictions.
-    from pllm_sk.model_selection import make_personal_scorer
     from pllm_sk.neighbors import UserKNNRanker
 
     data = full_size_ab.build_data(full_size_ab.parse_args(small))
@@ -139,7 +131,110 @@ def test_full_size_ab_compares_two_runs_on_the_same_query_groups(tmp_path, capsy
         data["oracle"], X_query, model.predict(X_query)
     )
     scorer = make_personal_scorer(data["oracle"], metric="gap_closed")
-    assert full_size_ab.gap_closed(rewards) == pytest.approx(scorer(model, X_query))
+    assert full_size_ab.gap_closed(*rewards) == scorer(model, X_query)
     # Each new user's support is their first labeled prompts, query rows have none.
     assert (data["support_rank"][data["query"]] == -1).all()
     assert set(data["support_rank"][~data["query"]]) == {0, 1, 2}
+
+
+# ---------------------------------------------------------------- _common.py
+
+
+def test_every_registered_method_is_built_with_the_seed_given():
+    common = load_script("_common")
+    corpus = make_personalllm(40, random_state=0)
+    oracle, _, _ = common.simulate_world(
+        corpus, n_history_users=3, n_test_users=2, alpha=0.05, seed=0, n_history=2
+    )
+    # What the references and the in-context ranker must be given.
+    needs = {"Bayes": dict(alpha=0.05), "Oracle": dict(oracle=oracle),
+             "InContext": dict(corpus=corpus)}  # fmt: skip
+    for name, (kind, tracks) in common.METHODS.items():
+        estimator = common.make_method(name, random_state=3, **needs.get(name, {}))
+        assert type(estimator) is kind
+        assert set(tracks) <= set(common.TRACKS)
+        assert estimator.get_params().get("random_state", 3) == 3
+    assert common.make_method("MetaHead", max_steps=7).max_steps == 7
+
+
+def test_simulate_world_numbers_test_users_after_the_historical_ones():
+    common = load_script("_common")
+    corpus = make_personalllm(60, random_state=0)
+    oracle, history, tests = common.simulate_world(
+        corpus, n_history_users=6, n_test_users=4, alpha=0.05, seed=0, n_history=5,
+        n_labeled=3, n_query=2, query_splits=("test", "train"),
+    )  # fmt: skip
+    assert oracle.n_users == 10 and sorted(tests) == ["test", "train"]
+    assert sorted(history.X.user_id.unique()) == list(range(6))
+    assert not np.isnan(history.y).any()
+    for split, test in tests.items():
+        assert sorted(test.X.user_id.unique()) == list(range(6, 10))
+        np.testing.assert_array_equal(oracle.weights[6:], test.oracle.weights)
+        query = test.X[np.isnan(test.y)]
+        assert (corpus.split[query.prompt_id] == split).all()
+        assert query.groupby("user_id").prompt_id.nunique().tolist() == [2] * 4
+        labeled = test.X[~np.isnan(test.y)]
+        assert (corpus.split[labeled.prompt_id] == "train").all()
+        assert labeled.groupby("user_id").prompt_id.nunique().tolist() == [3] * 4
+    X, y = common.stack(history, tests["test"])
+    assert len(X) == len(history.X) + len(tests["test"].X) == y.size
+
+
+def test_gap_closed_of_choice_outcomes_is_the_scorers_and_bootstrap_draws_units():
+    common = load_script("_common")
+    corpus = make_personalllm(60, random_state=0)
+    oracle, history, tests = common.simulate_world(
+        corpus, n_history_users=2, n_test_users=20, alpha=0.05, seed=0, n_history=2,
+        n_query=3,
+    )  # fmt: skip
+    X = tests["test"].X[np.isnan(tests["test"].y)]
+    utility = np.random.RandomState(0).normal(size=len(X))
+
+    class Fixed:
+        def predict(self, X):
+            return utility
+
+    outcomes = choice_outcomes(oracle, X, utility)
+    scorer = make_personal_scorer(oracle, "gap_closed")
+    assert common.gap_closed(*common.gap_columns(outcomes)) == scorer(Fixed(), X)
+    # One resample after another, each of n_units indices drawn by the generator.
+    for rng in (np.random.default_rng(0), np.random.RandomState(0)):
+        draws = common.bootstrap(lambda units: units, 7, 5, rng)
+        assert draws.shape == (5, 7) and draws.min() >= 0 and draws.max() < 7
+    np.testing.assert_array_equal(
+        common.bootstrap(lambda units: units, 7, 5, np.random.default_rng(0)),
+        np.random.default_rng(0).integers(0, 7, (5, 7)),
+    )
+
+
+def test_icl_metrics_and_intervals_read_choice_outcomes():
+    icl = load_script("icl")
+    args = icl.parse_args(
+        ["--n-prompts", "60", "--n-history-users", "5", "--n-test-users", "30",
+         "--n-history", "4", "--shots", "1", "2"]
+    )  # fmt: skip
+    corpus, oracle, X, y = icl.build_data(args)
+    assert X.user_id.max() == 34 and len(X) == y.size
+    query = X[np.isnan(y)]
+    assert query.groupby("user_id").prompt_id.nunique().tolist() == [1] * 30
+    rng = np.random.RandomState(0)
+    true = choice_outcomes(oracle, query, rng.normal(size=len(query)))
+    control = choice_outcomes(oracle, query, rng.normal(size=len(query)))
+    scores = make_personal_scorer(oracle, ["gap_closed", "top1", "win_rate"])
+
+    class Fixed:
+        def __init__(self, outcomes):
+            self.chosen = dict(zip(outcomes.user_id, outcomes.response_id))
+
+        def predict(self, X):
+            return (X.response_id == X.user_id.map(self.chosen)).to_numpy(float)
+
+    assert icl.metrics(true) == pytest.approx(scores(Fixed(true), query), rel=1e-12)
+    intervals = icl.paired_intervals(true, control, 50, 0)
+    for metric, (point, low, high) in intervals.items():
+        assert point == pytest.approx(icl.metrics(true)[metric] - icl.metrics(control)[metric])
+        assert low <= high
+    assert all(
+        value == 0 for values in icl.paired_intervals(true, true, 20, 0).values()
+        for value in values
+    )

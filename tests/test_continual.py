@@ -632,7 +632,7 @@ def test_active_cold_start_compares_strategies_on_the_same_prompts(world):
 
 def test_continual_benchmark_runs_end_to_end(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from test_benchmarks import load_script
+    from _helpers import load_script
 
     continual = load_script("continual")
     continual.main(

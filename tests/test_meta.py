@@ -22,6 +22,7 @@ from pllm_sk.meta._modules import (
     newton_refine,
     pooled_log_likelihood,
 )
+from pllm_sk.meta._training import EarlyStopping
 from pllm_sk.simulation import simulate_feedback
 
 # Small and quick: a few hundred optimiser steps on a few thousand rows.
@@ -152,7 +153,7 @@ def test_cold_user_gets_the_prior(fitted, small):
     cold = query.assign(user_id=999)
     utility = fitted.predict(cold)
     assert_allclose(utility, cold.filter(like="reward_").to_numpy() @ fitted.population_coef_)
-    assert_allclose(fitted.user_vectors([999, 1000]), np.stack([fitted.population_coef_] * 2))
+    assert_allclose(fitted.user_preference([999, 1000]), np.stack([fitted.population_coef_] * 2))
     # The prior is what the adapter gives a user with an empty support.
     empty = torch.empty(0, fitted.population_coef_.size, dtype=torch.float64)
     with torch.no_grad():
@@ -162,7 +163,7 @@ def test_cold_user_gets_the_prior(fitted, small):
     assert_allclose(prior[0].numpy(), fitted.population_coef_)
     assert fitted.count_fallbacks(cold)["users"] >= 1
     # A warm user moves away from the prior.
-    assert not np.allclose(fitted.user_vectors([0])[0], fitted.population_coef_)
+    assert not np.allclose(fitted.user_preference([0])[0], fitted.population_coef_)
 
 
 def test_partial_fit_adapts_new_users_with_the_meta_parameters_frozen(small):
@@ -171,16 +172,16 @@ def test_partial_fit_adapts_new_users_with_the_meta_parameters_frozen(small):
     head = MetaRewardHead(**FAST).fit(X[warm], y[warm])
     before = {k: v.clone() for k, v in head.module_.state_dict().items()}
     new = ~warm & ~is_query
-    vector_cold = head.user_vectors([25])
+    vector_cold = head.user_preference([25])
     head.partial_fit(X[new], y[new])
     for name, value in head.module_.state_dict().items():
         assert torch.equal(value, before[name]), name
     assert 25 in head.users_
-    assert not np.allclose(head.user_vectors([25]), vector_cold)
+    assert not np.allclose(head.user_preference([25]), vector_cold)
     # A returning user's repeated rows replace the old ones: nothing changes here.
-    vectors = head.user_vectors(np.arange(30))
+    vectors = head.user_preference(np.arange(30))
     head.partial_fit(X[new], y[new])
-    assert_allclose(head.user_vectors(np.arange(30)), vectors)
+    assert_allclose(head.user_preference(np.arange(30)), vectors)
     # Adding everything at once is the same as adding it in two calls.
     at_once = (
         MetaRewardHead(**FAST).fit(X[warm], y[warm]).partial_fit(X[~warm], y[~warm])
@@ -281,6 +282,35 @@ def test_plateaus_halve_the_step_then_stop(small):
     start = MetaRewardHead(**{**params, "max_steps": 1}).fit(X, y)
     for name, value in start.module_.state_dict().items():
         torch.testing.assert_close(long_epochs.module_.state_dict()[name], value)
+
+
+def test_early_stopping_keeps_the_best_and_halves_the_step_on_a_plateau():
+    module = torch.nn.Linear(1, 1, bias=False)
+    optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
+    stopping = EarlyStopping(0.0, 10, plateau_steps=5, max_halvings=1)
+    stopping.on_train_begin(module, None)  # no held-out loss: the first epoch is best
+
+    def epoch(weight, loss, n_steps=3):
+        with torch.no_grad():
+            module.weight.fill_(weight)
+        return stopping.on_epoch_end(module, optimizer, loss, n_steps)
+
+    assert not epoch(1.0, 2.0)
+    assert not epoch(5.0, 2.5)  # stale: 3 steps
+    assert optimizer.param_groups[0]["lr"] == 1.0
+    # 6 stale steps: a plateau, back to the best parameters with half the step.
+    assert not epoch(5.0, 2.5)
+    assert optimizer.param_groups[0]["lr"] == 0.5 and module.weight.item() == 1.0
+    assert not epoch(5.0, 2.5)
+    assert epoch(5.0, 2.5)  # the second plateau since the last improvement ends it
+    stopping.on_train_end(module)
+    assert stopping.best_loss == 2.0 and module.weight.item() == 1.0
+    # n_iter_no_change stale epochs end it too; a held-out start competes.
+    stopping = EarlyStopping(0.0, 2, plateau_steps=100, max_halvings=1)
+    stopping.on_train_begin(module, 1.0)
+    assert not epoch(3.0, 1.0) and epoch(3.0, 1.0)
+    stopping.on_train_end(module)
+    assert module.weight.item() == 1.0
 
 
 @pytest.mark.parametrize(
@@ -450,7 +480,7 @@ def test_newton_refinement_moves_a_coarse_posterior_toward_the_truth():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_encoder_starts_sharper_when_features_explain_choices_exactly(seed):
-    from test_neighbors import bradley_terry_rows
+    from _helpers import bradley_terry_rows
 
     # The same comparisons, chosen without noise and with Bradley-Terry noise: the
     # calibrated start of the encoder reads a comparison more sharply in the first.

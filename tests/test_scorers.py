@@ -26,6 +26,7 @@ from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import (
     METRICS,
     ColdStartSplit,
+    choice_outcomes,
     make_personal_scorer,
     personal_scorers,
 )
@@ -180,6 +181,42 @@ def test_incomplete_candidate_sets_are_refused(oracle):
     # The message says how to run successive halving without subsampling rows.
     with pytest.raises(ValueError, match="resource='<step>__<param>'"):
         scorer(SetPredictions(PREDICTIONS), X.iloc[:-1], None)
+
+
+def test_choice_outcomes_per_user_and_prompt(oracle):
+    X = query_rows()
+    utility = SetPredictions(PREDICTIONS).predict(X)
+    outcomes = choice_outcomes(oracle, X, utility)
+    expected = pd.DataFrame(
+        {
+            "user_id": [0, 0, 1, 1],
+            "prompt_id": [0, 1, 0, 1],
+            "response_id": [1, 0, 2, 1],
+            "reward": [0.0, 2.0, 0.5, 1.0],
+            "zero_shot_reward": [0.0, 2.0, 2.0, 1.0],
+            "best_reward": [1.0, 2.0, 2.0, 3.0],
+            "top1": [False, True, False, False],
+            # GPT-4o wrote response 0 of prompt 0 and response 1 of prompt 1.
+            "reference_reward": [1.0, 1.0, 0.0, 1.0],
+            "win": [False, True, True, False],
+            "pairwise_accuracy": [0.5 / 3, 2.5 / 3, 1.5 / 3, 0.0],
+        }
+    )
+    pd.testing.assert_frame_equal(outcomes, expected, check_dtype=False)
+    # The scorers are means of these columns.
+    scores = make_personal_scorer(oracle, list(METRICS))(
+        SetPredictions(PREDICTIONS), X, None
+    )
+    assert scores["reward"] == outcomes["reward"].mean()
+    assert scores["top1"] == outcomes["top1"].mean()
+    assert scores["win_rate"] == outcomes["win"].mean()
+    assert scores["pairwise_accuracy"] == outcomes["pairwise_accuracy"].mean()
+    without = choice_outcomes(oracle, X, utility, reference_model=None)
+    assert "win" not in without and "reference_reward" not in without
+    with pytest.raises(ValueError, match="utility holds 3 values for 12 rows"):
+        choice_outcomes(oracle, X, utility[:3])
+    with pytest.raises(ValueError, match="reference_model='Gemini'"):
+        choice_outcomes(oracle, X, utility, reference_model="Gemini")
 
 
 def test_personal_scorers_dict(oracle):

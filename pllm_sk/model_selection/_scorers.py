@@ -1,10 +1,11 @@
 """Personal scorers: pick each (user, prompt)'s top candidate, score it with the oracle."""
 
 import numpy as np
+import pandas as pd
 
 from ..utils import ID_COLUMNS, check_id_input, id_column
 
-__all__ = ["METRICS", "make_personal_scorer", "personal_scorers"]
+__all__ = ["METRICS", "choice_outcomes", "make_personal_scorer", "personal_scorers"]
 
 METRICS = ("reward", "gap_closed", "top1", "win_rate", "pairwise_accuracy")
 
@@ -70,6 +71,7 @@ def make_personal_scorer(oracle, metric="reward", *, reference_model="GPT-4o"):
     See Also
     --------
     personal_scorers : A dict of single-metric scorers, for ``scoring=``.
+    choice_outcomes : The per-(user, prompt) outcomes these metrics average.
 
     Notes
     -----
@@ -187,26 +189,109 @@ class _PersonalScorer:
         )
 
     def __call__(self, estimator, X, y=None):
-        user_ids, prompt_ids, response_ids = _candidate_ids(X)
-        predicted = np.asarray(estimator.predict(X), dtype=np.float64).reshape(-1)
-        if predicted.shape[0] != user_ids.shape[0]:
-            raise ValueError(
-                f"predict returned {predicted.shape[0]} values for {user_ids.shape[0]} "
-                "rows of X."
-            )
-        if np.isnan(predicted).any():
-            raise ValueError("predict returned NaN; every candidate needs a utility.")
-        groups = _CandidateGroups(self.oracle, user_ids, prompt_ids, response_ids)
-        scores = groups.grid(predicted[groups.order])
-        chosen = scores.argmax(axis=1)
+        ids = _candidate_ids(X)
+        predicted = _checked_utility(estimator.predict(X), ids[0].size, "predict returned")
         names = [self.metric] if isinstance(self.metric, str) else self.metric
-        values = {
-            name: float(
-                _METRIC_FUNCTIONS[name](groups, scores, chosen, self.reference_model)
-            )
-            for name in names
-        }
+        reference_model = self.reference_model if "win_rate" in names else None
+        outcomes = _outcome_table(self.oracle, ids, predicted, reference_model)
+        values = {name: float(_METRIC_FUNCTIONS[name](outcomes)) for name in names}
         return values[self.metric] if isinstance(self.metric, str) else values
+
+
+def choice_outcomes(oracle, X, utility, *, reference_model="GPT-4o"):
+    """The outcome of each (user, prompt)'s choice under ``utility``, one row each.
+
+    The rows of ``X`` are grouped by (user_id, prompt_id); each group's candidate
+    of highest ``utility`` is chosen (ties to the lowest ``response_id``) and
+    looked up in the oracle. The personal scorers of :func:`make_personal_scorer`
+    are means of these columns over the groups; per-group outcomes serve paired
+    comparisons and bootstraps over users. Every (user, prompt) of ``X`` must come
+    with all K candidates of its prompt, each once (a ``ValueError`` says which
+    are missing or repeated). Cost: O(n_rows log n_rows + n_groups K^2).
+
+    Parameters
+    ----------
+    oracle : PreferenceOracle
+        The true user rewards.
+    X : DataFrame or ndarray of shape (n_rows, n_columns)
+        Candidate rows: ``user_id``, ``prompt_id``, ``response_id`` columns (the
+        first three columns of an array).
+    utility : array-like of shape (n_rows,)
+        The utility of each row, as ``predict`` returns it; no NaN.
+    reference_model : str or None, default="GPT-4o"
+        The response model of the ``reference_reward`` and ``win`` columns, which
+        need its response on every prompt of ``X``; ``None`` leaves them out.
+
+    Returns
+    -------
+    outcomes : DataFrame of shape (n_groups, n_outcomes)
+        Sorted by (user_id, prompt_id), with columns:
+
+        - ``user_id``, ``prompt_id``: the group;
+        - ``response_id``: the chosen candidate;
+        - ``reward``: its true reward;
+        - ``zero_shot_reward``: the true reward of the population weights' choice
+          (:meth:`PreferenceOracle.zero_shot_response`);
+        - ``best_reward``: the true reward of the user's best candidate;
+        - ``top1``: whether the chosen candidate is the user's best (ties in the
+          true reward to the lowest ``response_id``);
+        - ``reference_reward`` and ``win`` (``reward > reference_reward``,
+          strictly), unless ``reference_model`` is None;
+        - ``pairwise_accuracy``: the share of candidate pairs with different true
+          rewards that ``utility`` orders the same way, a tie in ``utility``
+          counting 0.5; NaN when all candidates have one true reward.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pllm_sk.datasets import Corpus
+    >>> from pllm_sk.model_selection import choice_outcomes
+    >>> from pllm_sk.simulation import PreferenceOracle
+    >>> corpus = Corpus(["Hi?"], [["Hello.", "Hey!"]], rewards=[[[1.0], [2.0]]],
+    ...                 reward_models=["rm"], response_models=[["GPT-4o", "Other"]])
+    >>> oracle = PreferenceOracle(corpus, [[1.0]])
+    >>> X = pd.DataFrame({"user_id": [0, 0], "prompt_id": [0, 0], "response_id": [0, 1]})
+    >>> outcomes = choice_outcomes(oracle, X, [0.3, 0.1])
+    >>> outcomes[["response_id", "reward", "best_reward", "top1", "win"]]
+       response_id  reward  best_reward   top1    win
+    0            0     1.0          2.0  False  False
+    """
+    if reference_model is not None:
+        _check_reference_model(oracle, reference_model)
+    ids = _candidate_ids(X)
+    utility = _checked_utility(utility, ids[0].size, "utility holds")
+    return _outcome_table(oracle, ids, utility, reference_model)
+
+
+def _checked_utility(utility, n_rows, source):
+    utility = np.asarray(utility, dtype=np.float64).reshape(-1)
+    if utility.shape[0] != n_rows:
+        raise ValueError(f"{source} {utility.shape[0]} values for {n_rows} rows of X.")
+    if np.isnan(utility).any():
+        raise ValueError(f"{source} NaN; every candidate needs a utility.")
+    return utility
+
+
+def _outcome_table(oracle, ids, utility, reference_model):
+    """:func:`choice_outcomes` of checked ids and utilities."""
+    groups = _CandidateGroups(oracle, *ids)
+    scores = groups.grid(utility[groups.order])
+    chosen = scores.argmax(axis=1)
+    reward = groups.reward_at(chosen)
+    outcomes = {
+        "user_id": groups.user_ids,
+        "prompt_id": groups.prompt_ids,
+        "response_id": chosen,
+        "reward": reward,
+        "zero_shot_reward": groups.reward_at(groups.zero_shot),
+        "best_reward": groups.reward_at(groups.best),
+        "top1": chosen == groups.best,
+    }
+    if reference_model is not None:
+        outcomes["reference_reward"] = _reference_reward(groups, reference_model)
+        outcomes["win"] = reward > outcomes["reference_reward"]
+    outcomes["pairwise_accuracy"] = _pairwise_accuracy(groups.true_reward, scores)
+    return pd.DataFrame(outcomes)
 
 
 def _candidate_ids(X):
@@ -292,29 +377,8 @@ def _check_complete_groups(group_users, group_prompts, responses, starts, n_resp
     )
 
 
-# Metric functions: ``scores`` is the (n_groups, width) grid of predictions and
-# ``chosen`` the grid column of each group's top predicted candidate.
-
-
-def _reward(groups, scores, chosen, reference_model):
-    return groups.reward_at(chosen).mean()
-
-
-def _gap_closed(groups, scores, chosen, reference_model):
-    reward = groups.reward_at(chosen).mean()
-    zero_shot = groups.reward_at(groups.zero_shot).mean()
-    best = groups.reward_at(groups.best).mean()
-    # Zero-shot already optimal everywhere: no gap to close, the share is undefined.
-    if best - zero_shot <= 0:
-        return np.nan
-    return (reward - zero_shot) / (best - zero_shot)
-
-
-def _top1(groups, scores, chosen, reference_model):
-    return (chosen == groups.best).mean()
-
-
-def _win_rate(groups, scores, chosen, reference_model):
+def _reference_reward(groups, reference_model):
+    """True reward of each group's ``reference_model`` response."""
     is_reference = groups.oracle.corpus.response_models[groups.prompt_ids] == (
         reference_model
     )
@@ -324,14 +388,14 @@ def _win_rate(groups, scores, chosen, reference_model):
             f"Prompt prompt_id={groups.prompt_ids[missing][0]} has no response by "
             f"reference_model={reference_model!r}; win_rate needs one on every prompt."
         )
-    reference_reward = groups.oracle.reward(
+    return groups.oracle.reward(
         groups.user_ids, groups.prompt_ids, is_reference.argmax(axis=1)
     )
-    return (groups.reward_at(chosen) > reference_reward).mean()
 
 
-def _pairwise_accuracy(groups, scores, chosen, reference_model):
-    true_diff = groups.true_reward[:, :, None] - groups.true_reward[:, None, :]
+def _pairwise_accuracy(true_reward, scores):
+    """Per group: credit over the candidate pairs of different true rewards, or NaN."""
+    true_diff = true_reward[:, :, None] - true_reward[:, None, :]
     predicted_diff = scores[:, :, None] - scores[:, None, :]
     width = scores.shape[1]
     upper = np.triu(np.ones((width, width), dtype=bool), k=1)
@@ -340,11 +404,44 @@ def _pairwise_accuracy(groups, scores, chosen, reference_model):
         predicted_diff == 0, 0.5, np.sign(predicted_diff) == np.sign(true_diff)
     )
     n_pairs = informative.sum(axis=(1, 2))
-    has_pairs = n_pairs > 0
+    agreed = np.where(informative, credit, 0.0).sum(axis=(1, 2))
+    accuracy = np.full(n_pairs.shape, np.nan)
+    np.divide(agreed, n_pairs, out=accuracy, where=n_pairs > 0)
+    return accuracy
+
+
+# Metric functions: each a mean over the groups of columns of choice_outcomes.
+
+
+def _reward(outcomes):
+    return outcomes["reward"].to_numpy().mean()
+
+
+def _gap_closed(outcomes):
+    reward, zero_shot, best = (
+        outcomes[column].to_numpy().mean()
+        for column in ("reward", "zero_shot_reward", "best_reward")
+    )
+    # Zero-shot already optimal everywhere: no gap to close, the share is undefined.
+    if best - zero_shot <= 0:
+        return np.nan
+    return (reward - zero_shot) / (best - zero_shot)
+
+
+def _top1(outcomes):
+    return outcomes["top1"].to_numpy().mean()
+
+
+def _win_rate(outcomes):
+    return outcomes["win"].to_numpy().mean()
+
+
+def _pairwise_accuracy_mean(outcomes):
+    accuracy = outcomes["pairwise_accuracy"].to_numpy()
+    has_pairs = ~np.isnan(accuracy)
     if not has_pairs.any():
         return np.nan
-    agreed = np.where(informative, credit, 0.0).sum(axis=(1, 2))
-    return (agreed[has_pairs] / n_pairs[has_pairs]).mean()
+    return accuracy[has_pairs].mean()
 
 
 _METRIC_FUNCTIONS = {
@@ -352,5 +449,5 @@ _METRIC_FUNCTIONS = {
     "gap_closed": _gap_closed,
     "top1": _top1,
     "win_rate": _win_rate,
-    "pairwise_accuracy": _pairwise_accuracy,
+    "pairwise_accuracy": _pairwise_accuracy_mean,
 }
