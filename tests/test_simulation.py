@@ -244,3 +244,113 @@ def test_simulate_feedback_rejects_misshapen_weights(corpus):
         simulate_feedback(corpus, np.full((3, 4), 0.25))
     with pytest.raises(ValueError, match="simplex"):
         simulate_feedback(corpus, np.full((3, 10), 0.2))
+
+
+COPL_MODELS = ["gemma_7b", "mistral_weqweasdas", "llama3_sfairx", "oasst_deberta_v3"]
+
+
+def test_raw_scores_and_reward_model_subset_define_the_users_rewards(corpus):
+    from pllm_sk.datasets import REWARD_MODEL_STATS
+
+    weights = sample_users(4, n_reward_models=2, random_state=0)
+    data = simulate_feedback(
+        corpus,
+        weights,
+        n_history=3,
+        reward_models=["gemma_7b", "beaver_7b"],
+        responses=[6, 2, 4],
+        scores="raw",
+        random_state=0,
+    )
+    assert data.oracle.corpus is data.corpus
+    assert data.corpus.reward_models == ("gemma_7b", "beaver_7b")
+    assert data.corpus.n_responses == 3 and data.X.response_id.max() == 2
+    columns = [REWARD_MODELS.index("gemma_7b"), REWARD_MODELS.index("beaver_7b")]
+    z = corpus.rewards[:, [6, 2, 4]][:, :, columns].astype(np.float64)
+    stats = np.array([REWARD_MODEL_STATS[m][1:] for m in ("gemma_7b", "beaver_7b")])
+    np.testing.assert_allclose(
+        data.corpus.rewards, z * stats[:, 1] + stats[:, 0], rtol=1e-6
+    )
+    assert data.settings["scores"] == "raw"
+
+
+def test_per_user_counts(corpus):
+    data = simulate_feedback(
+        corpus,
+        sample_users(3, random_state=0),
+        n_history=np.array([4, 0, 2]),
+        n_query=np.array([1, 3, 0]),
+        feedback="best_worst_pair",
+        random_state=0,
+    )
+    labeled = data.X[~data.is_query].groupby("user_id").prompt_id.nunique()
+    query = data.X[data.is_query].groupby("user_id").prompt_id.nunique()
+    assert labeled.to_dict() == {0: 4, 2: 2}
+    assert query.to_dict() == {0: 1, 1: 3}
+    assert data.settings["n_history"] == {0: 1, 2: 1, 4: 1}
+
+
+def test_only_disagreeing_pairs_and_query_comparisons(corpus):
+    weights = sample_users(30, n_reward_models=4, alpha=0.1, random_state=0)
+    data = simulate_feedback(
+        corpus,
+        weights,
+        n_history=10,
+        n_query=5,
+        feedback="random_pair",
+        reward_models=COPL_MODELS,
+        scores="raw",
+        only_disagreeing=True,
+        query_feedback="random_pair",
+        random_state=0,
+    )
+    rewards = data.corpus.rewards
+    history = data.X[~data.is_query].to_numpy().reshape(-1, 2, 3)
+    comparisons = data.query_comparisons
+    pairs = np.concatenate([history[:, 0, 1], comparisons.prompt_id])
+    first = np.concatenate([history[:, 0, 2], comparisons.chosen_id])
+    second = np.concatenate([history[:, 1, 2], comparisons.rejected_id])
+    diff = rewards[pairs, first] - rewards[pairs, second]
+    # Every pair is one the reward models do not all order the same way.
+    assert not ((diff > 0).all(axis=1) | (diff < 0).all(axis=1)).any()
+    assert len(comparisons) == 30 * 5
+    chosen = data.oracle.reward(
+        comparisons.user_id, comparisons.prompt_id, comparisons.chosen_id
+    )
+    rejected = data.oracle.reward(
+        comparisons.user_id, comparisons.prompt_id, comparisons.rejected_id
+    )
+    assert (chosen >= rejected).all()
+
+
+def test_best_worst_query_comparisons_are_best_against_worst(corpus):
+    data = simulate_feedback(
+        corpus,
+        sample_users(5, random_state=0),
+        n_history=2,
+        n_query=4,
+        query_feedback="best_worst_pair",
+        random_state=0,
+    )
+    comparisons = data.query_comparisons
+    utility = data.oracle.candidate_rewards(comparisons.user_id, comparisons.prompt_id)
+    np.testing.assert_array_equal(comparisons.chosen_id, utility.argmax(axis=1))
+    np.testing.assert_array_equal(comparisons.rejected_id, utility.argmin(axis=1))
+    assert data.X[data.is_query].groupby(["user_id", "prompt_id"]).size().eq(8).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(scores="logit"), ValueError, "scores must be one of"),
+        (dict(reward_models=["nope"]), ValueError, "reward_models must name"),
+        (dict(responses=[0, 0]), ValueError, "responses must be at least 2 distinct"),
+        (dict(only_disagreeing=True), ValueError, "only_disagreeing=True restricts"),
+        (dict(query_feedback="ranking"), ValueError, "query_feedback must be"),
+        (dict(n_history=[1, 2]), ValueError, r"one count per user, shape \(3,\)"),
+        (dict(n_history=[1.0, 2.0, 3.0]), TypeError, "array of integers"),
+    ],
+)
+def test_simulate_feedback_bad_options(corpus, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        simulate_feedback(corpus, sample_users(3, random_state=0), **kwargs)

@@ -8,6 +8,7 @@ Also the model-backed features behind them: the on-disk :class:`FeatureCache`, t
 from ..runtime import CACHE_DIR_ENV, FeatureCache, default_cache_dir
 from ._distill import RewardDistiller
 from ._embedding import EmbeddingFeatures, TextEmbedder
+from ._hidden_states import LORE_REWARD_MODEL, HiddenStateFeatures, RewardModelEmbedder
 from ._reward_model import RewardModelScorer
 from ._rewards import RewardFeatures
 
@@ -15,8 +16,11 @@ __all__ = [
     "CACHE_DIR_ENV",
     "EmbeddingFeatures",
     "FeatureCache",
+    "HiddenStateFeatures",
+    "LORE_REWARD_MODEL",
     "RewardDistiller",
     "RewardFeatures",
+    "RewardModelEmbedder",
     "RewardModelScorer",
     "TextEmbedder",
     "default_cache_dir",

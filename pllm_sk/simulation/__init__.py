@@ -7,7 +7,7 @@ from ._diversity import (
     compare_with_paper,
     population_statistics,
 )
-from ._feedback import FEEDBACK_PROTOCOLS, simulate_feedback
+from ._feedback import FEEDBACK_PROTOCOLS, SCORE_SCALES, simulate_feedback
 from ._interaction import INTERACTION_FEEDBACK, InteractionEnvironment
 from ._oracle import PreferenceOracle
 from ._policies import (
@@ -36,6 +36,7 @@ __all__ = [
     "InformationSeekingPolicy",
     "InteractionEnvironment",
     "PreferenceOracle",
+    "SCORE_SCALES",
     "RandomPolicy",
     "ThompsonPolicy",
     "active_cold_start",
