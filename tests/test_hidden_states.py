@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import random_transformer
 
 from conftest import random_corpus, tiny_bert
 from pllm_sk.features import (
@@ -32,21 +33,12 @@ PAIRS = pd.DataFrame(
 
 
 def tiny_causal_lm():
-    """A random one-layer Llama (seed 0) with the MiniLM tokenizer."""
-    import torch
-    import transformers
-
+    """A random small Llama (seed 0) with the MiniLM tokenizer."""
     _, tokenizer = tiny_bert()
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+    model = random_transformer(
+        "llama", "AutoModelForCausalLM", vocab_size=tokenizer.vocab_size
     )
-    torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(config).eval(), tokenizer
+    return model, tokenizer
 
 
 @pytest.mark.parametrize("build", [tiny_bert, tiny_causal_lm])
@@ -58,7 +50,8 @@ def test_last_token_state_does_not_depend_on_the_batch_size(build):
         ).fit_transform(PAIRS)
         for size in (1, 3, 8)
     ]
-    assert vectors[0].shape == (len(PAIRS), 16) and vectors[0].dtype == np.float32
+    width = model.config.hidden_size
+    assert vectors[0].shape == (len(PAIRS), width) and vectors[0].dtype == np.float32
     np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-5)
     np.testing.assert_allclose(vectors[2], vectors[0], atol=1e-5)
 

@@ -17,6 +17,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import SPECIAL_TOKENS, byte_tokenizer, tiny_lm
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -42,64 +43,6 @@ from pllm_sk.icl._lm import (  # noqa: E402
 from pllm_sk.model_selection import ColdStartSplit, make_personal_scorer  # noqa: E402
 from pllm_sk.simulation import sample_users, simulate_feedback  # noqa: E402
 from pllm_sk.utils._param_validation import InvalidParameterError  # noqa: E402
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def byte_tokenizer(chat=True):
-    """A byte-level BPE tokenizer with no merges: 256 byte tokens, 3 special ones."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {token: i for i, token in enumerate(alphabet + SPECIAL_TOKENS)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE if chat else None
-    return tokenizer
-
-
-def tiny_lm(architecture="llama", vocab_size=259, seed=0):
-    """A random 2-layer causal LM; large initial weights make the scores differ."""
-    torch.manual_seed(seed)
-    if architecture == "gpt2":
-        config = transformers.GPT2Config(
-            vocab_size=vocab_size,
-            n_embd=32,
-            n_layer=2,
-            n_head=2,
-            n_positions=4096,
-            initializer_range=0.3,
-            bos_token_id=256,
-            eos_token_id=256,
-        )
-    else:
-        config = transformers.LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            initializer_range=0.3,
-            bos_token_id=256,
-            eos_token_id=256,
-            pad_token_id=256,
-        )
-    return transformers.AutoModelForCausalLM.from_config(config).eval()
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -516,25 +459,28 @@ def topic_corpus():
     return Corpus(prompts * 2, responses * 2, np.zeros((8, 3, 1)), reward_models=["rm"])
 
 
+def fit_topic_ranker(model, tokenizer, liked, **params):
+    """A ranker with the keyword embedder fitted on :func:`topic_corpus`.
+
+    ``liked`` holds (user_id, prompt_id, response_id) triples: that user labeled
+    answers 0 and 1 of that prompt and liked the one given.
+    """
+    rows = [(user, prompt, response) for user, prompt, _ in liked for response in (0, 1)]
+    X = pd.DataFrame(rows, columns=["user_id", "prompt_id", "response_id"])
+    y = np.array([float(response == best) for _, _, best in liked for response in (0, 1)])
+    params = dict(embedder=KeywordEmbedder()) | params
+    return ranker(topic_corpus(), model, tokenizer, **params).fit(X, y)
+
+
 def test_similar_prompt_shows_the_nearest_examples_last(model, tokenizer):
-    corpus = topic_corpus()
     # User 0 labeled bread, tax and cat; the query is prompt 4, about bread again.
-    X = pd.DataFrame(
-        {
-            "user_id": [0] * 6,
-            "prompt_id": [0, 0, 1, 1, 2, 2],
-            "response_id": [0, 1, 0, 1, 0, 1],
-        }
-    )
-    y = np.array([1.0, 0.0] * 3)
-    fitted = ranker(
-        corpus,
+    fitted = fit_topic_ranker(
         model,
         tokenizer,
+        [(0, 0, 0), (0, 1, 0), (0, 2, 0)],
         example_selection="similar_prompt",
         n_examples=2,
-        embedder=KeywordEmbedder(),
-    ).fit(X, y)
+    )
     selected = fitted._select_examples(np.array([[0, 4]]))[0]
     assert fitted.examples_.prompt_id.to_numpy()[selected][-1] == 0
     assert selected.size == 2
@@ -547,25 +493,15 @@ def test_similar_prompt_shows_the_nearest_examples_last(model, tokenizer):
 
 
 def test_similar_user_shows_the_nearest_users_examples(model, tokenizer):
-    corpus = topic_corpus()
     # Users 0 and 1 like the bread-flavoured answer 0 over answer 1; user 2 the
     # opposite; the query user 0 is shown user 1's examples only.
-    X = pd.DataFrame(
-        {
-            "user_id": [0, 0, 1, 1, 1, 1, 2, 2],
-            "prompt_id": [0, 0, 1, 1, 2, 2, 3, 3],
-            "response_id": [0, 1, 0, 1, 0, 1, 0, 1],
-        }
-    )
-    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
-    fitted = ranker(
-        corpus,
+    fitted = fit_topic_ranker(
         model,
         tokenizer,
+        [(0, 0, 0), (1, 1, 0), (1, 2, 0), (2, 3, 1)],
         example_selection="similar_user",
         n_similar_users=1,
-        embedder=KeywordEmbedder(),
-    ).fit(X, y)
+    )
     assert fitted.user_vectors_.shape == (3, 5)
     selected = fitted._select_examples(np.array([[0, 5]]))[0]
     assert set(fitted.examples_.user_id.to_numpy()[selected]) == {1}

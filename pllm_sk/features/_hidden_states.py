@@ -4,18 +4,16 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
-from ..runtime import BaseModelTransformer, ModelSource, declared_max_length, pad_right
+from ..runtime import BaseModelTransformer, ModelSource
 from ..utils import HasMethods, fill_docstring
 from ._base import BaseCorpusFeatures
-from ._reward_model import RewardModelScorer, _absent_token, _check_pairs
+from ._reward_model import RewardModelScorer, _text_config
 
 __all__ = ["LORE_REWARD_MODEL", "HiddenStateFeatures", "RewardModelEmbedder"]
 
 # The reward model whose hidden states are LoRe's features
 # (facebookresearch/LoRe, PersonalLLM/prepare.py:27-31).
 LORE_REWARD_MODEL = "Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"
-# Longest input when neither the user nor the model says.
-_DEFAULT_MAX_LENGTH = 4096
 
 
 @fill_docstring
@@ -138,19 +136,8 @@ class RewardModelEmbedder(RewardModelScorer):
         )
         self.name_ = str(self.name or source.label.rstrip("/").split("/")[-1])
         config = source.load_config()
-        text_config = (
-            config.get_text_config() if hasattr(config, "get_text_config") else config
-        )
-        self.embedding_dim_ = int(text_config.hidden_size)
-        tokenizer = source.load_tokenizer()
-        self.template_ = self._resolve_template(tokenizer)
-        self.max_length_ = self.max_length or declared_max_length(
-            _DEFAULT_MAX_LENGTH, tokenizer, config
-        )
-        self.identity_ = self._identity(
-            source, "last_token_hidden_state", template=self.template_
-        )
-        self._source, self._loaded, self._tokenizer = source, None, tokenizer
+        self.embedding_dim_ = int(_text_config(config).hidden_size)
+        self._fit_format(source, config, "last_token_hidden_state")
         return self
 
     def transform(self, X):
@@ -166,9 +153,7 @@ class RewardModelEmbedder(RewardModelScorer):
         embeddings : ndarray of float32, shape (n_pairs, embedding_dim_)
         """
         check_is_fitted(self)
-        prompts, responses = _check_pairs(X)
-        texts = [self._format(p, r) for p, r in zip(prompts, responses)]
-        return self._through_cache(texts, self._embed, 1024)
+        return self._through_cache(self._pair_texts(X), self._embed, 1024)
 
     def _feature_names(self):
         return [f"{self.name_}_{j}" for j in range(self.embedding_dim_)]
@@ -177,29 +162,17 @@ class RewardModelEmbedder(RewardModelScorer):
         """Last-token hidden states of formatted texts, float32 (n, embedding_dim_)."""
         import torch
 
-        if getattr(self, "_loaded", None) is None:
-            from transformers import AutoModel
-
-            self._loaded = self._source.load_model(AutoModel, self.device_, self.dtype_)
-        input_ids, token_types = self._encode(texts)
+        model = self._model("AutoModel")
+        # base_model: the transformer without a head, whatever was loaded.
+        network = getattr(model, "base_model", model)
         vectors = np.zeros((len(texts), self.embedding_dim_), dtype=np.float32)
         with torch.inference_mode():
-            for batch in self._batches(input_ids, "embedding"):
-                sequences = [input_ids[i] for i in batch]
-                inputs = pad_right(
-                    sequences,
-                    _absent_token(sequences, self._tokenizer.pad_token_id),
-                    self.device_,
-                    None if token_types is None else [token_types[i] for i in batch],
-                )
-                # base_model: the transformer without a head, whatever was loaded.
-                network = getattr(self._loaded, "base_model", self._loaded)
+            for batch, _, inputs in self._padded_batches(texts, "embedding"):
                 hidden = network(**inputs).last_hidden_state
-                last = torch.as_tensor([len(s) - 1 for s in sequences])
-                rows = torch.arange(len(sequences))
-                vectors[batch] = (
-                    hidden[rows, last.to(hidden.device)].float().cpu().numpy()
-                )
+                # Right padding: each row's last real token ends its attention mask.
+                last = (inputs["attention_mask"].sum(1) - 1).to(hidden.device)
+                rows = torch.arange(len(batch), device=hidden.device)
+                vectors[batch] = hidden[rows, last].float().cpu().numpy()
         return vectors
 
 

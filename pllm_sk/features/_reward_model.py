@@ -12,6 +12,7 @@ from ..runtime import (
     BaseModelTransformer,
     ModelSource,
     check_texts,
+    dataframe_columns,
     declared_max_length,
     pad_right,
 )
@@ -222,14 +223,7 @@ class RewardModelScorer(BaseModelTransformer):
                 f"The reward model {self.name_!r} has {config.num_labels} output labels; "
                 "a reward model has exactly one (num_labels=1)."
             )
-        loaded_tokenizer = source.load_tokenizer()
-        self.template_ = self._resolve_template(loaded_tokenizer)
-        self.max_length_ = self.max_length or declared_max_length(
-            _DEFAULT_MAX_LENGTH, loaded_tokenizer, config
-        )
-        self.identity_ = self._identity(source, "reward", template=self.template_)
-        self._source, self._loaded = source, None
-        self._tokenizer = loaded_tokenizer
+        self._fit_format(source, config, "reward")
         return self
 
     def transform(self, X):
@@ -246,9 +240,7 @@ class RewardModelScorer(BaseModelTransformer):
             Normalised with ``normalization_`` when it is set.
         """
         check_is_fitted(self)
-        prompts, responses = _check_pairs(X)
-        texts = [self._format(p, r) for p, r in zip(prompts, responses)]
-        raw = self._through_cache(texts, self._score, 1024)
+        raw = self._through_cache(self._pair_texts(X), self._score, 1024)
         if self.normalization_ is None:
             return raw
         mean, sd = self.normalization_
@@ -257,6 +249,16 @@ class RewardModelScorer(BaseModelTransformer):
     def _feature_names(self):
         """``["reward_<name_>"]``."""
         return [f"reward_{self.name_}"]
+
+    def _fit_format(self, source, config, task):
+        """Set ``template_``, ``max_length_`` and ``identity_``; keep the tokenizer."""
+        tokenizer = source.load_tokenizer()
+        self.template_ = self._resolve_template(tokenizer)
+        self.max_length_ = self.max_length or declared_max_length(
+            _DEFAULT_MAX_LENGTH, tokenizer, config
+        )
+        self.identity_ = self._identity(source, task, template=self.template_)
+        self._source, self._loaded, self._tokenizer = source, None, tokenizer
 
     def _resolve_normalization(self):
         if isinstance(self.normalize, str):  # "auto", as the constraints ensure
@@ -301,6 +303,11 @@ class RewardModelScorer(BaseModelTransformer):
             f"{{prompt}} and {{response}}; got {template!r}."
         )
 
+    def _pair_texts(self, X):
+        """The formatted text of each (prompt, response) pair of ``X``."""
+        prompts, responses = _check_pairs(X)
+        return [self._format(p, r) for p, r in zip(prompts, responses)]
+
     def _format(self, prompt, response):
         """The text that is tokenized (and the cache key) of one pair."""
         if self.template_ == "pair":
@@ -335,29 +342,42 @@ class RewardModelScorer(BaseModelTransformer):
         )
         return encoded["input_ids"], None
 
+    def _model(self, auto_class):
+        """The model loaded as ``transformers.<auto_class>``, on the first call."""
+        if getattr(self, "_loaded", None) is None:
+            import transformers
+
+            self._loaded = self._source.load_model(
+                getattr(transformers, auto_class), self.device_, self.dtype_
+            )
+        return self._loaded
+
+    def _padded_batches(self, texts, desc):
+        """Encode ``texts``; yield ``(positions, pad_id, inputs)`` per batch.
+
+        Batches of similar lengths, right-padded on ``device_`` with a token id
+        that none of the batch's sequences contains (:func:`_absent_token`).
+        """
+        input_ids, token_types = self._encode(texts)
+        for batch in self._batches(input_ids, desc):
+            sequences = [input_ids[i] for i in batch]
+            pad_id = _absent_token(sequences, self._tokenizer.pad_token_id)
+            inputs = pad_right(
+                sequences,
+                pad_id,
+                self.device_,
+                None if token_types is None else [token_types[i] for i in batch],
+            )
+            yield batch, pad_id, inputs
+
     def _score(self, texts):
         """Raw scores of formatted texts, float32 of shape (n, 1)."""
         import torch
 
-        if getattr(self, "_loaded", None) is None:
-            from transformers import AutoModelForSequenceClassification
-
-            self._loaded = self._source.load_model(
-                AutoModelForSequenceClassification, self.device_, self.dtype_
-            )
-        model = self._loaded
-        input_ids, token_types = self._encode(texts)
+        model = self._model("AutoModelForSequenceClassification")
         scores = np.zeros((len(texts), 1), dtype=np.float32)
         with torch.inference_mode():
-            for batch in self._batches(input_ids, "scoring"):
-                sequences = [input_ids[i] for i in batch]
-                pad_id = _absent_token(sequences, self._tokenizer.pad_token_id)
-                inputs = pad_right(
-                    sequences,
-                    pad_id,
-                    self.device_,
-                    None if token_types is None else [token_types[i] for i in batch],
-                )
+            for batch, pad_id, inputs in self._padded_batches(texts, "scoring"):
                 with _pad_token_id(model.config, pad_id):
                     logits = model(**inputs).logits
                 scores[batch, 0] = logits[:, 0].float().cpu().numpy()
@@ -367,16 +387,10 @@ class RewardModelScorer(BaseModelTransformer):
 def _check_pairs(X):
     """Prompts and responses from a DataFrame or an (n, 2) array of strings."""
     if is_dataframe(X):
-        missing = [c for c in ("prompt", "response") if c not in X.columns]
-        if missing:
-            raise ValueError(
-                f"X is missing the column(s) {missing}; RewardModelScorer needs the "
-                "columns 'prompt' and 'response'."
-            )
-        return (
-            check_texts(X["prompt"].to_numpy(), "prompt"),
-            check_texts(X["response"].to_numpy(), "response"),
+        prompts, responses = dataframe_columns(
+            X, ("prompt", "response"), needed_by="RewardModelScorer"
         )
+        return check_texts(prompts, "prompt"), check_texts(responses, "response")
     if isinstance(X, str) or not hasattr(X, "__len__"):
         raise TypeError(
             "X must be a DataFrame with columns 'prompt' and 'response' or an (n, 2) "
@@ -410,12 +424,15 @@ def _absent_token(sequences, preferred):
 @contextmanager
 def _pad_token_id(config, pad_id):
     """Set the model's pad token id for one forward pass, then restore it."""
-    text_config = (
-        config.get_text_config() if hasattr(config, "get_text_config") else config
-    )
+    text_config = _text_config(config)
     previous = text_config.pad_token_id
     text_config.pad_token_id = pad_id
     try:
         yield
     finally:
         text_config.pad_token_id = previous
+
+
+def _text_config(config):
+    """The language model's part of ``config`` (itself, unless multimodal)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config

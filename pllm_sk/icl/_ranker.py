@@ -14,6 +14,7 @@ from ..core import comparisons
 from ..runtime import (
     FeatureCache,
     TextEmbedder,
+    dataframe_columns,
     progress,
     resolve_cache,
     resolve_device,
@@ -665,13 +666,9 @@ def best_worst_examples(ids, y):
 def _query_pairs(X):
     """Distinct (user_id, prompt_id) rows of ``X``, in order of first appearance."""
     if is_dataframe(X):
-        missing = [c for c in ("user_id", "prompt_id") if c not in X.columns]
-        if missing:
-            raise ValueError(
-                f"X is missing the id column(s) {missing}; generate needs the columns "
-                "'user_id' and 'prompt_id'."
-            )
-        columns = [X["user_id"].to_numpy(), X["prompt_id"].to_numpy()]
+        columns = dataframe_columns(
+            X, ("user_id", "prompt_id"), needed_by="generate", kind="id column(s)"
+        )
     else:
         array = np.asarray(X)
         if array.ndim != 2 or array.shape[1] < 2:

@@ -12,6 +12,7 @@ from ._model_transformer import BaseModelTransformer
 from ._models import (
     ModelSource,
     check_texts,
+    dataframe_columns,
     declared_max_length,
     from_pretrained,
     length_batches,
@@ -38,6 +39,7 @@ __all__ = [
     "check_texts",
     "claim_gpu",
     "claim_slot",
+    "dataframe_columns",
     "declared_max_length",
     "default_cache_dir",
     "from_pretrained",

@@ -25,6 +25,7 @@ __all__ = [
     "length_batches",
     "ModelSource",
     "check_texts",
+    "dataframe_columns",
     "declared_max_length",
     "pad_right",
     "progress",
@@ -313,6 +314,21 @@ def check_texts(texts, name="texts"):
                 f"{position}."
             )
     return values.tolist()
+
+
+def dataframe_columns(X, columns, *, needed_by, kind="column(s)"):
+    """The named ``columns`` of DataFrame ``X`` as arrays, or a ValueError.
+
+    The error names the missing columns, what needs them (``needed_by``) and
+    all of ``columns``; ``kind`` says what they are ("id column(s)").
+    """
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        named = " and ".join(repr(c) for c in columns)
+        raise ValueError(
+            f"X is missing the {kind} {missing}; {needed_by} needs the columns {named}."
+        )
+    return [X[c].to_numpy() for c in columns]
 
 
 def declared_max_length(ceiling, *objects):
