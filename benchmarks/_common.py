@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the methods by name, the feature steps of each
-track, the simulated world, the gap closed of choice outcomes and the bootstrap.
+track, the simulated world and the gap closed of choice outcomes (their bootstrap is
+:func:`pllm_sk.simulation.paired_bootstrap`).
 
 Every script imports from here (``from _common import ...``: a script's folder is
 on ``sys.path`` when it runs) and composes the public API of ``pllm_sk``.
@@ -10,6 +11,7 @@ import pandas as pd
 
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
 from pllm_sk.collaborative import LowRankRanker
+from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import EmbeddingFeatures, RewardDistiller, RewardFeatures
 from pllm_sk.icl import InContextRanker
 from pllm_sk.meta import MetaRewardHead
@@ -129,6 +131,26 @@ def simulate_world(
     return PreferenceOracle(corpus, weights), history, tests
 
 
+def synthetic_world(args, n_history_users, n_test_users, alpha, **options):
+    """A synthetic corpus of ``args.n_prompts`` prompts and its simulated world.
+
+    The corpus is ``make_personalllm(args.n_prompts, random_state=args.seed)``;
+    the world is :func:`simulate_world` on it with ``seed=args.seed`` and
+    ``options`` (``n_history``, ``n_labeled``, ...). Returns ``(corpus, oracle,
+    history, tests)``.
+    """
+    corpus = make_personalllm(args.n_prompts, random_state=args.seed)
+    oracle, history, tests = simulate_world(
+        corpus,
+        n_history_users=n_history_users,
+        n_test_users=n_test_users,
+        alpha=alpha,
+        seed=args.seed,
+        **options,
+    )
+    return corpus, oracle, history, tests
+
+
 def stack(*parts):
     """The rows of several feedback sets as one ``(X, y)``, in order."""
     X = pd.concat([part.X for part in parts], ignore_index=True)
@@ -144,14 +166,3 @@ def gap_closed(reward, zero_shot_reward, best_reward):
     """``make_personal_scorer``'s gap closed: a ratio of means over the groups."""
     zero_shot = zero_shot_reward.mean()
     return (reward.mean() - zero_shot) / (best_reward.mean() - zero_shot)
-
-
-def bootstrap(statistic, n_units, n_resamples, rng):
-    """``statistic(units)`` on resamples of ``n_units`` units, with replacement.
-
-    ``units`` holds the indices drawn, ``n_units`` of them, by ``rng`` (a NumPy
-    Generator or RandomState), one resample after another. Returns an array of
-    shape (n_resamples, ...) of the statistic's values.
-    """
-    draw = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
-    return np.array([statistic(draw(n_units, size=n_units)) for _ in range(n_resamples)])

@@ -37,10 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import make_method, simulate_world
+from _common import make_method, synthetic_world
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
 from pllm_sk.simulation import (
     GreedyPolicy,
@@ -93,13 +92,11 @@ def parse_args(argv):
 
 
 def build(args):
-    corpus = make_personalllm(args.n_prompts, random_state=args.seed)
-    oracle, history, _ = simulate_world(
-        corpus,
-        n_history_users=args.n_history_users,
-        n_test_users=args.n_users,
-        alpha=args.alpha,
-        seed=args.seed,
+    corpus, oracle, history, _ = synthetic_world(
+        args,
+        args.n_history_users,
+        args.n_users,
+        args.alpha,
         n_history=args.n_history,
         query_splits=(),
     )

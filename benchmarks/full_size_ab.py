@@ -31,11 +31,11 @@ import os
 import time
 
 import numpy as np
-from _common import bootstrap, gap_closed, gap_columns, make_method, simulate_world
+from _common import gap_closed, gap_columns, make_method, synthetic_world
 
-from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import choice_outcomes
+from pllm_sk.simulation import paired_bootstrap
 
 METHODS = ("UserKNN", "LowRank", "MetaHead")
 N_BOOTSTRAP = 1000
@@ -61,13 +61,11 @@ def parse_args(argv):
 
 def build_data(args):
     """Historical rows, the new users' support and query rows (features), the oracle."""
-    corpus = make_personalllm(args.n_prompts, random_state=args.seed)
-    oracle, history, tests = simulate_world(
-        corpus,
-        n_history_users=args.n_users,
-        n_test_users=args.n_new_users,
-        alpha=args.alpha,
-        seed=args.seed,
+    corpus, oracle, history, tests = synthetic_world(
+        args,
+        args.n_users,
+        args.n_new_users,
+        args.alpha,
         n_labeled=max(args.shots),
         n_query=args.n_query,
     )
@@ -95,10 +93,11 @@ def chosen_rewards(oracle, X, utility):
 def paired_difference(new, old, rng):
     """Gap closed of ``new`` minus ``old`` (same groups) and its bootstrap SE."""
     gain, gap = new[0] - old[0], new[2] - new[1]
-    boot = bootstrap(
-        lambda units: gain[units].mean() / gap[units].mean(), gap.size, N_BOOTSTRAP, rng
-    )
-    return gain.mean() / gap.mean(), boot.std()
+    result = paired_bootstrap(
+        gain, gap, statistic=lambda gain, gap: gain.mean() / gap.mean(),
+        n_resamples=N_BOOTSTRAP, random_state=rng,
+    )  # fmt: skip
+    return result.mean, result.std
 
 
 def main(argv=None):

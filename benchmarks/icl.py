@@ -54,21 +54,20 @@ import time
 import numpy as np
 import pandas as pd
 from _common import (
-    bootstrap,
     feature_steps,
     gap_closed,
     gap_columns,
     make_method,
-    simulate_world,
     stack,
+    synthetic_world,
 )
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
-from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import FeatureCache, TextEmbedder
 from pllm_sk.icl import UTILITIES
 from pllm_sk.model_selection import ColdStartSplit, choice_outcomes
+from pllm_sk.simulation import paired_bootstrap
 
 METRICS = ("gap_closed", "top1", "win_rate")
 CONTROLS = ("zero", "shuffled", "other_user")
@@ -111,13 +110,11 @@ def parse_args(argv):
 
 def build_data(args):
     """The corpus, the oracle and the rows of historical and test users."""
-    corpus = make_personalllm(args.n_prompts, random_state=args.seed)
-    oracle, history, tests = simulate_world(
-        corpus,
-        n_history_users=args.n_history_users,
-        n_test_users=args.n_test_users,
-        alpha=ALPHA,
-        seed=args.seed,
+    corpus, oracle, history, tests = synthetic_world(
+        args,
+        args.n_history_users,
+        args.n_test_users,
+        ALPHA,
         n_history=args.n_history,
         n_labeled=max(args.shots),
     )
@@ -138,17 +135,17 @@ def paired_intervals(true, control, n_bootstrap, seed):
     true, control = true.set_index("user_id"), control.set_index("user_id")
     control = control.loc[true.index]
 
-    def difference(users):
-        a, b = metrics(true.iloc[users]), metrics(control.iloc[users])
+    def difference(true, control):
+        a, b = metrics(true), metrics(control)
         return [a[m] - b[m] for m in METRICS]
 
     # A resample where zero-shot already chose every best has no gap to close.
     with np.errstate(divide="ignore", invalid="ignore"):
-        draws = bootstrap(difference, len(true), n_bootstrap, np.random.RandomState(seed))
-    low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
-    point = metrics(true)
-    point = [point[m] - metrics(control)[m] for m in METRICS]
-    return {m: (p, lo, hi) for m, p, lo, hi in zip(METRICS, point, low, high)}
+        result = paired_bootstrap(
+            true, control, statistic=difference, n_resamples=n_bootstrap, random_state=seed
+        )
+    low, high = np.nanpercentile(result.resamples, [2.5, 97.5], axis=0)
+    return {m: (p, lo, hi) for m, p, lo, hi in zip(METRICS, result.mean, low, high)}
 
 
 def cross_validated(estimator, X, y, cv, oracle):

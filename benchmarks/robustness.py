@@ -52,7 +52,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _common import (
-    bootstrap,
     gap_closed,
     gap_columns,
     make_method,
@@ -63,7 +62,7 @@ from sklearn.pipeline import make_pipeline
 from pllm_sk.datasets import make_personalllm
 from pllm_sk.features import RewardFeatures
 from pllm_sk.model_selection import ColdStartSplit, choice_outcomes
-from pllm_sk.simulation import PreferenceOracle
+from pllm_sk.simulation import PreferenceOracle, paired_bootstrap
 
 # Contrasting reward structures: keyword arguments of make_personalllm. The
 # within-prompt correlation of the reward models' scores, averaged over their 45
@@ -284,23 +283,21 @@ def ratio_errors(outcomes, users, seed):
     to a gap closed near 0 has tails that would make the standard deviation
     meaningless.
     """
-    distinct, group_user = np.unique(users, return_inverse=True)
-    members = np.argsort(group_user, kind="stable")
-    bounds = np.searchsorted(group_user[members], np.arange(distinct.size + 1))
-    reference = outcomes[REFERENCE, 0]
     runs = [run for run in outcomes if run != (REFERENCE, 0)]
+    chosen = np.stack([outcomes[run][0] for run in runs], axis=1)
 
-    def ratios(drawn):
-        groups = np.concatenate([members[bounds[u] : bounds[u + 1]] for u in drawn])
-        _, zero_shot, best = reference[:, groups]
-        bayes = gap_closed(reference[0, groups], zero_shot, best)
-        return [
-            gap_closed(outcomes[run][0, groups], zero_shot, best) / bayes
-            for run in runs
-        ]
+    def ratios(chosen, reference):
+        # Contiguous copies: NumPy may sum a strided column in another order.
+        chosen, reference = np.ascontiguousarray(chosen.T), np.ascontiguousarray(reference.T)
+        bayes, zero_shot, best = reference
+        bayes = gap_closed(bayes, zero_shot, best)
+        return [gap_closed(run, zero_shot, best) / bayes for run in chosen]
 
-    draws = bootstrap(ratios, distinct.size, N_BOOTSTRAP, np.random.default_rng(seed))
-    low, high = np.percentile(draws, [16, 84], axis=0)
+    result = paired_bootstrap(
+        chosen, outcomes[REFERENCE, 0].T, statistic=ratios, groups=users,
+        n_resamples=N_BOOTSTRAP, random_state=np.random.default_rng(seed),
+    )  # fmt: skip
+    low, high = np.percentile(result.resamples, [16, 84], axis=0)
     return {run: float(h - lo) / 2 for run, lo, h in zip(runs, low, high)}
 
 

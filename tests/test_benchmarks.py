@@ -180,7 +180,7 @@ def test_simulate_world_numbers_test_users_after_the_historical_ones():
     assert len(X) == len(history.X) + len(tests["test"].X) == y.size
 
 
-def test_gap_closed_of_choice_outcomes_is_the_scorers_and_bootstrap_draws_units():
+def test_gap_closed_of_choice_outcomes_is_the_scorers():
     common = load_script("_common")
     corpus = make_personalllm(60, random_state=0)
     oracle, history, tests = common.simulate_world(
@@ -197,14 +197,23 @@ def test_gap_closed_of_choice_outcomes_is_the_scorers_and_bootstrap_draws_units(
     outcomes = choice_outcomes(oracle, X, utility)
     scorer = make_personal_scorer(oracle, "gap_closed")
     assert common.gap_closed(*common.gap_columns(outcomes)) == scorer(Fixed(), X)
-    # One resample after another, each of n_units indices drawn by the generator.
-    for rng in (np.random.default_rng(0), np.random.RandomState(0)):
-        draws = common.bootstrap(lambda units: units, 7, 5, rng)
-        assert draws.shape == (5, 7) and draws.min() >= 0 and draws.max() < 7
-    np.testing.assert_array_equal(
-        common.bootstrap(lambda units: units, 7, 5, np.random.default_rng(0)),
-        np.random.default_rng(0).integers(0, 7, (5, 7)),
-    )
+
+
+def test_robustness_ratio_errors_resample_whole_users():
+    robustness = load_script("robustness")
+    # Bayes closes the whole gap in every group; the learned run closes all of
+    # user 7's (2 groups) and none of user 8's. Resampled by user, a quarter of the
+    # resamples hold user 8 twice (ratio 0), a quarter user 7 twice (ratio 1): the
+    # 16-84% spread is [0, 1]. Resampled by group, it would be about [0.25, 0.75].
+    bayes = np.array([[1.0, 1.0, 1.0, 1.0], [0.0] * 4, [1.0] * 4])
+    learned = bayes.copy()
+    learned[0, 2:] = 0.0
+    outcomes = {(robustness.REFERENCE, 0): bayes, ("UserKNN", 0): learned}
+    users = np.array([7, 7, 8, 8])
+    assert robustness.ratio_errors(outcomes, users, seed=0) == {("UserKNN", 0): 0.5}
+    # The learned run equal to Bayes: a ratio of 1 in every resample.
+    outcomes["UserKNN", 0] = bayes
+    assert robustness.ratio_errors(outcomes, users, seed=0) == {("UserKNN", 0): 0.0}
 
 
 def test_icl_metrics_and_intervals_read_choice_outcomes():

@@ -410,6 +410,56 @@ def test_paired_bootstrap_interval_covers_a_known_mean():
     assert_allclose(result.high - result.low, 3.92 * noise.std() / 20, rtol=0.15)
 
 
+def test_paired_bootstrap_draws_units_or_whole_groups():
+    # A statistic that returns the resampled rows shows the draws themselves:
+    # all at once, as (n_resamples, n_groups) indices from the random state.
+    rows = paired_bootstrap(np.arange(5), np.zeros(5), statistic=lambda a, b: a,
+                            n_resamples=3, random_state=np.random.default_rng(0))  # fmt: skip
+    assert_array_equal(rows.resamples, np.random.default_rng(0).integers(5, size=(3, 5)))
+    assert (rows.n_units, rows.n_groups) == (5, 5)
+    # Group "y" (rows 0, 1) and "x" (rows 2, 3): each drawn group brings its rows
+    # in their order, groups numbered in sorted order of their labels.
+    rows = paired_bootstrap(np.arange(4), np.zeros(4), statistic=lambda a, b: a,
+                            groups=["y", "y", "x", "x"], n_resamples=4, random_state=0)  # fmt: skip
+    members = {0: [2, 3], 1: [0, 1]}
+    drawn = np.random.RandomState(0).randint(2, size=(4, 2))
+    assert_array_equal(rows.resamples, [members[g] + members[h] for g, h in drawn])
+    assert (rows.n_units, rows.n_groups) == (4, 2)
+
+
+def test_paired_bootstrap_ratio_of_resampled_users():
+    # User 0 has two units of difference 1, user 1 one of difference 0: a
+    # resample holding user 0 k times has mean difference 2k / (2k + 2 - k).
+    first, second = np.array([2.0, 3.0, 5.0]), np.array([1.0, 2.0, 5.0])
+    result = paired_bootstrap(first, second, groups=[0, 0, 1], n_resamples=50, random_state=0)
+    k = (np.random.RandomState(0).randint(2, size=(50, 2)) == 0).sum(axis=1)
+    assert_allclose(result.resamples, 2 * k / (2 * k + 2 - k))
+    assert result.mean == 2 / 3 and result.std == result.resamples.std()
+    assert (result.low, result.high) == (0.0, 1.0)
+    # A ratio of sums, and a vector statistic: one value per component.
+    both = paired_bootstrap(
+        first, second, statistic=lambda a, b: [a.sum() / b.sum(), a.max()], groups=[0, 0, 1],
+        n_resamples=50, random_state=0,
+    )  # fmt: skip
+    assert_allclose(both.mean, [10 / 8, 5.0])
+    assert both.resamples.shape == (50, 2) and both.low.shape == both.std.shape == (2,)
+    assert_allclose(both.resamples[:, 0], np.where(k == 2, 5 / 3, np.where(k == 1, 10 / 8, 1.0)))
+    # Resamples where the ratio is undefined (0 / 0) are left out of the interval.
+    with np.errstate(invalid="ignore"):
+        ratio = paired_bootstrap([1.0, 0.0], [1.0, 0.0], statistic=lambda a, b: a.sum() / b.sum(),
+                                 n_resamples=20, random_state=0)  # fmt: skip
+    assert np.isnan(ratio.resamples).any()
+    assert (ratio.low, ratio.high, ratio.std) == (1.0, 1.0, 0.0)
+
+
+def test_paired_bootstrap_passes_aligned_frames_to_the_statistic():
+    first = pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])
+    second = pd.DataFrame({"x": [30.0, 10.0]}, index=["c", "a"])
+    result = paired_bootstrap(first, second, statistic=lambda a, b: (a["x"] - b["x"]).sum(),
+                              n_resamples=5, random_state=0)  # fmt: skip
+    assert result.mean == (1.0 - 10.0) + (3.0 - 30.0) and result.n_units == 2
+
+
 def test_progressive_parameters_are_checked():
     log = pd.DataFrame({"step": [0, 1], "round": [0, 1], "user_id": [1, 1],
                         "regret": [1.0, 0.0], "top1": [False, True]})
@@ -417,9 +467,16 @@ def test_progressive_parameters_are_checked():
         progressive_scores(log, time="day")
     with pytest.raises(ValueError, match="'n_steps' parameter of cumulative_regret"):
         cumulative_regret(log, 0)
-    for bad in (dict(confidence=1.0), dict(n_resamples=0)):
+    for bad in (dict(confidence=1.0), dict(n_resamples=0), dict(statistic="mean"),
+                dict(random_state="seed")):  # fmt: skip
         with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter of paired_bootstrap"):
             paired_bootstrap([1.0, 2.0], [0.0, 1.0], **bad)
+    with pytest.raises(ValueError, match="one label per unit"):
+        paired_bootstrap([1.0, 2.0], [0.0, 1.0], groups=[0, 0, 1])
+    with pytest.raises(ValueError, match="one-dimensional"):
+        paired_bootstrap([[1.0, 2.0]], [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="same, non-zero number of units"):
+        paired_bootstrap([1.0, 2.0], [0.0], statistic=lambda a, b: 0.0)
 
 
 # ---------------------------------------------------------- posterior draws

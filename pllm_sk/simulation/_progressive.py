@@ -105,26 +105,58 @@ def cumulative_regret(log, n_steps, *, by=None):
     return totals[counts == n_steps]
 
 
-def paired_bootstrap(first, second, *, n_resamples=10_000, confidence=0.95, random_state=None):
-    """Mean of ``first - second`` over paired units, with a bootstrap interval.
+def paired_bootstrap(
+    first,
+    second,
+    *,
+    statistic=None,
+    groups=None,
+    n_resamples=10_000,
+    confidence=0.95,
+    random_state=None,
+):
+    """A statistic of paired units (by default the mean of ``first - second``), bootstrapped.
 
-    Units (users) are resampled with replacement, keeping each unit's pair
-    together; the interval is the percentile interval of the resampled means.
+    Units (users, or query groups) are resampled with replacement, keeping each
+    unit's pair together; with ``groups``, whole groups of units are resampled
+    instead (each user with all its (user, prompt) groups). The interval is the
+    percentile interval of the resampled statistics.
 
     Parameters
     ----------
-    first, second : Series or array-like of shape (n_units,)
+    first, second : Series, DataFrame or array-like of shape (n_units, ...)
         Paired values (for example each user's cumulative regret under two
-        policies). Series are aligned on their index; units missing from either
-        are left out.
+        policies), one row per unit. When both are pandas objects they are
+        aligned on their index; units missing from either are left out. Without
+        ``statistic`` they must be one-dimensional.
+    statistic : callable, default=None
+        ``statistic(first_rows, second_rows)`` of one resample's rows (taken
+        with ``.iloc`` from pandas objects), a scalar or a 1-D array-like (then
+        every result has that shape). None: the mean of ``first - second``,
+        vectorised over the resamples. Example, a ratio of means:
+        ``lambda gain, gap: gain.mean() / gap.mean()``.
+    groups : array-like of shape (n_units,), default=None
+        Group label of each unit. Each resample draws as many groups as there
+        are, with replacement, and takes the rows of the drawn groups in the
+        order drawn (each group's rows in their order). None: every unit is
+        its own group.
     n_resamples : int, default=10_000
     confidence : float, default=0.95
-    random_state : int, RandomState instance or None, default=None
+    random_state : int, RandomState instance, Generator or None, default=None
+        Draws ``(n_resamples, n_groups)`` indices at once (``randint`` or
+        ``integers``), the same as drawing one resample after another.
 
     Returns
     -------
     result : Bunch
-        ``mean``, ``low``, ``high`` (the interval) and ``n_units``.
+        ``mean`` (the statistic on all units, in their order), ``low`` and
+        ``high`` (the interval), ``std`` (standard deviation of the resampled
+        statistics), ``resamples`` (the resampled statistics, shape
+        (n_resamples, ...)), ``n_units`` and ``n_groups``. Resamples whose
+        statistic is NaN (a ratio to a zero gap) are left out of ``low``,
+        ``high`` and ``std``.
+
+    Cost: ``n_resamples`` calls of ``statistic`` (one vectorised mean without).
 
     Examples
     --------
@@ -132,27 +164,89 @@ def paired_bootstrap(first, second, *, n_resamples=10_000, confidence=0.95, rand
     >>> result = paired_bootstrap([3.0, 4.0, 5.0], [1.0, 2.0, 3.0], random_state=0)
     >>> float(result.mean), float(result.low), float(result.high)
     (2.0, 2.0, 2.0)
+    >>> ratio = paired_bootstrap([1.0, 3.0], [2.0, 2.0], groups=["u", "u"],
+    ...                          statistic=lambda a, b: a.sum() / b.sum())
+    >>> float(ratio.mean), float(ratio.std)
+    (1.0, 0.0)
     """
     validate_arguments(
         {
+            "statistic": [callable, None],
+            "groups": ["array-like", None],
             "n_resamples": [Interval(numbers.Integral, 1, None, closed="left")],
             "confidence": [Interval(numbers.Real, 0, 1, closed="neither")],
-            "random_state": ["random_state"],
+            "random_state": ["random_state", np.random.Generator],
         },
-        dict(n_resamples=n_resamples, confidence=confidence, random_state=random_state),
+        dict(statistic=statistic, groups=groups, n_resamples=n_resamples,
+             confidence=confidence, random_state=random_state),
         "paired_bootstrap",
-    )
-    if isinstance(first, pd.Series) and isinstance(second, pd.Series):
-        first, second = first.align(second, join="inner")
-    difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
-    if difference.ndim != 1 or difference.size == 0:
-        raise ValueError("first and second must hold the same, non-zero number of units.")
-    rng = check_random_state(random_state)
-    resampled = rng.randint(difference.size, size=(n_resamples, difference.size))
-    means = difference[resampled].mean(axis=1)
+    )  # fmt: skip
+    first, second = _paired_values(first, second, statistic)
+    rng = random_state
+    if not isinstance(rng, np.random.Generator):
+        rng = check_random_state(random_state)
+    resampled, n_groups = _resampled_units(len(first), groups, n_resamples, rng)
+    if statistic is None and groups is None:
+        difference = first - second
+        resamples, point = difference[resampled].mean(axis=1), difference.mean()
+    else:
+        statistic = _mean_difference if statistic is None else statistic
+        resamples = np.array(
+            [statistic(_rows(first, rows), _rows(second, rows)) for rows in resampled]
+        )
+        point = np.asarray(statistic(first, second))[()]
     tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Bunch(mean=difference.mean(), low=low, high=high, n_units=difference.size)
+    low, high = np.nanpercentile(resamples, [tail, 100 - tail], axis=0)
+    return Bunch(
+        mean=point, low=low, high=high, std=np.nanstd(resamples, axis=0),
+        resamples=resamples, n_units=len(first), n_groups=n_groups,
+    )  # fmt: skip
+
+
+def _paired_values(first, second, statistic):
+    """``first`` and ``second`` aligned (pandas) or as arrays, their lengths checked."""
+    pandas = (pd.Series, pd.DataFrame)
+    if isinstance(first, pandas) and isinstance(second, pandas):
+        first, second = first.align(second, join="inner", axis=0)
+    if statistic is None:
+        first = np.asarray(first, dtype=np.float64)
+        second = np.asarray(second, dtype=np.float64)
+        if first.ndim != 1 or second.ndim != 1:
+            raise ValueError("Without a statistic, first and second must be one-dimensional.")
+    elif not (isinstance(first, pandas) and isinstance(second, pandas)):
+        first, second = np.asarray(first), np.asarray(second)
+    if len(first) == 0 or len(first) != len(second):
+        raise ValueError("first and second must hold the same, non-zero number of units.")
+    return first, second
+
+
+def _mean_difference(first, second):
+    return (first - second).mean()
+
+
+def _rows(values, rows):
+    return values.iloc[rows] if isinstance(values, (pd.Series, pd.DataFrame)) else values[rows]
+
+
+def _resampled_units(n_units, groups, n_resamples, rng):
+    """Each resample's unit indices (all at once without ``groups``), and the
+    number of groups."""
+    draw = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
+    if groups is None:
+        return draw(n_units, size=(n_resamples, n_units)), n_units
+    groups = np.asarray(groups)
+    if groups.shape != (n_units,):
+        raise ValueError(f"groups must hold one label per unit ({n_units}), got {groups.shape}.")
+    distinct, group_of = np.unique(groups, return_inverse=True)
+    n_groups = distinct.size
+    members = np.argsort(group_of, kind="stable")
+    bounds = np.searchsorted(group_of[members], np.arange(n_groups + 1))
+    drawn = draw(n_groups, size=(n_resamples, n_groups))
+    resampled = [
+        np.concatenate([members[bounds[g] : bounds[g + 1]] for g in groups_drawn])
+        for groups_drawn in drawn
+    ]
+    return resampled, n_groups
 
 
 def plot_regret(
