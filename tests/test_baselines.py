@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from _estimator_checks import check_input_errors
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special
-from sklearn.exceptions import NotFittedError
 
 from conftest import random_corpus
 from pllm_sk.baselines import BayesRanker, OracleRanker, PerUserRanker, PopulationRanker
@@ -448,16 +448,15 @@ def reward_rows(feedback_data, corpus):
 def test_bad_input_errors_name_the_problem(reward_rows, index):
     X, y, oracle = reward_rows
     estimator = every_estimator(oracle)[index]
-    with pytest.raises(NotFittedError):
-        estimator.predict(X)
-    with pytest.raises(ValueError, match="prompt_id"):
-        estimator.fit(X.drop(columns="prompt_id"), y)
-    with pytest.raises(TypeError, match="user_id"):
-        estimator.fit(X.assign(user_id=X["user_id"] + 0.5), y)
-    with pytest.raises(ValueError, match="reward_beaver_7b"):
-        estimator.fit(
-            X.assign(reward_beaver_7b=np.where(np.arange(len(X)) == 3, np.nan, 0.0)), y
-        )
+    check_input_errors(
+        estimator,
+        X,
+        y,
+        missing="prompt_id",
+        non_integer="user_id",
+        feature="reward_beaver_7b",
+        bad_row=3,
+    )
     with pytest.raises(ValueError, match="different lengths"):
         estimator.fit(X, y[:-1])
     estimator.fit(X, y)

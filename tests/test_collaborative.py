@@ -5,18 +5,19 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from _helpers import best_worst_rows, shuffled_within_prompts
+from _estimator_checks import (
+    check_clone_pickle_and_determinism,
+    check_input_errors,
+    check_parameter_conventions,
+    check_partial_fit_changes_only_that_user,
+    check_partial_fit_of_unfitted_fits,
+    check_temperature_softer_on_shuffled_labels,
+)
+from _helpers import best_worst_rows
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import linalg
 from scipy.optimize import minimize
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.estimator_checks import (
-    check_get_params_invariance,
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_set_params,
-)
 
 from pllm_sk.collaborative import LowRankRanker
 from pllm_sk.collaborative._solvers import _embedding_differences, fit_embeddings
@@ -146,29 +147,19 @@ def test_fold_in_follows_the_mixture_component_that_explains_the_user(history):
     assert np.argmax(model.user_preference([30])[0]) == 2
 
 
+def population_state(model):
+    """The fitted population parameters, pickled: ``partial_fit`` leaves them alone."""
+    return pickle.dumps(
+        (model.basis_, model.prior_means_, model.prior_covariances_, model.temperature_)
+    )
+
+
 def test_partial_fit_changes_that_user_and_no_one_else(history):
     X, y = history
     model = LowRankRanker(n_components=3, random_state=0).fit(X, y)
-    X_new, y_new = best_worst_rows([[0.0, 1.0, 0.0]], 2, seed=3, first_user=40)
-    X_back, y_back = best_worst_rows([[0.0, 0.0, 1.0]], 3, seed=4, first_user=1)
-    everyone = pd.concat([X, X_new])
-    before = model.predict(everyone)
-    state = pickle.dumps(
-        (model.basis_, model.prior_means_, model.prior_covariances_, model.temperature_)
-    )
-    model.partial_fit(X_new, y_new)
-    after = model.predict(everyone)
-    is_new = (everyone["user_id"] == 40).to_numpy()
-    assert_allclose(after[~is_new], before[~is_new], rtol=1e-8, atol=1e-8)
-    assert not np.allclose(after[is_new], before[is_new])
-    assert state == pickle.dumps(
-        (model.basis_, model.prior_means_, model.prior_covariances_, model.temperature_)
-    )
-    model.partial_fit(X_back, y_back)
-    again = model.predict(everyone)
-    is_back = (everyone["user_id"] == 1).to_numpy()
-    assert_allclose(again[~is_back], after[~is_back], rtol=1e-8, atol=1e-8)
-    assert not np.allclose(again[is_back], after[is_back])
+    new = best_worst_rows([[0.0, 1.0, 0.0]], 2, seed=3, first_user=40)
+    returning = best_worst_rows([[0.0, 0.0, 1.0]], 3, seed=4, first_user=1)
+    check_partial_fit_changes_only_that_user(model, X, new, returning, population_state)
 
 
 def test_partial_fit_is_close_to_a_full_refit(history):
@@ -183,9 +174,7 @@ def test_partial_fit_is_close_to_a_full_refit(history):
 
 def test_partial_fit_on_an_unfitted_estimator_fits(history):
     X, y = history
-    partial = LowRankRanker(n_components=2, random_state=0).partial_fit(X, y)
-    full = LowRankRanker(n_components=2, random_state=0).fit(X, y)
-    assert_array_equal(partial.predict(X), full.predict(X))
+    check_partial_fit_of_unfitted_fits(LowRankRanker(n_components=2, random_state=0), X, y)
 
 
 def test_components_are_capped_by_the_prior_users(history):
@@ -222,31 +211,20 @@ def test_mixture_is_fitted_to_a_sample_of_many_prior_users(history, monkeypatch)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_auto_temperature_is_softer_when_features_explain_choices_less(seed):
     X, y = best_worst_rows(np.repeat(np.eye(3), 10, axis=0), 12)
-    exact = LowRankRanker(n_components=3, random_state=seed).fit(X, y)
-    noisy = LowRankRanker(n_components=3, random_state=seed)
-    noisy.fit(X, shuffled_within_prompts(X, y, seed))
-    assert noisy.temperature_ > exact.temperature_
+    model = LowRankRanker(n_components=3, random_state=seed)
+    check_temperature_softer_on_shuffled_labels(model, X, y, seed)
 
 
 def test_clone_pickle_and_determinism(history):
     X, y = history
     model = LowRankRanker(rank=2, n_components=2, random_state=3)
-    fitted = clone(model).fit(X, y)
-    assert clone(fitted).get_params() == model.get_params()
-    assert not hasattr(clone(fitted), "basis_")
-    restored = pickle.loads(pickle.dumps(fitted))
-    assert_array_equal(restored.predict(X), fitted.predict(X))
-    assert_array_equal(clone(model).fit(X, y).predict(X), fitted.predict(X))
+    fitted = check_clone_pickle_and_determinism(model, X, y, "basis_")
     from_array = clone(model).fit(X.to_numpy(), y)
     assert_allclose(from_array.predict(X.to_numpy()), fitted.predict(X))
 
 
 def test_sklearn_parameter_conventions():
-    name, model = "LowRankRanker", LowRankRanker()
-    check_no_attributes_set_in_init(name, model)
-    check_parameters_default_constructible(name, model)
-    check_get_params_invariance(name, model)
-    check_set_params(name, model)
+    check_parameter_conventions("LowRankRanker", LowRankRanker())
 
 
 @pytest.mark.parametrize(
@@ -274,14 +252,16 @@ def test_parameter_errors_name_the_parameter(history, params, error, match):
 def test_errors_name_the_problem(history):
     X, y = history
     model = LowRankRanker(n_components=2, random_state=0)
-    with pytest.raises(NotFittedError):
-        model.predict(X)
-    with pytest.raises(ValueError, match="response_id"):
-        model.fit(X.drop(columns="response_id"), y)
-    with pytest.raises(TypeError, match="prompt_id"):
-        model.fit(X.assign(prompt_id=X["prompt_id"] + 0.5), y)
-    with pytest.raises(ValueError, match="x2"):
-        model.fit(X.assign(x2=np.where(np.arange(len(X)) == 5, np.inf, 0.0)), y)
+    check_input_errors(
+        model,
+        X,
+        y,
+        missing="response_id",
+        non_integer="prompt_id",
+        feature="x2",
+        bad_row=5,
+        bad_value=np.inf,
+    )
     with pytest.raises(ValueError, match="comparison"):
         model.fit(X, np.zeros(len(y)))
     model.fit(X, y)

@@ -5,44 +5,22 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from _estimator_checks import (
+    check_clone_pickle_and_determinism,
+    check_input_errors,
+    check_parameter_conventions,
+    check_partial_fit_changes_only_that_user,
+    check_partial_fit_of_unfitted_fits,
+    check_temperature_softer_on_shuffled_labels,
+)
+from _helpers import best_worst_rows, one_shot_regret
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import log_expit
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.estimator_checks import (
-    check_get_params_invariance,
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_set_params,
-)
 
 from pllm_sk.baselines import PopulationRanker
 from pllm_sk.neighbors import UserKNNRanker
 from pllm_sk.neighbors._knn import IMPUTATIONS
-
-
-def best_worst_rows(weights, n_prompts, *, n_responses=4, n_features=3, seed=0, first_user=0):
-    """Each user labels ``n_prompts`` prompts of their own: best 1, worst 0, others 0.5.
-
-    Items have Gaussian features; a user's utility is ``weights[u] . x``.
-    Returns (X, y) with feature columns ``x0, x1, ...``.
-    """
-    rng = np.random.RandomState(seed)
-    weights = np.asarray(weights, dtype=float)
-    rows, labels = [], []
-    for u, w in enumerate(weights):
-        for q in range(n_prompts):
-            prompt = (first_user + u) * n_prompts + q
-            x = rng.normal(size=(n_responses, n_features))
-            utility = x @ w
-            y = np.full(n_responses, 0.5)
-            y[np.argmin(utility)], y[np.argmax(utility)] = 0.0, 1.0
-            for r in range(n_responses):
-                rows.append((first_user + u, prompt, r, *x[r]))
-            labels.extend(y)
-    columns = ["user_id", "prompt_id", "response_id"] + [f"x{f}" for f in range(n_features)]
-    return pd.DataFrame(rows, columns=columns), np.array(labels)
-
 
 # Three kinds of users, each devoted to one feature.
 KINDS = np.eye(3)
@@ -258,29 +236,20 @@ def test_cold_user_gets_the_population_prediction(history):
     assert knn.count_fallbacks(X)["users"] == 0
 
 
+def population_state(knn):
+    """The fitted neighbours' coefficients and temperature, which ``partial_fit`` keeps."""
+    return pickle.dumps(knn.neighbor_coef_), knn.temperature_
+
+
 def test_partial_fit_changes_that_user_and_no_one_else(history):
     X, y = history
     knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
-    X_new, y_new = best_worst_rows([[0.0, 0.0, 1.0]], 3, seed=3, first_user=40)
-    X_back, y_back = best_worst_rows([[0.0, 0.0, 1.0]], 2, seed=4, first_user=1)
-    everyone = pd.concat([X, X_new])
-    before = knn.predict(everyone)
-    state = pickle.dumps(knn.neighbor_coef_), knn.temperature_
-
-    knn.partial_fit(X_new, y_new)
-    after = knn.predict(everyone)
-    is_new = (everyone["user_id"] == 40).to_numpy()
-    assert_allclose(after[~is_new], before[~is_new], rtol=1e-8, atol=1e-8)
-    assert not np.allclose(after[is_new], before[is_new])
+    new = best_worst_rows([[0.0, 0.0, 1.0]], 3, seed=3, first_user=40)
+    # A returning user (user 1, devoted to x0) adds comparisons for x2.
+    returning = best_worst_rows([[0.0, 0.0, 1.0]], 2, seed=4, first_user=1)
+    check_partial_fit_changes_only_that_user(knn, X, new, returning, population_state)
+    # The new user is fitted, not a neighbour for others until a refit.
     assert 40 in knn.users_ and 40 not in knn.neighbor_users_
-    assert (pickle.dumps(knn.neighbor_coef_), knn.temperature_) == state
-
-    # A returning user (user 1, devoted to x0) adds comparisons for x2: only theirs move.
-    knn.partial_fit(X_back, y_back)
-    again = knn.predict(everyone)
-    is_back = (everyone["user_id"] == 1).to_numpy()
-    assert_allclose(again[~is_back], after[~is_back], rtol=1e-8, atol=1e-8)
-    assert not np.allclose(again[is_back], after[is_back])
 
 
 def test_partial_fit_is_close_to_a_full_refit(history):
@@ -317,31 +286,18 @@ def test_likelihood_blocks_change_nothing(history, monkeypatch):
     assert_allclose(blocked_loglik, loglik, rtol=1e-6)
     assert_allclose(blocked.predict(X), whole.predict(X), rtol=1e-6, atol=1e-9)
 
-def shuffled_within_prompts(X, y, seed=0):
-    """The same rows with each prompt's labels permuted: choices the features do
-    not explain."""
-    rng = np.random.RandomState(seed)
-    noise = y.copy()
-    for prompt in np.unique(X["prompt_id"]):
-        rows = (X["prompt_id"] == prompt).to_numpy()
-        noise[rows] = rng.permutation(noise[rows])
-    return noise
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_auto_temperature_is_softer_when_features_explain_choices_less(seed):
     X, y = best_worst_rows(np.repeat(KINDS, 10, axis=0), 12)
-    exact = UserKNNRanker(min_neighbor_prompts=5, random_state=seed).fit(X, y)
-    noisy = UserKNNRanker(min_neighbor_prompts=5, random_state=seed)
-    noisy.fit(X, shuffled_within_prompts(X, y, seed))
-    assert noisy.temperature_ > exact.temperature_
+    knn = UserKNNRanker(min_neighbor_prompts=5, random_state=seed)
+    check_temperature_softer_on_shuffled_labels(knn, X, y, seed)
 
 
 def test_partial_fit_on_an_unfitted_estimator_fits(history):
     X, y = history
-    partial = UserKNNRanker(min_neighbor_prompts=5, random_state=0).partial_fit(X, y)
-    full = UserKNNRanker(min_neighbor_prompts=5, random_state=0).fit(X, y)
-    assert_array_equal(partial.predict(X), full.predict(X))
+    check_partial_fit_of_unfitted_fits(
+        UserKNNRanker(min_neighbor_prompts=5, random_state=0), X, y
+    )
 
 
 def test_auto_temperature_is_calibrated_and_deterministic(history):
@@ -377,20 +333,11 @@ def test_array_input_matches_dataframe_input(history):
 def test_clone_pickle_and_determinism(history):
     X, y = history
     knn = UserKNNRanker(n_neighbors=5, min_neighbor_prompts=5, random_state=3)
-    fitted = clone(knn).fit(X, y)
-    assert clone(fitted).get_params() == knn.get_params()
-    assert not hasattr(clone(fitted), "neighbor_coef_")
-    restored = pickle.loads(pickle.dumps(fitted))
-    assert_array_equal(restored.predict(X), fitted.predict(X))
-    assert_array_equal(clone(knn).fit(X, y).predict(X), fitted.predict(X))
+    check_clone_pickle_and_determinism(knn, X, y, "neighbor_coef_")
 
 
 def test_sklearn_parameter_conventions():
-    name, knn = "UserKNNRanker", UserKNNRanker()
-    check_no_attributes_set_in_init(name, knn)
-    check_parameters_default_constructible(name, knn)
-    check_get_params_invariance(name, knn)
-    check_set_params(name, knn)
+    check_parameter_conventions("UserKNNRanker", UserKNNRanker())
 
 
 @pytest.mark.parametrize(
@@ -418,14 +365,9 @@ def test_parameter_errors_name_the_parameter(history, params, match):
 def test_errors_name_the_problem(history):
     X, y = history
     knn = UserKNNRanker(min_neighbor_prompts=5, random_state=0)
-    with pytest.raises(NotFittedError):
-        knn.predict(X)
-    with pytest.raises(ValueError, match="prompt_id"):
-        knn.fit(X.drop(columns="prompt_id"), y)
-    with pytest.raises(TypeError, match="user_id"):
-        knn.fit(X.assign(user_id=X["user_id"] + 0.5), y)
-    with pytest.raises(ValueError, match="x1"):
-        knn.fit(X.assign(x1=np.where(np.arange(len(X)) == 2, np.nan, 0.0)), y)
+    check_input_errors(
+        knn, X, y, missing="prompt_id", non_integer="user_id", feature="x1", bad_row=2
+    )
     with pytest.raises(ValueError, match="different lengths"):
         knn.fit(X, y[:-1])
     with pytest.raises(ValueError, match="comparison"):
@@ -441,56 +383,6 @@ def test_errors_name_the_problem(history):
         knn.partial_fit(X, np.full(len(y), np.nan))
     with pytest.raises(ValueError, match="User 77"):
         knn.user_neighbors([0, 77])
-
-
-def bradley_terry_rows(weights, n_prompts, temperature, *, n_responses=4, seed=0):
-    """Each user compares one random pair per prompt of their own.
-
-    The first row is chosen with probability ``sigmoid((u_a - u_b) / temperature)``
-    (deterministically when ``temperature`` is None); a user's utility is
-    ``weights[u] . x`` with Gaussian features ``x0, x1, ...``.
-    """
-    rng = np.random.RandomState(seed)
-    n_features = weights.shape[1]
-    rows, labels = [], []
-    for u, w in enumerate(weights):
-        for q in range(n_prompts):
-            x = rng.normal(size=(n_responses, n_features))
-            a, b = rng.choice(n_responses, 2, replace=False)
-            margin = (x[a] - x[b]) @ w
-            if temperature is None:
-                first = float(margin > 0)
-            else:
-                first = float(rng.random_sample() < 1 / (1 + np.exp(-margin / temperature)))
-            for r, label in ((a, first), (b, 1.0 - first)):
-                rows.append((u, u * n_prompts + q, r, *x[r]))
-                labels.append(label)
-    columns = ["user_id", "prompt_id", "response_id"] + [f"x{f}" for f in range(n_features)]
-    return pd.DataFrame(rows, columns=columns), np.array(labels)
-
-
-def one_shot_regret(estimator, n_features=6, seed=0):
-    """Mean regret of ``estimator`` on new users who reveal one best/worst prompt.
-
-    200 historical users with sparse Dirichlet(0.2) weights label 15 prompts each;
-    100 new users reveal one prompt, and the regret (best true utility minus the
-    chosen row's) is averaged over 6 query prompts each.
-    """
-    rng = np.random.RandomState(seed)
-    weights = rng.dirichlet(np.full(n_features, 0.2), 300)
-    history = best_worst_rows(weights[:200], 15, n_responses=6, n_features=n_features, seed=seed)
-    new_X, new_y = best_worst_rows(
-        weights[200:], 7, n_responses=6, n_features=n_features, seed=seed + 1, first_user=200
-    )
-    query = (new_X["prompt_id"] % 7 > 0).to_numpy()
-    X = pd.concat([history[0], new_X[~query]], ignore_index=True)
-    y = np.concatenate([history[1], new_y[~query]])
-    utility = clone(estimator).fit(X, y).predict(new_X[query])
-    features = new_X[query].filter(like="x").to_numpy()
-    true = np.einsum("nf,nf->n", features, weights[new_X[query]["user_id"].to_numpy()])
-    table = pd.DataFrame({"group": new_X[query]["prompt_id"].to_numpy(), "u": utility, "t": true})
-    chosen = table.loc[table.groupby("group")["u"].idxmax(), "t"].to_numpy()
-    return float(np.mean(table.groupby("group")["t"].max().to_numpy() - chosen))
 
 
 def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():

@@ -98,14 +98,15 @@ def test_best_worst_labels_say_what_the_user_said(corpus):
     assert X[data.is_query].groupby("user_id").size().eq(2 * 8).all()
 
 
-def test_history_prompts_are_distinct_per_user(corpus):
-    data = simulate_feedback(
-        corpus,
-        sample_users(50, random_state=0),
-        n_history=40,
-        n_query=20,
-        random_state=0,
+def simulate(corpus, n_users, **options):
+    """``simulate_feedback`` for ``sample_users(n_users)``, both with random_state=0."""
+    return simulate_feedback(
+        corpus, sample_users(n_users, random_state=0), random_state=0, **options
     )
+
+
+def test_history_prompts_are_distinct_per_user(corpus):
+    data = simulate(corpus, 50, n_history=40, n_query=20)
     per_user = (
         data.X.drop_duplicates(["user_id", "prompt_id"]).groupby("user_id").size()
     )
@@ -114,14 +115,7 @@ def test_history_prompts_are_distinct_per_user(corpus):
 
 @pytest.mark.parametrize("feedback", ["random_pair", "bradley_terry", "reward"])
 def test_every_response_slot_can_be_drawn(corpus, feedback):
-    data = simulate_feedback(
-        corpus,
-        sample_users(200, random_state=0),
-        n_history=10,
-        n_query=0,
-        feedback=feedback,
-        random_state=0,
-    )
+    data = simulate(corpus, 200, n_history=10, n_query=0, feedback=feedback)
     assert sorted(np.unique(data.X.response_id)) == list(range(8))
     if feedback != "reward":
         chosen = data.X.response_id[data.y == 1]
@@ -185,18 +179,9 @@ def test_bradley_terry_choice_is_noisy_and_tracks_rewards(corpus):
 
 def test_reward_protocol_adds_noise(corpus):
     weights = sample_users(10, random_state=0)
-    clean = simulate_feedback(
-        corpus, weights, n_history=5, n_query=0, feedback="reward", random_state=0
-    )
-    noisy = simulate_feedback(
-        corpus,
-        weights,
-        n_history=5,
-        n_query=0,
-        feedback="reward",
-        noise=1.0,
-        random_state=0,
-    )
+    options = dict(n_history=5, n_query=0, feedback="reward", random_state=0)
+    clean = simulate_feedback(corpus, weights, **options)
+    noisy = simulate_feedback(corpus, weights, noise=1.0, **options)
     truth = clean.oracle.reward(*(clean.X[c].to_numpy() for c in clean.X.columns))
     np.testing.assert_allclose(clean.y, truth)
     assert np.std(noisy.y - truth) > 0.5
@@ -275,13 +260,12 @@ def test_raw_scores_and_reward_model_subset_define_the_users_rewards(corpus):
 
 
 def test_per_user_counts(corpus):
-    data = simulate_feedback(
+    data = simulate(
         corpus,
-        sample_users(3, random_state=0),
+        3,
         n_history=np.array([4, 0, 2]),
         n_query=np.array([1, 3, 0]),
         feedback="best_worst_pair",
-        random_state=0,
     )
     labeled = data.X[~data.is_query].groupby("user_id").prompt_id.nunique()
     query = data.X[data.is_query].groupby("user_id").prompt_id.nunique()
@@ -324,14 +308,7 @@ def test_only_disagreeing_pairs_and_query_comparisons(corpus):
 
 
 def test_best_worst_query_comparisons_are_best_against_worst(corpus):
-    data = simulate_feedback(
-        corpus,
-        sample_users(5, random_state=0),
-        n_history=2,
-        n_query=4,
-        query_feedback="best_worst_pair",
-        random_state=0,
-    )
+    data = simulate(corpus, 5, n_history=2, n_query=4, query_feedback="best_worst_pair")
     comparisons = data.query_comparisons
     utility = data.oracle.candidate_rewards(comparisons.user_id, comparisons.prompt_id)
     np.testing.assert_array_equal(comparisons.chosen_id, utility.argmax(axis=1))

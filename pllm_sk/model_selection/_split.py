@@ -24,8 +24,67 @@ SUPPORT_STRATEGIES = ("random", "nearest")
 # support: bounds the memory of the gathered embeddings.
 _NEAREST_BLOCK = 65_536
 
+# The parameters both splitters draw their folds with (see _iter_test_groups).
+_FOLD_CONSTRAINTS = {
+    "n_splits": [Interval(numbers.Integral, 1, None, closed="left")],
+    "test_size": [
+        Interval(numbers.Real, 0, 1, closed="neither"),
+        Interval(numbers.Integral, 1, None, closed="left"),
+        None,
+    ],
+}
 
-class ColdStartSplit(BaseCrossValidator):
+
+class _UserFeedbackSplit(BaseCrossValidator):
+    """The interface that ColdStartSplit and SeenUserSplit share.
+
+    Subclasses define ``_parameter_constraints``, ``_validate_params`` and
+    ``_split``, which yields the folds of valid parameters.
+    """
+
+    # Routing requests ``groups`` by default, as GroupKFold does; ``split`` falls
+    # back to the user_id column of X when none is passed.
+    __metadata_request__split = {"groups": True}
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Return the number of splits.
+
+        Parameters
+        ----------
+        X, y, groups : object
+            Always ignored, exist for API compatibility.
+
+        Returns
+        -------
+        n_splits : int
+        """
+        return self.n_splits
+
+    def split(self, X, y=None, groups=None):
+        """Generate indices of the training and test rows of each split.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...).
+        y : array-like of shape (n_rows,)
+            Feedback labels, NaN for unlabeled rows. Required: training folds hold
+            labeled rows only.
+        groups : array-like of shape (n_rows,), default=None
+            User label of each row; ``None`` uses the ``user_id`` column of ``X``.
+
+        Yields
+        ------
+        train : ndarray of int
+            Positions of the training rows, as the class description says.
+        test : ndarray of int
+            Positions of the test rows, as the class description says.
+        """
+        self._validate_params()
+        yield from self._split(X, y, groups)
+
+
+class ColdStartSplit(_UserFeedbackSplit):
     """Split users into cold-start folds: a few support prompts in, query rows out.
 
     Rows of ``X`` are (user, prompt, response) candidates and ``y`` their feedback,
@@ -115,17 +174,8 @@ class ColdStartSplit(BaseCrossValidator):
     [0] 6 2
     """
 
-    # Routing requests ``groups`` by default, as GroupKFold does; ``split`` falls
-    # back to the user_id column of X when none is passed.
-    __metadata_request__split = {"groups": True}
-
     _parameter_constraints = {
-        "n_splits": [Interval(numbers.Integral, 1, None, closed="left")],
-        "test_size": [
-            Interval(numbers.Real, 0, 1, closed="neither"),
-            Interval(numbers.Integral, 1, None, closed="left"),
-            None,
-        ],
+        **_FOLD_CONSTRAINTS,
         "n_support": [Interval(numbers.Integral, 0, None, closed="left")],
         "support": [StrOptions(set(SUPPORT_STRATEGIES))],
         "allow_fewer": ["boolean"],
@@ -152,41 +202,8 @@ class ColdStartSplit(BaseCrossValidator):
         self.random_state = random_state
         self.prompt_embeddings = prompt_embeddings
 
-    def get_n_splits(self, X=None, y=None, groups=None):
-        """Return the number of splits.
-
-        Parameters
-        ----------
-        X, y, groups : object
-            Always ignored, exist for API compatibility.
-
-        Returns
-        -------
-        n_splits : int
-        """
-        return self.n_splits
-
-    def split(self, X, y=None, groups=None):
-        """Generate indices of the training and test rows of each split.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...).
-        y : array-like of shape (n_rows,)
-            Feedback labels, NaN for unlabeled (query) rows. Required.
-        groups : array-like of shape (n_rows,), default=None
-            User label of each row; ``None`` uses the ``user_id`` column of ``X``.
-
-        Yields
-        ------
-        train : ndarray of int
-            Positions of the training rows: all labeled rows of the other users and
-            the support rows of the test users.
-        test : ndarray of int
-            Positions of the test users' query rows.
-        """
-        self._validate_params()
+    def _split(self, X, y, groups):
+        """The folds: (labeled rows of the others and support rows, query rows)."""
         users, prompt_ids, y = self._extract(X, y, groups)
         user_codes = np.unique(users, return_inverse=True)
         user_labels, user_of_row = user_codes[0], user_codes[1].reshape(-1)
@@ -334,7 +351,7 @@ class ColdStartSplit(BaseCrossValidator):
         return rng.random_sample(candidate_pairs[0].size)
 
 
-class SeenUserSplit(BaseCrossValidator):
+class SeenUserSplit(_UserFeedbackSplit):
     """Split prompts for users already seen: test prompts out of every training row.
 
     The counterpart of :class:`ColdStartSplit` for *seen* users: a group k-fold
@@ -422,15 +439,8 @@ class SeenUserSplit(BaseCrossValidator):
     ([0, 1, 3], [0, 1])
     """
 
-    __metadata_request__split = {"groups": True}
-
     _parameter_constraints = {
-        "n_splits": [Interval(numbers.Integral, 1, None, closed="left")],
-        "test_size": [
-            Interval(numbers.Real, 0, 1, closed="neither"),
-            Interval(numbers.Integral, 1, None, closed="left"),
-            None,
-        ],
+        **_FOLD_CONSTRAINTS,
         "test_prompts": ["array-like", None],
         "test_users": ["array-like", None],
         "random_state": ["random_state"],
@@ -454,38 +464,12 @@ class SeenUserSplit(BaseCrossValidator):
     def get_n_splits(self, X=None, y=None, groups=None):
         """Return the number of splits: 1 with ``test_prompts``, else ``n_splits``.
 
-        Parameters
-        ----------
-        X, y, groups : object
-            Always ignored, exist for API compatibility.
-
-        Returns
-        -------
-        n_splits : int
+        ``X``, ``y`` and ``groups`` are ignored, as by every splitter.
         """
         return 1 if self.test_prompts is not None else self.n_splits
 
-    def split(self, X, y=None, groups=None):
-        """Generate indices of the training and test rows of each split.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...).
-        y : array-like of shape (n_rows,)
-            Feedback labels, NaN for unlabeled rows. Required: training folds hold
-            labeled rows only.
-        groups : array-like of shape (n_rows,), default=None
-            User label of each row; ``None`` uses the ``user_id`` column of ``X``.
-
-        Yields
-        ------
-        train : ndarray of int
-            Positions of the labeled rows of the prompts outside the test prompts.
-        test : ndarray of int
-            Positions of the rows of the test pairs.
-        """
-        self._validate_params()
+    def _split(self, X, y, groups):
+        """The folds: (labeled rows off the test prompts, rows of the test pairs)."""
         X, users, prompt_ids, y = _extract_rows(
             X, y, groups, "SeenUserSplit", "the unlabeled rows, which no training fold holds"
         )

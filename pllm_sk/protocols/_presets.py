@@ -53,10 +53,25 @@ _PERSONALLLM_NOTES = (
     "as the paper's text says."
 )
 
+# What the two settings share: the users, their histories and the metrics.
+_PERSONALLLM_SETTINGS = dict(
+    repository=_PERSONALLLM,
+    alpha=0.05,
+    n_unseen=1000,
+    unseen_context=5,
+    unseen_pool=50,
+    n_historical=10_000,
+    historical_context=50,
+    n_test=1,
+    feedback="best_worst_pair",
+    metrics=("win_rate", "reward"),
+)
+
+_ZERO_SHOT_WIN_RATE = ("ZeroShot (Llama-3-8B)", "win_rate", 0.080, _SCORES_CSV + ":2")
+
 PERSONALLLM_SETTING1 = Protocol(
     name="personalllm_setting1",
     paper=_PERSONALLLM_PAPER + ", setting 1 (personalized in-context learning)",
-    repository=_PERSONALLLM,
     sources=_PERSONALLLM_SOURCES
     + (
         (
@@ -68,18 +83,9 @@ PERSONALLLM_SETTING1 = Protocol(
             "PersonalLLM/eval/algorithms/KShotICLAlgorithm.py:69-71,123",
         ),
     ),
-    alpha=0.05,
-    n_unseen=1000,
-    unseen_context=5,
-    unseen_pool=50,
-    n_historical=10_000,
-    historical_context=50,
-    n_test=1,
-    feedback="best_worst_pair",
     support="nearest",
-    metrics=("win_rate", "reward"),
     published=(
-        ("ZeroShot (Llama-3-8B)", "win_rate", 0.080, _SCORES_CSV + ":2"),
+        _ZERO_SHOT_WIN_RATE,
         ("ZeroShot (Llama-3-8B)", "reward", -1.0508, _SCORES_CSV + ":2"),
         ("KShotICL, 1 shot, winning only", "win_rate", 0.177, _SCORES_CSV + ":8"),
         ("KShotICL, 3 shots, winning only", "win_rate", 0.245, _SCORES_CSV + ":16"),
@@ -91,12 +97,12 @@ PERSONALLLM_SETTING1 = Protocol(
         "among the 50 train prompts each test user has labeled (unseen_pool), by the "
         "prompt embeddings passed to simulate(). " + _PERSONALLLM_NOTES
     ),
+    **_PERSONALLLM_SETTINGS,
 )
 
 PERSONALLLM_SETTING2 = Protocol(
     name="personalllm_setting2",
     paper=_PERSONALLLM_PAPER + ", setting 2 (learning across users)",
-    repository=_PERSONALLLM,
     sources=_PERSONALLLM_SOURCES
     + (
         (
@@ -104,18 +110,9 @@ PERSONALLLM_SETTING2 = Protocol(
             "PersonalLLM/paper/arxiv-submission/03_experiments.tex:73",
         ),
     ),
-    alpha=0.05,
-    n_unseen=1000,
-    unseen_context=5,
-    unseen_pool=50,
-    n_historical=10_000,
-    historical_context=50,
-    n_test=1,
-    feedback="best_worst_pair",
     support="random",
-    metrics=("win_rate", "reward"),
     published=(
-        ("ZeroShot (Llama-3-8B)", "win_rate", 0.080, _SCORES_CSV + ":2"),
+        _ZERO_SHOT_WIN_RATE,
         ("SelfKShotICL, 3 shots", "win_rate", 0.204, _SCORES_CSV + ":9"),
         (
             "MetaLearnKShotICL, win-minus-lose embedding",
@@ -135,6 +132,7 @@ PERSONALLLM_SETTING2 = Protocol(
         "random pairs (data/gen_pref_interaction_database.py:118-128) is UNVERIFIED; "
         "here best/worst pairs. " + _PERSONALLLM_NOTES
     ),
+    **_PERSONALLLM_SETTINGS,
 )
 
 LORE = Protocol(

@@ -172,21 +172,24 @@ def simulate_feedback(
                 query_feedback, *query, oracle, rng, allowed
             )
     X, y = _assemble(frames)
-    settings = _settings(
-        corpus.name,
-        n_users,
-        n_history,
-        n_query,
-        feedback,
-        history_split,
-        query_split,
-        temperature=temperature,
-        noise=noise,
-        reward_models=reward_models,
-        responses=responses,
-        scores=scores,
-        only_disagreeing=only_disagreeing,
-        query_feedback=query_feedback,
+    settings = dict(
+        corpus=corpus.name,
+        n_users=n_users,
+        n_history=_count_setting(n_history),
+        n_query=_count_setting(n_query),
+        feedback=feedback,
+        history_split=history_split,
+        query_split=query_split,
+        **_option_settings(
+            feedback,
+            temperature=temperature,
+            noise=noise,
+            reward_models=reward_models,
+            responses=responses,
+            scores=scores,
+            only_disagreeing=only_disagreeing,
+            query_feedback=query_feedback,
+        ),
     )
     return Bunch(
         X=X,
@@ -199,26 +202,9 @@ def simulate_feedback(
     )
 
 
-def _settings(
-    corpus_name,
-    n_users,
-    n_history,
-    n_query,
-    feedback,
-    history_split,
-    query_split,
-    **options,
-):
-    """The arguments used, for printing: the options only where they matter."""
-    settings = dict(
-        corpus=corpus_name,
-        n_users=n_users,
-        n_history=_count_setting(n_history),
-        n_query=_count_setting(n_query),
-        feedback=feedback,
-        history_split=history_split,
-        query_split=query_split,
-    )
+def _option_settings(feedback, **options):
+    """The options used, for printing beside the data's sizes: only where they matter."""
+    settings = {}
     if feedback == "bradley_terry":
         settings["temperature"] = options["temperature"]
     if feedback == "reward":
