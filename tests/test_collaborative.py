@@ -20,7 +20,7 @@ from scipy.optimize import minimize
 from sklearn.base import clone
 
 from pllm_sk.collaborative import LowRankRanker
-from pllm_sk.collaborative._solvers import _embedding_differences, fit_embeddings
+from pllm_sk.collaborative._solvers import FactorizationProblem
 
 
 @pytest.fixture
@@ -273,33 +273,29 @@ def test_errors_name_the_problem(history):
 
 def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
     # The item step's block-Jacobi Newton against a direct L-BFGS solve of the same
-    # convex problem: margins f . (e_w - e_l) + offset, L2 on the embeddings.
+    # convex problem: users and map fixed, L2 on the embeddings.
     rng = np.random.RandomState(0)
-    n_pairs, n_items, rank = 300, 40, 3
+    n_pairs, n_items, n_users, rank = 300, 40, 30, 3
     pair_items = rng.randint(0, n_items, size=(n_pairs, 2))
     pair_items[:10, 1] = -1  # an item outside the embedded ones counts as 0
-    pair_factor = rng.normal(size=(n_pairs, rank))
-    offset = rng.normal(size=n_pairs)
-    # Each pair its own user, and a user with several pairs.
-    pair_user = np.minimum(np.arange(n_pairs), n_pairs - 20)
-    pair_factor[-20:] = pair_factor[-20]
-    embedding, loss = fit_embeddings(
-        pair_items,
-        pair_user,
-        pair_factor[: n_pairs - 19],
-        offset,
-        np.zeros((n_items, rank)),
-        l2=0.1,
-        tol=0.0,
-        n_steps=50,
+    pair_user = rng.randint(0, n_users, size=n_pairs)
+    factors = rng.normal(size=(n_users, rank))
+    differences, basis = rng.normal(size=(n_pairs, 2)), rng.normal(size=(rank, 2))
+    problem = FactorizationProblem(
+        differences, pair_user, n_users, pair_items, n_items, (0.01, 1.0, 0.1), None
     )
+    embedding = np.zeros((n_items, rank))
+    for _ in range(50):
+        embedding, loss = problem.embedding_step(factors, basis, embedding)
 
     def objective(flat):
-        e = flat.reshape(n_items, rank)
-        margin = offset + np.einsum(
-            "pr,pr->p", pair_factor, _embedding_differences(e, pair_items)
+        padded = np.vstack([flat.reshape(n_items, rank), np.zeros((1, rank))])
+        vectors = differences @ basis.T + padded[pair_items[:, 0]] - padded[pair_items[:, 1]]
+        margin = np.einsum("pr,pr->p", factors[pair_user], vectors)
+        return (
+            np.logaddexp(0.0, -margin).sum() + 0.1 * np.sum(flat**2)
+            + 0.01 * np.sum(factors**2) + np.sum(basis**2)
         )
-        return np.logaddexp(0.0, -margin).sum() + 0.1 * np.sum(e**2)
 
     reference = minimize(objective, np.zeros(n_items * rank), method="L-BFGS-B")
     assert loss == pytest.approx(objective(embedding.ravel()))

@@ -64,11 +64,14 @@ class LowRankRanker(
        least the number of item features and there are no embeddings, the map is
        the identity without loss of generality (any invertible map folds into the
        user factors) and one batched Newton solve per user is exact. Otherwise the
-       solver alternates batched Newton steps for the users, L-BFGS for the map and
-       block-Jacobi Newton steps for the embeddings (one ``rank x rank`` block per
-       item), starting from the truncated SVD of per-user weights; each of the
-       ``max_iter`` alternations passes over every comparison a few dozen times, so
-       this path is the slow one at the paper's full size.
+       solver alternates warm-started batched Newton steps for the users, a Newton
+       step for the map and block-Jacobi Newton steps for the embeddings (one
+       ``rank x rank`` block per item), each step halved until the objective
+       falls, and extrapolates along the last alternation's change when that
+       lowers the objective. The map starts from the truncated SVD of per-user
+       weights, the embeddings from the truncated SVD of the users x items matrix
+       of net wins; each of the ``max_iter`` alternations passes over every
+       comparison a few dozen times, so this path is the slow one.
     2. A prior over user factors is learned from the users with at least
        ``min_prior_prompts`` labeled prompts: a Gaussian mixture with
        ``n_components_`` full-covariance components (one component is a Gaussian
