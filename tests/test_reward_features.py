@@ -176,8 +176,8 @@ def test_refit_on_other_columns_forgets_the_first_fit(corpus, X):
 class ColumnRecorder(BaseRanker):
     """Records the feature columns it was fitted on; ranks by the first reward."""
 
-    def _fit(self, ids, features, y):
-        self.n_fit_features_ = features.shape[1]
+    def _fit(self, feedback):
+        self.n_fit_features_ = feedback.features.shape[1]
 
     def _predict(self, ids, features):
         return features[:, 0]
