@@ -71,7 +71,7 @@ def parse_args(argv=None):
         "--methods", nargs="+", default=list(FAMILIES), choices=FAMILIES
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=Path("."))
+    parser.add_argument("--output-dir", type=Path, default=Path("results"))
     return parser.parse_args(argv)
 
 
@@ -268,11 +268,11 @@ def main(argv=None):
         print_table(protocol, table, args.data == "synthetic")
         tables.append(table)
     results = pd.concat(tables, ignore_index=True)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out_dir / "protocols.csv", index=False)
-    plot(results, args.out_dir / "protocols.png")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.output_dir / "protocols.csv", index=False)
+    plot(results, args.output_dir / "protocols.png")
     print(
-        f"\nwrote {args.out_dir / 'protocols.csv'} and protocols.png; "
+        f"\nwrote {args.output_dir / 'protocols.csv'} and protocols.png; "
         f"{time.perf_counter() - start:.0f} s in all"
     )
 
