@@ -247,3 +247,22 @@ def test_icl_metrics_and_intervals_read_choice_outcomes():
         value == 0 for values in icl.paired_intervals(true, true, 20, 0).values()
         for value in values
     )
+
+
+def test_protocols_script_prints_a_table_per_protocol_with_its_source(tmp_path, capsys):
+    protocols = load_script("protocols")
+    protocols.main(
+        ["--protocols", "lore", "copl", "--max-users", "12", "--max-test", "4",
+         "--n-prompts", "1200", "--methods", "PerUser", "--output-dir", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    assert "=== lore:" in out and "=== copl:" in out
+    assert "facebookresearch/LoRe" in out and "ml-postech/CoPL" in out
+    results = pd.read_csv(tmp_path / "protocols.csv")
+    assert set(results["protocol"]) == {"lore", "copl"}
+    lore = results[results["protocol"] == "lore"]
+    assert set(lore["group"]) == {"seen", "unseen"}
+    oracle = results[(results["method"] == "Oracle") & (results["metric"] == "pairwise_accuracy")]
+    assert len(oracle) >= 3 and np.allclose(oracle["value"], 1.0)
+    assert np.isfinite(results["value"]).all()
+    assert (tmp_path / "protocols.png").is_file()
