@@ -76,7 +76,7 @@ from pllm_sk.runtime import BACKENDS, joblib_backend
 SETTINGS = {
     # Free item embeddings only where the candidates ranked have other users' labels
     # (the ids track with --query-split train); elsewhere they cost fit time only.
-    # There they are most of the default run's time: about 22 s per fit, 75k items.
+    # There they are a third of the default run's time: about 11 s per fit, 75k items.
     "LowRank": lambda ctx: dict(item_embeddings=ctx["seen_items"]),
     # On the embeddings track the head learns its item representation: an MLP
     # tower from the PCA columns to 10 dimensions (the identity tower ranked last
