@@ -39,14 +39,13 @@ class OracleRanker(BaseRanker):
 
     Examples
     --------
-    >>> import numpy as np
     >>> from pllm_sk.baselines import OracleRanker
     >>> from pllm_sk.datasets import Corpus
     >>> from pllm_sk.simulation import PreferenceOracle
     >>> corpus = Corpus(["Hi?"], [["Hello.", "Hey!"]], [[[1.0, 0.0], [0.0, 1.0]]],
     ...                 reward_models=["a", "b"])
     >>> oracle = PreferenceOracle(corpus, [[0.25, 0.75]])
-    >>> X = np.array([[0, 0, 0], [0, 0, 1]])
+    >>> X = [[0, 0, 0], [0, 0, 1]]
     >>> OracleRanker(oracle).fit(X, [1.0, 0.0]).predict(X).tolist()
     [0.25, 0.75]
     """

@@ -132,7 +132,7 @@ class RewardDistiller(BaseCorpusFeatures):
         self.reward_models_ = tuple(self.corpus.reward_models)
         self.embedder_ = fitted_embedder(self.embedder)
         n_rows = prompt_ids.size
-        prompt_ids, response_ids = self._distinct_pairs(prompt_ids, response_ids)
+        prompt_ids, response_ids, _ = self._distinct_pairs(prompt_ids, response_ids)
         features = self._pair_features(prompt_ids, response_ids)
         targets = self.corpus.rewards[prompt_ids, response_ids].astype(np.float64)
         # Unit-norm embeddings need no scaling; standardising them amplifies the
@@ -153,14 +153,9 @@ class RewardDistiller(BaseCorpusFeatures):
         self.n_pairs_ = int(prompt_ids.size)
 
     def _transform(self, prompt_ids, response_ids):
-        n_responses = self.corpus.responses.shape[1]
-        pairs, inverse = np.unique(
-            prompt_ids * n_responses + response_ids, return_inverse=True
-        )
-        predicted = self.regressor_.predict(
-            self._pair_features(pairs // n_responses, pairs % n_responses)
-        )
-        return np.asarray(predicted)[inverse.reshape(-1)]
+        prompts, responses, inverse = self._distinct_pairs(prompt_ids, response_ids)
+        predicted = self.regressor_.predict(self._pair_features(prompts, responses))
+        return np.asarray(predicted)[inverse]
 
     def predict_rewards(self, prompts, responses):
         """Distilled reward scores of new (prompt, response) texts.
@@ -190,9 +185,12 @@ class RewardDistiller(BaseCorpusFeatures):
         return [f"distilled_{name}" for name in self.reward_models_]
 
     def _distinct_pairs(self, prompt_ids, response_ids):
+        """The distinct (prompt, response) pairs, sorted, and the pair of each row."""
         n_responses = self.corpus.responses.shape[1]
-        pairs = np.unique(prompt_ids * n_responses + response_ids)
-        return pairs // n_responses, pairs % n_responses
+        pairs, inverse = np.unique(
+            prompt_ids * n_responses + response_ids, return_inverse=True
+        )
+        return pairs // n_responses, pairs % n_responses, inverse.reshape(-1)
 
     def _pair_features(self, prompt_ids, response_ids):
         # float64, as the targets: a float32 regression rounds a pair's prediction

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
-from ..runtime import BaseModelTransformer, ModelSource
+from ..runtime import BaseModelTransformer, ModelSource, pool_token_states
 from ..utils import HasMethods, fill_docstring
 from ._base import BaseCorpusFeatures
 from ._reward_model import RewardModelScorer, _text_config
@@ -54,8 +54,6 @@ class RewardModelEmbedder(RewardModelScorer):
     batch_size : int, default=8
         Pairs per forward pass.
     {runtime_parameters}
-    verbose : int, default=1
-        ``0`` silences the progress bar.
 
     Attributes
     ----------
@@ -169,10 +167,9 @@ class RewardModelEmbedder(RewardModelScorer):
         with torch.inference_mode():
             for batch, _, inputs in self._padded_batches(texts, "embedding"):
                 hidden = network(**inputs).last_hidden_state
-                # Right padding: each row's last real token ends its attention mask.
-                last = (inputs["attention_mask"].sum(1) - 1).to(hidden.device)
-                rows = torch.arange(len(batch), device=hidden.device)
-                vectors[batch] = hidden[rows, last].float().cpu().numpy()
+                mask = inputs["attention_mask"].to(hidden.device)
+                last = pool_token_states(hidden, mask, "last")
+                vectors[batch] = last.float().cpu().numpy()
         return vectors
 
 

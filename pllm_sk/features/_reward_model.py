@@ -96,8 +96,6 @@ class RewardModelScorer(BaseModelTransformer):
     batch_size : int, default=8
         Pairs per forward pass.
     {runtime_parameters}
-    verbose : int, default=1
-        ``0`` silences the progress bar shown while pairs are scored.
 
     Attributes
     ----------

@@ -7,7 +7,12 @@ transformers are imported inside the functions.
 
 from ._cache import CACHE_DIR_ENV, SHARED_FOLDER, FeatureCache, default_cache_dir
 from ._device import resolve_device, resolve_dtype
-from ._embedding import DEFAULT_EMBEDDING_MODEL, TextEmbedder, default_embedding_model
+from ._embedding import (
+    DEFAULT_EMBEDDING_MODEL,
+    TextEmbedder,
+    default_embedding_model,
+    pool_token_states,
+)
 from ._model_transformer import BaseModelTransformer
 from ._models import (
     ModelSource,
@@ -48,6 +53,7 @@ __all__ = [
     "load_model",
     "loading_bars",
     "pad_right",
+    "pool_token_states",
     "progress",
     "resolve_cache",
     "resolve_device",

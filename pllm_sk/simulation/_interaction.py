@@ -97,7 +97,6 @@ class InteractionEnvironment:
 
     Examples
     --------
-    >>> import numpy as np
     >>> from pllm_sk.baselines import BayesRanker
     >>> from pllm_sk.datasets import make_personalllm
     >>> from pllm_sk.features import RewardFeatures
@@ -110,8 +109,7 @@ class InteractionEnvironment:
     ...                             n_query=0, random_state=0)
     >>> model = make_pipeline(RewardFeatures(corpus), BayesRanker(n_draws=64, random_state=0))
     >>> model = model.fit(history.X, history.y)
-    >>> environment = InteractionEnvironment(oracle, users=np.arange(10, 20),
-    ...                                      random_state=0)
+    >>> environment = InteractionEnvironment(oracle, users=range(10, 20), random_state=0)
     >>> log = environment.run(model, GreedyPolicy(), n_rounds=3)
     >>> log.shape, list(log.columns[:4])
     ((30, 11), ['round', 'step', 'user_id', 'prompt_id'])

@@ -44,7 +44,9 @@ _FRAGMENTS = {
         all. Each worker writes its chunks into the cache folder as soon as they
         are computed (and returns them): a worker that dies loses only the chunk
         it was computing, and a rerun computes what is still missing. A worker
-        runs on the GPU it has with ``device="auto"``.""",
+        runs on the GPU it has with ``device="auto"``.
+    verbose : int, default=1
+        ``0`` silences the progress bar shown while the model computes.""",
     "runtime_attributes": """device_ : str
         Where the model runs, such as ``"cuda"`` or ``"cpu"``.
     dtype_ : torch.dtype
