@@ -6,7 +6,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special
 from scipy.optimize import minimize
 
-from pllm_sk.core import _bradley_terry
+from pllm_sk.core import PairDifferences, _bradley_terry
 from pllm_sk.core._bradley_terry import fit_bradley_terry
 
 
@@ -220,6 +220,25 @@ def test_grouped_threads_give_the_same_answer(monkeypatch):
         assert _bradley_terry._blas_threads() == 2
         two = fit_bradley_terry(differences, groups, 40, l2=0.3)
     assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_pair_differences_gathered_by_the_solver_give_the_same_fit(grouped, monkeypatch):
+    # The solver gathers each batch's pairs from the vectors: the fit is the one of
+    # the float64 differences, to the last bit, whatever the batches.
+    rng = np.random.RandomState(6)
+    vectors = rng.normal(size=(60, 3)).astype(np.float32).astype(np.float64)
+    winners, losers = rng.randint(0, 60, size=300), rng.randint(0, 60, size=300)
+    groups = rng.randint(0, 25, size=300) if grouped else None
+    monkeypatch.setattr(_bradley_terry, "_GROUPED_CHUNK", 200)  # many batches
+    expected = fit_bradley_terry(
+        vectors[winners] - vectors[losers], groups, 25, l2=0.4, prior_mean=[0.1, 0, -0.2]
+    )
+    gathered = fit_bradley_terry(
+        PairDifferences(vectors, winners, losers), groups, 25, l2=0.4,
+        prior_mean=[0.1, 0, -0.2],
+    )
+    assert_array_equal(gathered, expected)
 
 
 @pytest.mark.parametrize("weighted", [False, True])

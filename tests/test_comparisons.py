@@ -150,14 +150,19 @@ def test_positions_in_by_hand():
 
 
 @pytest.mark.parametrize("transitive_reduction", [False, True])
-def test_a_candidate_labeled_twice_differently_is_refused(transitive_reduction):
-    # Response 0 of (user 0, prompt 0) is both the best and the worst.
-    ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
-    y = np.array([1.0, 0.5, 0.0])
+@pytest.mark.parametrize("response_scale", [1, 10**9])
+def test_a_candidate_labeled_twice_differently_is_refused(
+    transitive_reduction, response_scale
+):
+    # Response 0 of (user 0, prompt 0) is both the best and the worst, not next to
+    # each other (a transitive reduction has no pair of them). Responses 0 and
+    # 10**9 are too far apart for a table of counts: the pairs are compared.
+    ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0], [1, 2, 3]]) * [1, 1, response_scale]
+    y = np.array([1.0, 0.5, 0.0, 1.0])
     with pytest.raises(ValueError, match=r"response_id=0\) is labeled twice, 1 and 0"):
         comparisons(ids, y, transitive_reduction=transitive_reduction)
     # Twice with the same label is the same judgement given twice: it counts twice.
-    same = comparisons(ids, np.array([1.0, 0.5, 1.0]))
+    same = comparisons(ids, np.array([1.0, 0.5, 1.0, 1.0]))
     assert _pair_set(same) == {(0, 1), (2, 1)}
 
 

@@ -7,6 +7,7 @@ from sklearn.utils import check_random_state
 
 from ..base import BaseRanker, UserPreferenceMixin
 from ..core import (
+    PairDifferences,
     UserComparisons,
     calibrate,
     calibration_split,
@@ -123,16 +124,13 @@ class PerUserRanker(UserPreferenceMixin, BaseRanker):
         self.n_response_slots_ = feedback.n_response_slots
         self.population_coef_ = fit_population(feedback, self.alpha, self.max_iter)
         structure = feedback.comparisons()
-        differences = pair_differences(
-            feedback.items, structure.winners, structure.losers, np.float64
-        )
+        # Gathered by the solver batch by batch: no (n_pairs, n_features) float64 array.
+        differences = PairDifferences(feedback.items, structure.winners, structure.losers)
         self.users_ = structure.users
         if self.shrinkage == "auto":
-            store = UserComparisons.from_comparisons(
-                feedback.ids, structure, difference=differences
-            )
+            store = UserComparisons.from_comparisons(feedback.ids, structure, rows=True)
             shrinkage = _held_out_shrinkage(
-                store, self.population_coef_, self.max_iter,
+                store, feedback.items, self.population_coef_, self.max_iter,
                 check_random_state(self.random_state),
             )
         else:
@@ -140,7 +138,7 @@ class PerUserRanker(UserPreferenceMixin, BaseRanker):
         self.shrinkage_ = shrinkage
         self.coef_ = fit_bradley_terry(
             differences,
-            structure.group_user[structure.group_of_row[structure.winners]],
+            np.take(structure.group_user[structure.group_of_row], structure.winners),
             self.users_.size,
             l2=self.shrinkage_,
             prior_mean=self.population_coef_,
@@ -160,13 +158,15 @@ class PerUserRanker(UserPreferenceMixin, BaseRanker):
         return np.einsum("nf,nf->n", items, coef)
 
 
-def _held_out_shrinkage(store, prior_mean, max_iter, rng):
+def _held_out_shrinkage(store, items, prior_mean, max_iter, rng):
     """The value of ``SHRINKAGES`` that orders held-out choices best, refined.
 
     Parameters
     ----------
     store : UserComparisons
-        Every user's comparisons, with a ``"difference"`` column.
+        Every user's comparisons, with their ``"winner"`` and ``"loser"`` rows.
+    items : ndarray of shape (n_rows, n_item_features)
+        The item features of those rows.
     prior_mean : ndarray of shape (n_item_features,)
     max_iter : int
     rng : RandomState
@@ -185,8 +185,11 @@ def _held_out_shrinkage(store, prior_mean, max_iter, rng):
     rows, owner = rows[is_top], owner[is_top]
     if rows.size == 0:
         return 1.0
-    support_differences = store.columns["difference"][support[0]]
-    held_out_differences = store.columns["difference"][rows]
+    winner, loser = store.columns["winner"], store.columns["loser"]
+    support_differences = pair_differences(
+        items, winner[support[0]], loser[support[0]], np.float64
+    )
+    held_out_differences = pair_differences(items, winner[rows], loser[rows], np.float64)
 
     def score(shrinkage):
         coef = fit_bradley_terry(

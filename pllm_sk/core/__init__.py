@@ -25,6 +25,7 @@ from ._calibration import (
 )
 from ._comparisons import (
     Comparisons,
+    PairDifferences,
     UserComparisons,
     comparisons,
     expand_ranges,
@@ -48,6 +49,7 @@ __all__ = [
     "CalibrationResult",
     "Comparisons",
     "HELD_OUT_PROMPTS",
+    "PairDifferences",
     "TEMPERATURES",
     "UserComparisons",
     "best_grid_value",

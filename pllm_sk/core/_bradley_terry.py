@@ -26,6 +26,8 @@ import numpy as np
 from scipy.special import expit
 from threadpoolctl import threadpool_info
 
+from ._comparisons import PairDifferences
+
 __all__ = ["fit_bradley_terry", "log_sigmoid"]
 
 # Pairs per chunk of the pooled solver's gradient and Hessian sums.
@@ -58,8 +60,10 @@ def fit_bradley_terry(
 
     Parameters
     ----------
-    differences : ndarray of shape (n_pairs, n_features)
-        Winner features minus loser features (float32 or float64).
+    differences : ndarray of shape (n_pairs, n_features) or PairDifferences
+        Winner features minus loser features (float32 or float64); with groups, a
+        :class:`~pllm_sk.core.PairDifferences` gives them without the full
+        float64 array (each batch gathers its own pairs).
     groups : ndarray of int, shape (n_pairs,), default=None
         Group of each pair, in ``[0, n_groups)``; a negative group drops the pair.
         None fits one weight vector to all pairs.
@@ -121,7 +125,10 @@ def fit_bradley_terry(
     array([[0.67, 0.  ],
            [0.  , 0.4 ]])
     """
-    differences = np.asarray(differences)
+    if not isinstance(differences, PairDifferences):
+        differences = np.asarray(differences)
+    elif groups is None:
+        differences = differences.take(slice(None))
     if (l2 is None) == (prior_precision is None):
         raise ValueError("Give exactly one of l2 and prior_precision.")
     if l2 is not None and not l2 > 0:
@@ -398,7 +405,12 @@ def _solve_grouped(
         block = np.zeros((batch.size, d, n_pad))
         slot = np.arange(n_pad)[np.newaxis, :] < counts[batch][:, np.newaxis]
         source = offsets[batch][:, np.newaxis] + np.arange(n_pad)[np.newaxis, :]
-        block.transpose(0, 2, 1)[slot] = differences[order[source[slot]]]
+        pairs = order[source[slot]]
+        block.transpose(0, 2, 1)[slot] = (
+            differences.take(pairs)
+            if isinstance(differences, PairDifferences)
+            else differences[pairs]
+        )
         block_weight = None
         if pair_weight is not None:
             # Padding rows weigh 0, so they add nothing to the loss.

@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "Comparisons",
+    "PairDifferences",
     "UserComparisons",
     "comparisons",
     "expand_ranges",
@@ -24,9 +25,14 @@ __all__ = [
     "require_comparisons",
 ]
 
-# Rows per block of the blockwise gathers of pair_differences and _same_rows
-# (2.5 MiB of float32 rows with 10 features).
+# Rows per block of the blockwise passes (pair_differences, _same_rows,
+# _first_rows, _pairs_of_runs): 2.5 MiB of float32 rows with 10 features.
 _GATHER_BLOCK = 1 << 16
+# Pairs per block of pooled_differences's counts (one bincount of all the
+# (item, slot) keys per block: blocks of 1M pairs keep those adds few).
+_COUNT_BLOCK = 1 << 20
+# Label levels up to which _dense_labels codes by comparisons, not a binary search.
+_FEW_LEVELS = 8
 
 
 class Comparisons(NamedTuple):
@@ -110,28 +116,34 @@ def comparisons(ids, y, *, transitive_reduction=False):
     rank_from_top -= np.repeat(rank_from_top[starts], sizes)
     del new_group
     n_levels = rank_from_top[starts + sizes - 1] + 1
-    # A row beats every row from the end of its label run to the end of its group.
-    run_starts = np.append(np.flatnonzero(new_run), n_rows)
-    run_end = run_starts[np.cumsum(new_run)]
-    del new_run, run_starts
-    second, first = expand_ranges(run_end, np.repeat(starts + sizes, sizes))
-    del run_end
-    _check_one_label_per_candidate(ids, y, order, first, second)
-    top = np.take(rank_from_top, first) == 0
+    # The rows of a label run all beat the same rows: those from the end of the run
+    # to the end of its group (to the end of the next run down, with the transitive
+    # reduction, the smallest set that implies the others).
+    run_starts = np.flatnonzero(new_run)
+    del new_run
+    run_sizes = np.diff(np.append(run_starts, n_rows))
+    run_ends = run_starts + run_sizes
+    beaten = np.repeat(starts + sizes, n_levels) - run_ends  # a group's runs: its levels
+    group_of_sorted = np.repeat(np.arange(starts.size), sizes)
+    _check_one_label_per_candidate(
+        ids, y, order, group_of_sorted, (run_ends, beaten, run_sizes)
+    )
     if transitive_reduction:
-        # Only the next run down.
-        keep = np.take(rank_from_top, second) == np.take(rank_from_top, first) + 1
-        first, second, top = first[keep], second[keep], top[keep]
-    winners = np.take(order, first)
-    del first
-    losers = np.take(order, second)
-    del second
+        beaten = np.where(beaten > 0, np.append(run_sizes[1:], 0), 0)
+    lengths, second = _pairs_of_runs(run_ends, beaten, run_sizes)
+    del run_ends, beaten, run_sizes
+    top = np.repeat(rank_from_top == 0, lengths)
+    winners = np.repeat(order, lengths)
+    del lengths
+    # In place: each index is read before its slot is written ("clip" leaves
+    # the valid indices as they are and, unlike "raise", needs no buffer).
+    losers = np.take(order, second, out=second, mode="clip")
     level = np.empty(n_rows, dtype=np.int64)
     rank_from_top -= np.repeat(n_levels - 1, sizes)
     level[order] = np.negative(rank_from_top, out=rank_from_top)
     del rank_from_top
     group_of_row = np.empty(n_rows, dtype=np.int64)
-    group_of_row[order] = np.repeat(np.arange(starts.size), sizes)
+    group_of_row[order] = group_of_sorted
     return Comparisons(
         users=users,
         group_of_row=group_of_row,
@@ -144,11 +156,58 @@ def comparisons(ids, y, *, transitive_reduction=False):
     )
 
 
-def _check_one_label_per_candidate(ids, y, order, first, second):
-    """Raise if a pair (rows ``order[first]``, ``order[second]``) is one candidate twice."""
-    sorted_response = np.take(ids[:, 2], order)
+def _pairs_of_runs(run_ends, beaten, run_sizes):
+    """How many rows each sorted row beats, and which: the loser side of the pairs.
+
+    Every row of run ``r`` beats the sorted rows ``run_ends[r] + arange(beaten[r])``.
+
+    Returns
+    -------
+    lengths : ndarray of int64, shape (n_rows,)
+        Rows beaten by each sorted row.
+    second : ndarray of int64, shape (lengths.sum(),)
+        The beaten sorted rows, row after row.
+    """
+    lengths = np.repeat(beaten, run_sizes)
+    offsets = np.cumsum(lengths)
+    offsets -= lengths
+    second = np.repeat(np.repeat(run_ends, run_sizes) - offsets, lengths)
+    del offsets
+    # + arange(second.size), block by block: no full-size temporary.
+    for start in range(0, second.size, _GATHER_BLOCK):
+        block = second[start : start + _GATHER_BLOCK]
+        block += np.arange(start, start + block.size)
+    return lengths, second
+
+
+def _check_one_label_per_candidate(ids, y, order, group_of_sorted, runs):
+    """Raise if a candidate (user, prompt, response) is labeled twice, differently.
+
+    With few responses per prompt, a count of each (group, response) finds the
+    candidates given twice, and only their labels are compared. Otherwise, and to
+    name the first offending pair, every comparison is: ``runs`` are the arguments
+    of :func:`_pairs_of_runs` that give them all.
+    """
+    sorted_response = ids[order, 2]
+    n_response_keys = int(sorted_response.max()) + 1 if order.size else 1
+    n_keys = (int(group_of_sorted[-1]) + 1 if order.size else 0) * n_response_keys
+    if n_keys <= 8 * order.size + 1_000_000:
+        code = group_of_sorted * n_response_keys
+        code += sorted_response
+        del sorted_response
+        counts = np.bincount(code, minlength=n_keys)
+        if counts.max(initial=0) <= 1:
+            return
+        twice = np.flatnonzero(np.take(counts, code) > 1)
+        code, labels = code[twice], y[order[twice]]
+        by_code = np.argsort(code, kind="stable")
+        code, labels = code[by_code], labels[by_code]
+        if not ((code[1:] == code[:-1]) & (labels[1:] != labels[:-1])).any():
+            return
+        sorted_response = ids[order, 2]
+    lengths, second = _pairs_of_runs(*runs)
+    first = np.repeat(np.arange(order.size), lengths)
     same = np.take(sorted_response, first) == np.take(sorted_response, second)
-    del sorted_response
     if same.any():
         pair = np.argmax(same)
         user_id, prompt_id, response_id = ids[order[first[pair]]].tolist()
@@ -164,10 +223,18 @@ def _dense_labels(y):
     """The sorted distinct labels and the code of each label among them.
 
     Feedback has few distinct labels: they are found on a sample and checked on
-    all rows, which costs a binary search per row instead of a sort.
+    all rows, which costs a few comparisons (with many levels, a binary search) per
+    row instead of a sort.
     """
     levels = np.unique(y[:: max(1, y.size // 100_000)])
-    codes = np.minimum(np.searchsorted(levels, y), levels.size - 1)
+    if levels.size <= _FEW_LEVELS:
+        # min(searchsorted(levels, y), n_levels - 1) without a binary search per
+        # row: the number of levels below y, the top one left out.
+        codes = np.zeros(y.size, dtype=np.int64)
+        for level in levels[:-1]:
+            codes += y > level
+    else:
+        codes = np.minimum(np.searchsorted(levels, y), levels.size - 1)
     if y.size and not np.array_equal(levels[codes], y):
         levels, codes = np.unique(y, return_inverse=True)
     return levels, codes.reshape(-1)
@@ -298,13 +365,20 @@ def pooled_differences(ids, items, structure):
     # Dense tables only: the id ranges of a corpus, not of arbitrary integers.
     if n_items * n_responses > 8 * max(winners.size, 1) + 1_000_000:
         return pair_differences(items, winners, losers, items.dtype), None
-    item_key = ids[:, 1] * n_responses + ids[:, 2]
-    first_row = np.zeros(n_items, dtype=np.int64)
-    first_row[item_key[::-1]] = np.arange(ids.shape[0])[::-1]
-    if not _same_rows(items, first_row[item_key]):
+    item_key = ids[:, 1] * n_responses
+    item_key += ids[:, 2]
+    first_row = _first_rows(item_key, n_items)
+    if not _same_rows(items, first_row, item_key):
         return pair_differences(items, winners, losers, items.dtype), None
-    pair_key = item_key[winners] * n_responses + ids[losers, 2]
-    counts = np.bincount(pair_key, minlength=n_items * n_responses)
+    # Each pair's (winner item, loser slot) counted block by block: full-size keys
+    # would be memory new to the process.
+    counts = np.zeros(n_items * n_responses, dtype=np.int64)
+    for start in range(0, winners.size, _COUNT_BLOCK):
+        block = slice(start, start + _COUNT_BLOCK)
+        pair_key = np.take(item_key, winners[block])
+        pair_key *= n_responses
+        pair_key += ids[losers[block], 2]  # np.take would copy the strided column
+        counts += np.bincount(pair_key, minlength=counts.size)
     distinct = np.flatnonzero(counts)
     winner_item = distinct // n_responses
     loser_item = winner_item - winner_item % n_responses + distinct % n_responses
@@ -312,15 +386,26 @@ def pooled_differences(ids, items, structure):
     return differences, counts[distinct].astype(np.float64)
 
 
-def _same_rows(items, rows):
-    """Whether ``items[rows]`` equals ``items``, compared block by block.
+def _first_rows(keys, n_keys):
+    """The first index of each key in ``keys`` (0 for keys absent), block by block."""
+    first = np.zeros(n_keys, dtype=np.int64)
+    # Later writes win: the blocks from the last, each reversed.
+    for start in reversed(range(0, keys.size, _GATHER_BLOCK)):
+        stop = min(start + _GATHER_BLOCK, keys.size)
+        first[keys[start:stop][::-1]] = np.arange(stop - 1, start - 1, -1)
+    return first
+
+
+def _same_rows(items, first_row, item_key):
+    """Whether every row of ``items`` equals the first row of its item, block by block.
 
     A full-size gathered copy would be memory new to the process, whose page faults
     cost more than the comparison itself.
     """
-    for start in range(0, rows.size, _GATHER_BLOCK):
+    for start in range(0, item_key.size, _GATHER_BLOCK):
         block = slice(start, start + _GATHER_BLOCK)
-        if not np.array_equal(np.take(items, rows[block], axis=0), items[block]):
+        rows = np.take(first_row, item_key[block])
+        if not np.array_equal(np.take(items, rows, axis=0), items[block]):
             return False
     return True
 
@@ -345,6 +430,32 @@ def pair_differences(vectors, winners, losers, dtype=np.float32):
         rejected = np.take(vectors, losers[block], axis=0).astype(dtype, copy=False)
         np.subtract(chosen, rejected, out=differences[block])
     return differences
+
+
+class PairDifferences(NamedTuple):
+    """``vectors[winners] - vectors[losers]`` in float64, gathered on demand.
+
+    What :func:`~pllm_sk.core.fit_bradley_terry`'s grouped solver takes in place of
+    the differences themselves: it gathers the pairs of each batch, so the
+    (n_pairs, n_features) float64 array (500 MB at PersonalLLM's full size) is
+    never built. :meth:`take` gives exactly the rows of
+    ``pair_differences(vectors, winners, losers, np.float64)``.
+    """
+
+    vectors: np.ndarray  # (n_rows, n_features)
+    winners: np.ndarray  # (n_pairs,) row of each pair's chosen side
+    losers: np.ndarray  # (n_pairs,) row of each pair's rejected side
+
+    @property
+    def shape(self):
+        """``(n_pairs, n_features)``, as the differences' array would have."""
+        return (self.winners.size, self.vectors.shape[1])
+
+    def take(self, pairs):
+        """The float64 differences of the pairs at the indices ``pairs``."""
+        return pair_differences(
+            self.vectors, self.winners[pairs], self.losers[pairs], np.float64
+        )
 
 
 class UserComparisons:

@@ -19,8 +19,9 @@ class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
 
     - ``_fit(prompt_ids, response_ids)``: learn from the ids of the fit rows and set
       the fitted attributes;
-    - ``_transform(prompt_ids, response_ids)``: the block of appended values, an
-      array of shape (n_rows, n_appended);
+    - ``_transform(prompt_ids, response_ids)``: the block of appended values, a
+      new array of shape (n_rows, n_appended) (a DataFrame output takes it without a
+      copy, so it must not be a view of anything the step keeps);
     - ``_new_names()``: the appended column names, known after ``_fit``.
 
     A DataFrame ``X`` gets float32 columns appended; an array ``X`` becomes a float64
@@ -51,6 +52,31 @@ class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
         self : object
             The fitted step.
         """
+        self._fit_validated(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit the step on ``X`` and append its columns to ``X``.
+
+        The same as ``fit(X).transform(X)``, with the ids of ``X`` validated once.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
+            Rows of (user_id, prompt_id, response_id, features...), with ids inside
+            the corpus.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        X_out : DataFrame or ndarray of shape (n_rows, 3 + n_features + n_appended)
+            As :meth:`transform` returns it.
+        """
+        return self._append(*self._fit_validated(X))
+
+    def _fit_validated(self, X):
+        """``fit``'s body; returns ``X`` as validated and its pair ids."""
         validate_params(self)
         X, prompt_ids, response_ids = self._validate_ids(X, reset=True)
         self._fit(prompt_ids, response_ids)
@@ -60,7 +86,7 @@ class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
                 f"X already has the column(s) {sorted(clashes)} that "
                 f"{type(self).__name__} appends; were they appended twice?"
             )
-        return self
+        return X, prompt_ids, response_ids
 
     def transform(self, X):
         """Append this step's columns to ``X``.
@@ -77,13 +103,19 @@ class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
             array).
         """
         check_is_fitted(self)
-        X, prompt_ids, response_ids = self._validate_ids(X, reset=False)
+        return self._append(*self._validate_ids(X, reset=False))
+
+    def _append(self, X, prompt_ids, response_ids):
+        """``X`` with the block of ``_transform`` appended (see :meth:`transform`)."""
         block = np.asarray(self._transform(prompt_ids, response_ids))
         if is_dataframe(X):
+            # The block is new: the DataFrame takes it without a copy (pandas
+            # copies a 2-d array by default, a second full-size block).
             new = pd.DataFrame(
                 block.astype(np.float32, copy=False),
                 index=X.index,
                 columns=self._new_names(),
+                copy=False,
             )
             return pd.concat([X, new], axis=1)
         return np.hstack([X.astype(np.float64, copy=False), block.astype(np.float64)])

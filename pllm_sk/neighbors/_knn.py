@@ -326,7 +326,6 @@ class UserKNNRanker(
         self.population_coef_ = fit_population(feedback, self.alpha, self.max_iter)
 
         users = structure.users
-        user_of_row = structure.group_user[structure.group_of_row]
         n_prompts = np.bincount(structure.group_user, minlength=users.size)
         is_candidate = n_prompts >= self.min_neighbor_prompts
         if is_candidate.sum() < 2:
@@ -337,18 +336,16 @@ class UserKNNRanker(
                 "min_neighbor_prompts or add users with more feedback."
             )
         self.neighbor_users_ = users[is_candidate]
-        candidate_of_user = np.cumsum(is_candidate) - 1
-        pair_user = user_of_row[winners]
+        # Each row's (and pair's) candidate neighbour, -1 for the others' rows.
+        user_candidate = np.where(is_candidate, np.cumsum(is_candidate) - 1, -1)
+        row_candidate = np.take(user_candidate[structure.group_user], structure.group_of_row)
         self.neighbor_coef_ = fit_bradley_terry(
             differences,
-            np.where(is_candidate[pair_user], candidate_of_user[pair_user], -1),
+            np.take(row_candidate, winners),
             self.neighbor_users_.size,
             l2=float(self.shrinkage),
             prior_mean=self.population_coef_,
             max_iter=self.max_iter,
-        )
-        row_candidate = np.where(
-            is_candidate[user_of_row], candidate_of_user[user_of_row], -1
         )
         self._store = self._user_comparisons(ids, items, structure, differences)
         del differences
@@ -863,17 +860,20 @@ def _choice_sums(items, structure):
     group, level = structure.group_of_row, structure.level
     top = structure.n_levels - 1
     users, group_user = structure.users, structure.group_user
-    has_choice = top[group] > 0
+    top_of_row = np.take(top, group)
+    has_choice = top_of_row > 0
     sums = []
-    for selected in (has_choice & (level == top[group]), has_choice & (level == 0)):
-        n_rows = np.bincount(group[selected], minlength=top.size)
-        share = 1.0 / n_rows[group[selected]]
-        owner = group_user[group[selected]]
+    for selected in (has_choice & (level == top_of_row), has_choice & (level == 0)):
+        rows = np.flatnonzero(selected)
+        selected_group = np.take(group, rows)
+        n_rows = np.bincount(selected_group, minlength=top.size)
+        share = 1.0 / np.take(n_rows, selected_group)
+        owner = np.take(group_user, selected_group)
         sums.append(
             np.column_stack(
                 [
                     np.bincount(owner, weights=column * share, minlength=users.size)
-                    for column in items[selected].T
+                    for column in np.take(items, rows, axis=0).T
                 ]
             ).reshape(users.size, items.shape[1])
         )
