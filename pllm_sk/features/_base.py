@@ -58,20 +58,8 @@ class BaseCorpusFeatures(TransformerMixin, BaseEstimator):
     def fit_transform(self, X, y=None):
         """Fit the step on ``X`` and append its columns to ``X``.
 
-        The same as ``fit(X).transform(X)``, with the ids of ``X`` validated once.
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_rows, 3 + n_features)
-            Rows of (user_id, prompt_id, response_id, features...), with ids inside
-            the corpus.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        X_out : DataFrame or ndarray of shape (n_rows, 3 + n_features + n_appended)
-            As :meth:`transform` returns it.
+        The same as ``fit(X).transform(X)``, parameters and return value included,
+        with the ids of ``X`` validated once.
         """
         return self._append(*self._fit_validated(X))
 
