@@ -14,6 +14,7 @@ seconds in the same run, and gap closed (the benchmark's scorer).
 
     python benchmarks/lowrank_ids.py                       # 12 fits of each, minutes
     python benchmarks/lowrank_ids.py --shots 5 --n-splits 1 --profile
+    PYTHONPATH=/path/to/other/checkout python benchmarks/lowrank_ids.py  # its pllm_sk
 """
 
 import argparse

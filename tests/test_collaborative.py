@@ -20,7 +20,7 @@ from scipy.optimize import minimize
 from sklearn.base import clone
 
 from pllm_sk.collaborative import LowRankRanker
-from pllm_sk.collaborative._solvers import FactorizationProblem
+from pllm_sk.collaborative._solvers import FactorizationProblem, balanced, pair_vectors
 
 
 @pytest.fixture
@@ -285,8 +285,15 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
         differences, pair_user, n_users, pair_items, n_items, (0.01, 1.0, 0.1), None
     )
     embedding = np.zeros((n_items, rank))
+    margins = problem.basis_margins(factors, basis), problem.embedding_margins(factors, embedding)
     for _ in range(50):
-        embedding, loss = problem.embedding_step(factors, basis, embedding)
+        embedding, margins = problem.embedding_step(factors, embedding, *margins)
+    # The margins that come back are those of the embedding that comes back (up to
+    # the float32 rounding of their changes).
+    assert_allclose(
+        margins[1], problem.embedding_margins(factors, embedding), rtol=1e-4, atol=1e-4
+    )
+    loss = problem.objective(factors, basis, embedding)
 
     def objective(flat):
         padded = np.vstack([flat.reshape(n_items, rank), np.zeros((1, rank))])
@@ -301,6 +308,63 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
     assert loss == pytest.approx(objective(embedding.ravel()))
     assert loss == pytest.approx(reference.fun, rel=1e-6)
     assert loss < objective(np.zeros(n_items * rank))
+
+
+def small_problem(seed=0, n_pairs=300, n_items=40, n_users=30, rank=3):
+    """A random factorisation problem with embeddings, and a point of it."""
+    rng = np.random.RandomState(seed)
+    pair_items = rng.randint(0, n_items, size=(n_pairs, 2))
+    pair_items[:10, 1] = -1
+    pair_user = rng.randint(0, n_users, size=n_pairs)
+    differences = rng.normal(size=(n_pairs, 2))
+    problem = FactorizationProblem(
+        differences, pair_user, n_users, pair_items, n_items, (0.01, 1.0, 0.1), None
+    )
+    point = (
+        rng.normal(size=(n_users, rank)), rng.normal(size=(rank, 2)),
+        rng.normal(size=(n_items, rank)),
+    )
+    return problem, point
+
+
+def test_balanced_gauge_keeps_the_margins_and_lowers_the_penalty():
+    problem, (factors, basis, embedding) = small_problem()
+    # Unbalanced on purpose: users 10x too large, items 10x too small.
+    point = (10.0 * factors, basis / 10.0, embedding / 10.0)
+    moved = balanced(problem, *point)
+    margins = [
+        problem.basis_margins(f, a) + problem.embedding_margins(f, e) for f, a, e in (point, moved)
+    ]
+    assert_allclose(margins[1], margins[0], rtol=1e-4, atol=1e-4)
+    assert problem.penalty(*moved) < 0.5 * problem.penalty(*point)
+    # At the balanced gauge the two Gram matrices agree, so it is a fixed point.
+    factors, basis, embedding = moved
+    user_gram = 0.01 * factors.T @ factors
+    item_gram = basis @ basis.T + 0.1 * embedding.T @ embedding
+    assert_allclose(user_gram, item_gram, atol=1e-8 * np.abs(user_gram).max())
+    again = balanced(problem, *moved)
+    for block, same in zip(moved, again):
+        assert_allclose(same, block, atol=1e-8)
+
+
+def test_user_newton_steps_reach_each_users_own_optimum():
+    # Users are independent given the items: the per-user halving steps converge
+    # to the exact Newton solve of every user's problem.
+    problem, (_, basis, embedding) = small_problem(seed=1)
+    vectors = pair_vectors(problem.differences, basis, embedding, problem.pair_items)
+    factors = np.zeros((problem.n_users, basis.shape[0]))
+    margin = np.zeros(problem.pair_user.size)
+    start = problem.objective(factors, basis, embedding)
+    for _ in range(30):
+        factors, margin = problem.user_newton_step(factors, vectors, margin)
+    exact = problem.user_step(basis, embedding, None, 100)
+    # Up to the float32 rounding of the margins' changes, which the halving sees.
+    assert_allclose(factors, exact, rtol=1e-3, atol=1e-4)
+    # The margins that come back are those of the factors (up to float32 rounding).
+    assert_allclose(
+        margin, np.einsum("pr,pr->p", vectors, factors[problem.pair_user]), rtol=1e-4, atol=1e-4
+    )
+    assert problem.objective(factors, basis, embedding) < start
 
 
 def test_auto_temperature_ranks_new_users_about_as_well_as_the_best_fixed_one():
