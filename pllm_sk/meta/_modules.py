@@ -264,18 +264,20 @@ class _PooledLogLikelihood(torch.autograd.Function):
     block of pairs is small enough to stay in the CPU cache, and the backward pass
     recomputes the margins of a block instead of keeping them: faster, and memory
     that does not grow with the number of prototypes. The scale of a pair (the
-    encoder's sharpness) is applied to its margins rather than to its difference:
-    its gradient is then a row sum of the block, and the gradient of the
-    differences, a matrix product, is computed only when they require one (a
-    learned item tower).
+    encoder's sharpness) multiplies its difference, ``n_components`` numbers rather
+    than ``n_prototypes`` margins. In the backward pass every product over the
+    prototypes is a matrix product: the gradient of the positions is accumulated
+    transposed, ``(n_components, n_prototypes)``, the layout in which that product
+    runs several times faster, and the gradients of the differences and of the
+    scale both come from ``G = grad_margins @ positions``, ``(block, n_components)``.
     """
 
     @staticmethod
     def forward(ctx, differences, positions, owner, n_users, scale):
         total = differences.new_zeros(n_users, positions.shape[0])
         for block in _blocks(differences.shape[0], positions.shape[0]):
-            margins = (differences[block] @ positions.T).mul_(scale[block, None])
-            total.index_add_(0, owner[block], F.logsigmoid(margins))
+            scaled = differences[block] * scale[block, None]
+            total.index_add_(0, owner[block], F.logsigmoid(scaled @ positions.T))
         ctx.save_for_backward(differences, positions, owner, scale)
         return total
 
@@ -285,23 +287,24 @@ class _PooledLogLikelihood(torch.autograd.Function):
         needs_differences, needs_positions = ctx.needs_input_grad[:2]
         needs_scale = ctx.needs_input_grad[4]
         grad_differences = torch.empty_like(differences) if needs_differences else None
-        grad_positions = torch.zeros_like(positions)
+        grad_positions = positions.new_zeros(positions.shape[::-1])
         grad_scale = torch.empty_like(scale) if needs_scale else None
         for block in _blocks(differences.shape[0], positions.shape[0]):
-            raw = differences[block] @ positions.T
-            # d log sigmoid(m) / dm = sigmoid(-m), at m = scale * raw.
-            grad_margins = torch.sigmoid(raw * -scale[block, None])
+            scaled = differences[block] * scale[block, None]
+            # d log sigmoid(m) / dm = sigmoid(-m), at m = scale * d . p.
+            grad_margins = torch.sigmoid_(-scaled @ positions.T)
             grad_margins *= grad_total.index_select(0, owner[block])
-            if needs_scale:
-                grad_scale[block] = (grad_margins * raw).sum(dim=1)
-            grad_margins *= scale[block, None]
-            if needs_differences:
-                grad_differences[block] = grad_margins @ positions
+            if needs_differences or needs_scale:
+                along = (positions.T @ grad_margins.T).T
+                if needs_scale:
+                    grad_scale[block] = (along * differences[block]).sum(dim=1)
+                if needs_differences:
+                    grad_differences[block] = along * scale[block, None]
             if needs_positions:
-                grad_positions.addmm_(grad_margins.T, differences[block])
+                grad_positions.addmm_(scaled.T, grad_margins)
         return (
             grad_differences,
-            grad_positions if needs_positions else None,
+            grad_positions.T if needs_positions else None,
             None,
             None,
             grad_scale,
