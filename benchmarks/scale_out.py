@@ -18,12 +18,14 @@ One run measures, on this machine:
    in 2. The grid: the benchmark's rows (track x method x support size) x folds x
    ``--seeds`` seeds. Measured: ``t_row``, the compute of one row's fold (fit +
    score, sequential run), and ``s_call``, the engine's overhead per joblib call
-   (one ``cross_validate``), ``s_call = (W - F - sum_rows ceil(folds / N_w) * t_row)
-   / n_rows``, where ``W`` is the engine's wall time on ``N_w`` workers and ``F``
-   the part of the sequential wall time that is not fold compute (data, report).
-   Projected, with the grid dispatched as the runner does (one call per row and
-   seed, at most ``folds`` tasks at once):
-   ``T(N) = seeds * sum_rows (ceil(folds / N) * t_row + s_call)``; and as one
+   (one ``cross_validate``: the runner makes one per track and method, over the
+   folds of all its support sizes, ``k`` tasks), ``s_call = (W - F - sum_calls
+   ceil(k / N_w) * t_call) / n_calls``, where ``t_call`` is the mean ``t_row`` of
+   the call's rows, ``W`` the engine's wall time on ``N_w`` workers and ``F`` the
+   part of the sequential wall time that is not fold compute (data, report).
+   Projected, with the grid dispatched as the runner does (one call per track,
+   method and seed, at most ``k`` tasks at once):
+   ``T(N) = seeds * sum_calls (ceil(k / N) * t_call + s_call)``; and as one
    call over the whole grid (one ``GridSearchCV``):
    ``T(N) = ceil(n_tasks / N) * mean(t_row) + s_call``.
 
@@ -41,8 +43,9 @@ rest is the oracle's user weights); the benchmark took 139 s sequentially, 161 s
 loky, 235 s on Dask and 339 s on Ray (2 workers each; plus 12 s and 6 s to start
 Dask and Ray), every table equal to the sequential one. The engines pay a cost per
 joblib call (``s_call``: 3 s loky, 7 s Dask, 12 s Ray here; Ray's joblib backend
-starts a new pool of actor processes for every call), and the runner makes one call
-per row: a large grid is better run as one ``GridSearchCV``.
+starts a new pool of actor processes for every call), and the runner then made one
+call per row (it now makes one per track and method, over all its support sizes):
+a large grid is better run as one ``GridSearchCV``.
 The name is not ``distributed.py``: run as a script, it would hide the
 ``distributed`` package.
 """
@@ -92,9 +95,9 @@ def one_task(corpus, oracle):
 
 
 def timed_benchmark(benchmark_argv, folder, backend=None, address=None, n_workers=None):
-    argv = benchmark_argv + ["--output-dir", str(folder)]
+    argv = benchmark_argv + ["--output-dir", str(folder), "--backend", backend or "none"]
     if backend is not None:
-        argv += ["--backend", backend, "--n-workers", str(n_workers)]
+        argv += ["--n-workers", str(n_workers)]
         argv += ["--scheduler", address] if address else []
     start = time.perf_counter()
     run_benchmark.main(argv)
@@ -166,15 +169,18 @@ def report(args, bench, corpus, task, bytes_rows, wall_rows, expected, seq_s):
     print(f"\n3. Projection: {len(t_row)} rows (track x method x support) x {folds} folds "
           f"x {args.seeds} seeds = {n_tasks} tasks; measured mean t_row = "
           f"{t_row.mean():.2f} s per fold, F = {fixed_s:.1f} s outside the folds")
-    print("  per row and seed (as run_benchmark.py): T(N) = seeds * sum_rows "
-          "(ceil(folds / N) * t_row + s_call)")
+    calls = expected.assign(t_row=t_row).groupby(["track", "method"], sort=False)["t_row"]
+    k, t_call = folds * calls.size().to_numpy(), calls.mean().to_numpy()
+    print("  per call and seed (as run_benchmark.py: one call per track and method, "
+          "k = support sizes x folds tasks): T(N) = seeds * sum_calls "
+          "(ceil(k / N) * t_call + s_call)")
     print("  one call over the grid (a GridSearchCV): T(N) = ceil(n_tasks / N) * "
           "mean(t_row) + s_call")
     for row in wall_rows[1:]:
-        straggled = (np.ceil(folds / args.n_workers) * t_row).sum()
-        s_call = max((row["wall_s"] - fixed_s - straggled) / len(t_row), 0.0)
-        per_row = ", ".join(
-            f"N={n}: {args.seeds * (np.ceil(folds / n) * t_row + s_call).sum() / 60:.1f}"
+        straggled = (np.ceil(k / args.n_workers) * t_call).sum()
+        s_call = max((row["wall_s"] - fixed_s - straggled) / len(k), 0.0)
+        per_call = ", ".join(
+            f"N={n}: {args.seeds * (np.ceil(k / n) * t_call + s_call).sum() / 60:.1f}"
             for n in args.workers
         )
         one_call = ", ".join(
@@ -182,7 +188,7 @@ def report(args, bench, corpus, task, bytes_rows, wall_rows, expected, seq_s):
             for n in args.workers
         )
         print(f"  {row['backend'].split(' ')[0]:5s} s_call = {s_call:5.2f} s; minutes per "
-              f"row and seed {per_row}; in one call {one_call}")
+              f"call and seed {per_call}; in one call {one_call}")
 
 
 if __name__ == "__main__":

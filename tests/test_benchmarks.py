@@ -19,7 +19,7 @@ def test_run_benchmark_writes_a_table_and_a_plot(tmp_path, capsys, query_split):
             "--n-history", "12", "--shots", "1", "3", "--n-splits", "2",
             "--tracks", "rewards", "ids", "--query-split", query_split,
             "--methods", "Population", "UserKNN", "LowRank", "Bayes", "Oracle",
-            "--output-dir", str(tmp_path),
+            "--backend", "none", "--output-dir", str(tmp_path),
         ]
     )
     printed = capsys.readouterr().out

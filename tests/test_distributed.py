@@ -319,16 +319,17 @@ def test_benchmark_runner_gives_the_same_table_on_every_backend(
         "--n-history", "10", "--shots", "3", "--n-splits", "2",
         "--tracks", "rewards", "--methods", "UserKNN", "Oracle",
     ]
-    run_benchmark.main(arguments + ["--output-dir", str(tmp_path / "default")])
+    sequential = ["--backend", "none", "--output-dir", str(tmp_path / "sequential")]
+    run_benchmark.main(arguments + sequential)
     extra = ["--backend", engine, "--n-workers", "2"]
     if engine == "dask":
         extra += ["--scheduler", distributed.default_client().scheduler.address]
     run_benchmark.main(arguments + extra + ["--output-dir", str(tmp_path / engine)])
     assert f"backend={engine}" in capsys.readouterr().out
-    default = pd.read_csv(tmp_path / "default" / "benchmark.csv")
+    in_order = pd.read_csv(tmp_path / "sequential" / "benchmark.csv")
     on_engine = pd.read_csv(tmp_path / engine / "benchmark.csv")
     metrics = ["reward", "gap_closed", "top1", "win_rate", "pairwise_accuracy"]
-    assert_array_equal(on_engine[metrics].to_numpy(), default[metrics].to_numpy())
+    assert_array_equal(on_engine[metrics].to_numpy(), in_order[metrics].to_numpy())
 
 
 # ------------------------------------------------------ sharded feature computation
