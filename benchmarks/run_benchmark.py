@@ -12,11 +12,12 @@ Adding a method is one entry in ``METHODS`` of ``_common.py`` (with its settings
 here in ``SETTINGS`` if it needs any).
 
 The folds run on loky's workers, one per core, by default (``--backend none`` runs
-them in this process): one ``cross_validate`` per track and method, over the folds
-of every support size. A worker computes with one thread (joblib's limit), so
-torch's sums in ``MetaRewardHead`` round differently from a sequential run's two
-threads, and its figures differ from that run's by up to 0.02 in gap closed
-(measured); every other method's are the same.
+them in this process): every fold of every row (track, method, support size) is one
+task (``cross_validate`` on that fold) of a single joblib call, so no worker waits
+for another at the end of a method. A worker computes with one thread (joblib's
+limit), so torch's sums in ``MetaRewardHead`` round differently from a sequential
+run's two threads, and its figures differ from that run's by up to 0.02 in gap
+closed (measured); every other method's are the same.
 
 Tracks: ``rewards`` and ``ids`` run by default. ``embeddings`` (MiniLM text
 embeddings, no reward scores) and ``distilled`` (the 10 reward scores predicted from
@@ -71,6 +72,7 @@ import numpy as np
 import pandas as pd
 from _common import METHODS as REGISTRY
 from _common import TRACKS, feature_steps, make_method, simulate_world, stack
+from joblib import Parallel, delayed
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import make_pipeline
 
@@ -312,9 +314,52 @@ def prepare_embeddings(args, corpus, X, y):
 
 
 def evaluate(args, corpus, oracle, data, features=None):
-    context = dict(corpus=corpus, oracle=oracle, alpha=args.alpha, **(features or {}))
+    """One row per track, method and support size: the mean of its folds' scores.
+
+    Every fold of every row is one task of a single joblib call (``cross_validate``
+    on that fold), so that a ``--backend`` keeps all its workers busy until the
+    last fold, instead of waiting at the end of each method; rows are printed as
+    their folds come back, in order.
+    """
     scorer = make_personal_scorer(oracle, metric=METRICS)
-    rows = []
+    rows, tasks = [], []
+    for row, estimator, X, y, folds in plan(args, corpus, oracle, data, features):
+        rows.append((row, len(folds)))
+        tasks += [
+            delayed(cross_validate)(estimator, X, y, cv=[fold], scoring=scorer)
+            for fold in folds
+        ]
+    results = iter(in_order(tasks))
+    for row, n_folds in rows:
+        scores = [next(results) for _ in range(n_folds)]
+        row.update(
+            {m: np.mean([s[f"test_{m}"][0] for s in scores]) for m in METRICS}
+        )
+        row["fit_s"] = np.mean([s["fit_time"][0] for s in scores])
+        row["predict_s"] = np.mean([s["score_time"][0] for s in scores])
+        print(
+            f"  {row['track']:8s} {row['method']:12s} n_support={row['n_support']:<3d} "
+            f"gap_closed={row['gap_closed']:+.3f} (fit {row['fit_s']:.1f} s per fold)",
+            flush=True,
+        )
+    return pd.DataFrame([row for row, _ in rows])
+
+
+def in_order(tasks):
+    """The results of ``tasks``, in order: as they come back where the backend can."""
+    try:
+        return Parallel(return_as="generator")(tasks)
+    except ValueError:  # a backend that returns lists only: Ray's
+        return Parallel()(tasks)
+
+
+def plan(args, corpus, oracle, data, features=None):
+    """Yield ``(row, estimator, X, y, folds)`` for every track, method and support size.
+
+    ``row`` holds the labels of the table's row; ``folds`` the ``ColdStartSplit``
+    folds of ``(X, y)`` at that support size.
+    """
+    context = dict(corpus=corpus, oracle=oracle, alpha=args.alpha, **(features or {}))
     for track in args.tracks:
         query_split = query_split_of(track, args)
         X, y = data[query_split]
@@ -335,54 +380,18 @@ def evaluate(args, corpus, oracle, data, features=None):
             )
             context["method"] = name
             estimator = make_pipeline(*steps, factory(context))
-            rows += evaluate_method(args, estimator, X, y, scorer, context)
-            for row in rows[-len(args.shots):]:
-                print(
-                    f"  {track:8s} {name:12s} n_support={row['n_support']:<3d} "
-                    f"gap_closed={row['gap_closed']:+.3f} "
-                    f"(fit {row['fit_s']:.1f} s per fold)",
-                    flush=True,
+            for n_support in args.shots:
+                cv = ColdStartSplit(
+                    args.n_splits,
+                    n_support=n_support,
+                    support=args.support,
+                    prompt_embeddings=context.get("prompt_embeddings"),
+                    random_state=args.seed,
                 )
-    return pd.DataFrame(rows)
-
-
-def evaluate_method(args, estimator, X, y, scorer, context):
-    """One row per support size: the mean of ``estimator``'s scores over the folds.
-
-    The folds of every support size go to one ``cross_validate``, so that a
-    ``--backend`` spreads all of them (``len(args.shots) * args.n_splits`` fits) over
-    its workers at once.
-    """
-    folds = [
-        list(
-            ColdStartSplit(
-                args.n_splits,
-                n_support=n_support,
-                support=args.support,
-                prompt_embeddings=context.get("prompt_embeddings"),
-                random_state=args.seed,
-            ).split(X, y)
-        )
-        for n_support in args.shots
-    ]
-    result = cross_validate(
-        estimator, X, y, cv=[fold for size in folds for fold in size], scoring=scorer
-    )
-    rows, first = [], 0
-    for n_support, size in zip(args.shots, folds):
-        part = slice(first, first + len(size))
-        first += len(size)
-        row = dict(
-            track=context["track"],
-            query_split=query_split_of(context["track"], args),
-            method=context["method"],
-            n_support=n_support,
-        )
-        row.update({m: result[f"test_{m}"][part].mean() for m in METRICS})
-        row["fit_s"] = result["fit_time"][part].mean()
-        row["predict_s"] = result["score_time"][part].mean()
-        rows.append(row)
-    return rows
+                row = dict(
+                    track=track, query_split=query_split, method=name, n_support=n_support
+                )
+                yield row, estimator, X, y, list(cv.split(X, y))
 
 
 def report(args, corpus, results, settings):
