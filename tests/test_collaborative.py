@@ -327,6 +327,32 @@ def small_problem(seed=0, n_pairs=300, n_items=40, n_users=30, rank=3):
     return problem, point
 
 
+def test_basis_steps_reach_the_minimum_of_the_map():
+    # The map's Newton step (halved until the objective falls; users and
+    # embeddings fixed) against a direct L-BFGS solve of the same convex problem.
+    problem, (factors, basis, embedding) = small_problem(seed=2)
+    margins = problem.basis_margins(factors, basis), problem.embedding_margins(factors, embedding)
+    start = problem.objective(factors, basis, embedding)
+    for _ in range(50):
+        basis, margins = problem.basis_step(factors, basis, embedding, sum(margins))
+    # The margins that come back are those of the map that comes back (up to the
+    # float32 rounding of their changes).
+    assert_allclose(margins[0], problem.basis_margins(factors, basis), rtol=1e-4, atol=1e-4)
+    assert_allclose(
+        margins[1], problem.embedding_margins(factors, embedding), rtol=1e-4, atol=1e-4
+    )
+
+    def objective(flat):
+        return problem.objective(factors, flat.reshape(basis.shape), embedding)
+
+    # From there L-BFGS finds no lower point, and from zero none as low.
+    value = problem.objective(factors, basis, embedding)
+    for begin in (basis.ravel(), np.zeros(basis.size)):
+        reference = minimize(objective, begin, method="L-BFGS-B")
+        assert value <= reference.fun * (1.0 + 1e-6)
+    assert value < start
+
+
 def test_balanced_gauge_keeps_the_margins_and_lowers_the_penalty():
     problem, (factors, basis, embedding) = small_problem()
     # Unbalanced on purpose: users 10x too large, items 10x too small.

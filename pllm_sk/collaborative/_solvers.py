@@ -66,13 +66,11 @@ def embedded_items(keys, winners, losers):
     pair_items : ndarray of int64, shape (n_pairs, 2)
         Index in ``item_keys`` of each pair's winner and loser, -1 for none.
     """
-    item_keys = np.unique(keys[keys >= 0])
-    pair_items = np.column_stack(
-        [np.searchsorted(item_keys, keys[rows]) for rows in (winners, losers)]
-    )
-    pair_items[keys[winners] < 0, 0] = -1
-    pair_items[keys[losers] < 0, 1] = -1
-    return item_keys, pair_items
+    known = keys >= 0
+    item_keys, index = np.unique(keys[known], return_inverse=True)
+    row_item = np.full(keys.size, -1, dtype=np.int64)
+    row_item[known] = index
+    return item_keys, np.column_stack([row_item[winners], row_item[losers]])
 
 
 def fit_factorization(
@@ -152,11 +150,11 @@ def _alternate(problem, basis, embedding, max_iter, tol):
     margin, previous, n_iter = np.zeros(problem.pair_user.size), np.inf, 0
     while n_iter < max_iter:
         n_iter += 1
-        vectors = pair_vectors(problem.differences, basis, embedding, problem.pair_items)
+        vectors = pair_vectors(problem.differences_32, basis, embedding, problem.pair_items)
         for _ in range(_USER_STEPS):
             factors, margin = problem.user_newton_step(factors, vectors, margin)
         del vectors
-        basis, margins = problem.basis_step(factors, basis, embedding)
+        basis, margins = problem.basis_step(factors, basis, embedding, margin)
         if problem.cells is not None:
             embedding, margins = problem.embedding_step(factors, embedding, *margins)
         factors, basis, embedding = balanced(problem, factors, basis, embedding)
@@ -356,7 +354,9 @@ class FactorizationProblem:
     def basis_margins(self, factors, basis):
         """``f_u . (A d)`` of every pair (products in float32, the margins float64)."""
         weights = (factors @ basis).astype(np.float32)
-        products = np.einsum("pf,pf->p", self.differences_32, weights[self.pair_user])
+        products = np.einsum(
+            "pf,pf->p", self.differences_32, np.take(weights, self.pair_user, axis=0)
+        )
         return products.astype(np.float64)
 
     def embedding_margins(self, factors, embedding):
@@ -365,27 +365,36 @@ class FactorizationProblem:
             return 0.0
         scores = np.einsum(
             "cr,cr->c",
-            factors.astype(np.float32)[self.cells.user],
-            embedding.astype(np.float32)[self.cells.item],
+            np.take(factors.astype(np.float32), self.cells.user, axis=0),
+            np.take(embedding.astype(np.float32), self.cells.item, axis=0),
         )
         return self.cells.sides_of_pair @ scores.astype(np.float64)
 
     def user_step(self, basis, embedding, factors, max_iter):
         """Newton steps for the users (at most ``max_iter``) from ``factors``, by
         :func:`~pllm_sk.core.fit_bradley_terry`."""
-        vectors = pair_vectors(self.differences, basis, embedding, self.pair_items)
+        vectors = pair_vectors(self.differences_32, basis, embedding, self.pair_items)
         return _fit_users(
             vectors, self.pair_user, self.n_users, self.user_l2, self.pair_weight,
             start=factors, max_iter=max_iter,
         )
 
-    def basis_step(self, factors, basis, embedding):
+    def basis_step(self, factors, basis, embedding, margin):
         """One Newton step for the map, halved until the objective falls.
 
         The Hessian in the map is ``sum_u f_u f_u^T (x) D_u``, ``D_u`` the
         curvature-weighted sum of the user's ``d d^T``; each user's curvature is
         replaced by its mean over the user's pairs, so ``D_u`` is the weighted sum
-        of ``d d^T`` (summed once, in chunks of pairs) times that mean.
+        of ``d d^T`` (summed once, in chunks of pairs) times that mean. The map
+        margins are linear in the map, so a halving costs one loss pass.
+
+        Parameters
+        ----------
+        factors : ndarray of shape (n_users, rank)
+        basis : ndarray of shape (rank, n_item_features)
+        embedding : ndarray of shape (n_items, rank)
+        margin : ndarray of shape (n_pairs,)
+            The pairs' margins at ``factors``, ``basis`` and ``embedding``.
 
         Returns
         -------
@@ -395,16 +404,10 @@ class FactorizationProblem:
             embedding margins ``f_u . (e_w - e_l)``.
         """
         rank, n_item_features = basis.shape
-        fixed = self.embedding_margins(factors, embedding)
-        rest = self.user_l2 * np.sum(factors**2) + self.embedding_l2 * np.sum(embedding**2)
-
-        def objective(candidate):
-            margin = self.basis_margins(factors, candidate)
-            value = self.loss(fixed + margin) + self.basis_l2 * np.sum(candidate**2) + rest
-            return value, margin
-
         basis_margin = self.basis_margins(factors, basis)
-        margin = fixed + basis_margin
+        # The embeddings' share of the margins, which the map's step leaves as it is.
+        fixed = 0.0 if self.cells is None else margin - basis_margin
+        rest = self.user_l2 * np.sum(factors**2) + self.embedding_l2 * np.sum(embedding**2)
         value = self.loss(margin) + self.basis_l2 * np.sum(basis**2) + rest
         slope, curvature = self.slope_and_curvature(margin)
         gradient = factors.T @ self._user_sums(slope, self.differences)
@@ -418,7 +421,16 @@ class FactorizationProblem:
         ).transpose(0, 2, 1, 3).reshape(basis.size, basis.size)
         hessian += 2.0 * self.basis_l2 * np.eye(basis.size)
         step = -np.linalg.solve(hessian, gradient.ravel()).reshape(basis.shape)
-        basis, _, basis_margin = _descend(objective, basis, step, value, basis_margin)
+        change = self.basis_margins(factors, step)
+
+        def objective(fraction):
+            candidate = basis + fraction * step
+            moved = basis_margin + fraction * change
+            return self.loss(fixed + moved) + self.basis_l2 * np.sum(candidate**2) + rest
+
+        fraction = _halved_step(objective, value)
+        if fraction:
+            basis, basis_margin = basis + fraction * step, basis_margin + fraction * change
         return basis, (basis_margin, fixed)
 
     def _user_sums(self, pair_values, columns):
@@ -464,7 +476,9 @@ class FactorizationProblem:
         hessian = cells.item_matrix((cells.touches @ curvature).astype(np.float32)) @ (
             outer_factors.astype(np.float32)
         )
-        hessian = hessian.reshape(-1, rank, rank) + l2 * np.eye(rank)
+        hessian = hessian.astype(np.float64)
+        hessian[:, :: rank + 1] += l2  # the penalty on each block's diagonal
+        hessian = hessian.reshape(-1, rank, rank)
         step = -_OVER_RELAXATION * np.linalg.solve(hessian, gradient[..., np.newaxis])[..., 0]
         # Margins are linear in the embeddings: along the step they move by ``change``.
         change = self.embedding_margins(factors, step)
@@ -509,7 +523,9 @@ class FactorizationProblem:
         gradient = self._user_sums(slope.astype(vectors.dtype), vectors) + l2 * factors
         hessian = self.user_pairs.grams(vectors, curvature) + l2 * np.eye(rank)
         step = -_OVER_RELAXATION * np.linalg.solve(hessian, gradient[..., np.newaxis])[..., 0]
-        change = np.einsum("pr,pr->p", vectors, step.astype(vectors.dtype)[self.pair_user])
+        change = np.einsum(
+            "pr,pr->p", vectors, np.take(step.astype(vectors.dtype), self.pair_user, axis=0)
+        )
         parts = (np.arange(self.n_users), self.pair_user, self.n_users)
         decrement = -np.einsum("ur,ur->u", gradient, step)
         return self._descend_by_part(
@@ -547,10 +563,10 @@ class FactorizationProblem:
         candidate, moved = point.copy(), margin.copy()
         fraction = 1.0
         for _ in range(_HALVINGS):
-            pairs = np.flatnonzero(pending[pair_part])
-            rows = np.flatnonzero(pending[row_part])
-            if rows.size == 0:
+            pending_rows = pending[row_part]
+            if not pending_rows.any():
                 break
+            pairs, rows = _indices(pending[pair_part]), _indices(pending_rows)
             candidate[rows] = point[rows] + fraction * step[rows]
             moved[pairs] = margin[pairs] + fraction * change[pairs]
             pending &= ~(shares(pairs, rows, candidate, moved[pairs]) <= value)
@@ -561,24 +577,20 @@ class FactorizationProblem:
         return candidate, moved
 
 
-def _descend(objective, point, step, value, state=None):
-    """``point + step``, the step halved until the objective falls below ``value``
-    (``point`` itself when it never does).
+def _indices(mask):
+    """The indices where ``mask`` holds: a slice when it holds everywhere (no copies)."""
+    return slice(None) if mask.all() else np.flatnonzero(mask)
 
-    ``objective(candidate)`` returns the value and a state (the margins) that
-    comes back with the point kept.
 
-    Returns
-    -------
-    point, objective, state
-    """
+def _halved_step(objective, value):
+    """The largest of ``1, 1/2, 1/4, ...`` (``_HALVINGS`` tries) at which
+    ``objective(fraction)`` is at most ``value``, else 0."""
+    fraction = 1.0
     for _ in range(_HALVINGS):
-        candidate = point + step
-        candidate_value, candidate_state = objective(candidate)
-        if candidate_value <= value:
-            return candidate, candidate_value, candidate_state
-        step = 0.5 * step
-    return point, value, state
+        if objective(fraction) <= value:
+            return fraction
+        fraction *= 0.5
+    return 0.0
 
 
 def factor_vectors(items, basis, item_keys, embedding, keys=None):
