@@ -42,7 +42,9 @@ class BaseRanker(BaseEstimator):
 
     ``ids`` is an int64 array of shape (n_rows, 3) with the columns ``user_id``,
     ``prompt_id`` and ``response_id``; ``features`` is a float64 array of shape
-    (n_rows, n_features), possibly with zero columns (the ids track).
+    (n_rows, n_features), possibly with zero columns (the ids track). In ``fit``,
+    float32 feature columns reach the :class:`~pllm_sk.core.Feedback` as they are
+    (no full-size float64 copy, unless a family asks for ``feedback.features``).
 
     A user without labeled rows in ``fit`` (or ``partial_fit``) gets the population
     prediction; :meth:`count_fallbacks` says how many rows and users of an ``X``
@@ -163,7 +165,7 @@ class BaseRanker(BaseEstimator):
         # A ranking needs two candidates to compare.
         X = check_id_input(X, min_samples=2)
         validate_data(self, X, skip_check_array=True, reset=True)
-        ids, features, _ = split_ids_features(X)
+        ids, features, _ = split_ids_features(X, dtype=[np.float64, np.float32])
         y = check_feedback(y, ids.shape[0], estimator_name=type(self).__name__)
         return ids, features, y
 

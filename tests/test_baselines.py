@@ -464,3 +464,20 @@ def test_bad_input_errors_name_the_problem(reward_rows, index):
         estimator.predict(X.rename(columns={"reward_beaver_7b": "reward_other"}))
     with pytest.raises(ValueError):
         estimator.predict(X.drop(columns="reward_beaver_7b"))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [PopulationRanker, lambda: PerUserRanker(random_state=0)],
+    ids=["population", "per_user"],
+)
+def test_float32_feature_columns_fit_as_their_float64_values(make):
+    # float32 columns (what feature steps append) reach the solvers without a
+    # float64 copy; the fit is the one on the same values in float64, to the bit.
+    X, y, is_query, _ = simulated(40, 6, seed=3)
+    X32 = X.astype({c: np.float32 for c in X.columns if c.startswith("reward_")})
+    X64 = X32.astype({c: np.float64 for c in X32.columns if c.startswith("reward_")})
+    fitted32 = make().fit(X32[~is_query], y[~is_query])
+    fitted64 = make().fit(X64[~is_query], y[~is_query])
+    assert_array_equal(fitted32.population_coef_, fitted64.population_coef_)
+    assert_array_equal(fitted32.predict(X64[is_query]), fitted64.predict(X64[is_query]))

@@ -11,6 +11,7 @@ from pllm_sk.core._comparisons import (
     UserComparisons,
     comparisons,
     pair_differences,
+    pooled_differences,
     positions_in,
 )
 
@@ -184,3 +185,19 @@ def test_pair_differences_are_the_rounded_exact_differences(monkeypatch, block):
     differences = pair_differences(vectors, winners, losers, np.float64)
     assert differences.dtype == np.float64
     assert_array_equal(differences, vectors[winners] - vectors[losers])
+
+
+def test_pooled_differences_of_float32_items_are_the_float64_ones():
+    # Two users compare the same responses of a prompt: one difference, counted
+    # twice; float32 items are widened before the subtraction.
+    ids = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2], [1, 0, 0], [1, 0, 1], [1, 0, 2]])
+    y = np.array([1.0, 0.0, 0.5, 1.0, 0.0, 0.5])
+    rng = np.random.default_rng(0)
+    items = np.tile(rng.normal(size=(3, 4)).astype(np.float32), (2, 1))
+    structure = comparisons(ids, y)
+    pooled32, counts32 = pooled_differences(ids, items, structure)
+    pooled64, counts64 = pooled_differences(ids, items.astype(np.float64), structure)
+    assert pooled32.dtype == np.float64
+    assert_array_equal(pooled32, pooled64)
+    assert_array_equal(counts32, counts64)
+    assert_array_equal(counts32, [2.0, 2.0, 2.0])

@@ -405,3 +405,17 @@ def test_imputation_ignores_labelers_of_negligible_weight():
     # 1 / 1e-320 overflows: the factor must stay finite, so that no margin is NaN.
     factor = _imputation_factor(np.array([1e-320, 0.0, 0.5, 1.0]), 1.0)
     assert_allclose(factor, [0.0, 0.0, 2.0, 1.0])
+
+
+def test_float32_feature_columns_fit_as_their_float64_values(history):
+    # float32 columns (what feature steps append) reach the solvers without a
+    # float64 copy; the fit is the one on the same values in float64, to the bit.
+    X, y = history
+    features = [c for c in X.columns if c not in ("user_id", "prompt_id", "response_id")]
+    X32 = X.astype(dict.fromkeys(features, np.float32))
+    X64 = X32.astype(dict.fromkeys(features, np.float64))
+    fitted32 = UserKNNRanker(n_neighbors=4, random_state=0).fit(X32, y)
+    fitted64 = UserKNNRanker(n_neighbors=4, random_state=0).fit(X64, y)
+    assert_array_equal(fitted32.neighbor_coef_, fitted64.neighbor_coef_)
+    assert fitted32.temperature_ == fitted64.temperature_
+    assert_array_equal(fitted32.predict(X64), fitted64.predict(X64))

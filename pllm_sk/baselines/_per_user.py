@@ -125,12 +125,14 @@ class PerUserRanker(UserPreferenceMixin, BaseRanker):
         self.population_coef_ = fit_population(feedback, self.alpha, self.max_iter)
         structure = feedback.comparisons()
         # Gathered by the solver batch by batch: no (n_pairs, n_features) float64 array.
-        differences = PairDifferences(feedback.items, structure.winners, structure.losers)
+        differences = PairDifferences(
+            feedback.compact_items, structure.winners, structure.losers
+        )
         self.users_ = structure.users
         if self.shrinkage == "auto":
             store = UserComparisons.from_comparisons(feedback.ids, structure, rows=True)
             shrinkage = _held_out_shrinkage(
-                store, feedback.items, self.population_coef_, self.max_iter,
+                store, feedback.compact_items, self.population_coef_, self.max_iter,
                 check_random_state(self.random_state),
             )
         else:

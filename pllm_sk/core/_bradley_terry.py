@@ -21,10 +21,11 @@ with ``P = 2 * l2 * I`` for the isotropic penalty ``l2 * ||w - m||^2``.
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import numpy as np
 from scipy.special import expit
-from threadpoolctl import threadpool_info
+from threadpoolctl import ThreadpoolController
 
 from ._comparisons import PairDifferences
 
@@ -169,26 +170,26 @@ def fit_bradley_terry(
     if start is not None and not mixture:
         start = np.asarray(start)[:, np.newaxis]
     coef, log_evidence = _solve_grouped(
-        differences,
-        sample_weight,
-        np.asarray(groups, dtype=np.int64),
-        int(n_groups),
-        mean,
-        np.broadcast_to(precision, (mean.shape[0], n_features, n_features)),
-        weight,
-        start,
-        max_iter,
-        tol,
-        _GROUPED_CHUNK,
+        differences, sample_weight, np.asarray(groups, dtype=np.int64), int(n_groups),
+        mean, np.broadcast_to(precision, (mean.shape[0], n_features, n_features)),
+        weight, start, max_iter, tol, _GROUPED_CHUNK, return_log_evidence,
     )
+    if not return_log_evidence:
+        return coef if mixture else coef[:, 0]
     if not mixture:
         coef, log_evidence = coef[:, 0], log_evidence[:, 0]
-    return (coef, log_evidence) if return_log_evidence else coef
+    return coef, log_evidence
+
+
+@cache
+def _blas_controller():
+    """threadpoolctl's controller of the BLAS libraries, found once (a few ms)."""
+    return ThreadpoolController().select(user_api="blas")
 
 
 def _blas_threads():
     """Threads BLAS may use in this process now (1 when it cannot be told)."""
-    limits = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    limits = [info["num_threads"] for info in _blas_controller().info()]
     return max(1, min(limits)) if limits else 1
 
 
@@ -357,7 +358,7 @@ def _pooled_newton_system(differences, pair_weight, chunks, margin, coef, penalt
 
 def _solve_grouped(
     differences, pair_weight, groups, n_groups, prior_mean, prior_precision, weight,
-    start, max_iter, tol, chunk_size,
+    start, max_iter, tol, chunk_size, evidence=True,
 ):
     """Newton's method per group and prior component, batched over groups.
 
@@ -371,34 +372,26 @@ def _solve_grouped(
     Returns
     -------
     coef : ndarray of shape (n_groups, n_components, n_features)
-    log_evidence : ndarray of shape (n_groups, n_components)
+    log_evidence : ndarray of shape (n_groups, n_components), or None
+        None with ``evidence=False``, which spares each batch its Hessian at the
+        optimum.
     """
     n_components, d = prior_mean.shape
     if start is None:
         start = np.broadcast_to(prior_mean, (n_groups, n_components, d))
     coef = np.array(start, dtype=np.float64)
-    log_evidence = np.zeros((n_groups, n_components))
+    log_evidence = np.zeros((n_groups, n_components)) if evidence else None
     kept = groups >= 0
-    counts = np.bincount(groups[kept], minlength=n_groups)
-    order = np.flatnonzero(kept)[np.argsort(groups[kept], kind="stable")]
+    kept_groups = groups[kept]
+    counts = np.bincount(kept_groups, minlength=n_groups)
+    order = np.flatnonzero(kept)
+    # Pairs come grouped (ordered by user) from every caller: no sort then.
+    if (kept_groups[1:] < kept_groups[:-1]).any():
+        order = order[np.argsort(kept_groups, kind="stable")]
+    del kept_groups
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    by_count = np.argsort(counts, kind="stable")
-    by_count = by_count[counts[by_count] > 0]
     _, prior_logdet = np.linalg.slogdet(prior_precision)
-    batches = []
-    first = 0
-    while first < by_count.size:
-        # Groups of similar counts (within a factor of 2) keep the padding small.
-        stop = first + 1
-        while (
-            stop < by_count.size
-            and (stop - first + 1) * n_components * counts[by_count[stop]] * d
-            <= chunk_size
-            and counts[by_count[stop]] <= 2 * counts[by_count[first]] + 8
-        ):
-            stop += 1
-        batches.append(by_count[first:stop])
-        first = stop
+    batches = _batches(counts, n_components * d, chunk_size)
 
     def solve(batch):
         n_pad = int(counts[batch].max())
@@ -418,8 +411,10 @@ def _solve_grouped(
             block_weight[:, 0][slot] = pair_weight[order[source[slot]]]
         coef[batch], loss, hessian_logdet = _newton_gaussian(
             block, block_weight, coef[batch], prior_mean, prior_precision, weight,
-            max_iter, tol,
+            max_iter, tol, evidence,
         )
+        if not evidence:
+            return
         if block_weight is None:
             # Padding rows add weight * log 2 each to the loss, whatever u is.
             loss -= weight * np.log(2.0) * (n_pad - counts[batch])[:, np.newaxis]
@@ -438,11 +433,34 @@ def _solve_grouped(
     return coef, log_evidence
 
 
+def _batches(counts, entries_per_pair, chunk_size):
+    """The groups with pairs in batches of similar counts, each of at most
+    ``chunk_size`` padded entries (one group at least): a list of index arrays."""
+    by_count = np.argsort(counts, kind="stable")
+    by_count = by_count[counts[by_count] > 0]
+    batches = []
+    first = 0
+    while first < by_count.size:
+        # Groups of similar counts (within a factor of 2) keep the padding small.
+        stop = first + 1
+        while (
+            stop < by_count.size
+            and (stop - first + 1) * entries_per_pair * counts[by_count[stop]]
+            <= chunk_size
+            and counts[by_count[stop]] <= 2 * counts[by_count[first]] + 8
+        ):
+            stop += 1
+        batches.append(by_count[first:stop])
+        first = stop
+    return batches
+
+
 def _newton_gaussian(
-    block, block_weight, coef, prior_mean, precision, weight, max_iter, tol
+    block, block_weight, coef, prior_mean, precision, weight, max_iter, tol,
+    evidence=True,
 ):
     """Newton's method for a padded batch from ``coef``; returns the optimum, the
-    loss there and log det(Hessian).
+    loss there and log det(Hessian) (None with ``evidence=False``).
 
     ``block`` (n_batch, n_features, n_pad) holds the padded pairs feature-major;
     ``block_weight`` (n_batch, 1, n_pad) weighs each pair, or is None (ones, with
@@ -503,6 +521,8 @@ def _newton_gaussian(
         coef[active] -= size[..., np.newaxis] * step
         margin[active] = old_margin - size[..., np.newaxis] * delta
         loss[active], data_loss[active] = new_loss, new_data
+    if not evidence:
+        return coef, loss, None
     hessian = _data_hessian(block32, outer, _curvature(margin, weight, block_weight))
     _, hessian_logdet = np.linalg.slogdet(hessian + precision)
     return coef, loss, hessian_logdet

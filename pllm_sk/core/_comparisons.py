@@ -351,12 +351,14 @@ def pooled_differences(ids, items, structure):
     ----------
     ids : ndarray of int64, shape (n_rows, 3)
     items : ndarray of shape (n_rows, n_item_features)
+        float64, or float32 (widened before the subtraction: the same
+        differences as from the float64 items).
     structure : Comparisons
         ``comparisons(ids, y)``.
 
     Returns
     -------
-    differences : ndarray of shape (n_distinct, n_item_features)
+    differences : ndarray of float64, shape (n_distinct, n_item_features)
     counts : ndarray of float64, shape (n_distinct,) or None
     """
     winners, losers = structure.winners, structure.losers
@@ -364,12 +366,12 @@ def pooled_differences(ids, items, structure):
     n_items = (int(ids[:, 1].max()) + 1 if ids.shape[0] else 1) * n_responses
     # Dense tables only: the id ranges of a corpus, not of arbitrary integers.
     if n_items * n_responses > 8 * max(winners.size, 1) + 1_000_000:
-        return pair_differences(items, winners, losers, items.dtype), None
+        return pair_differences(items, winners, losers, np.float64), None
     item_key = ids[:, 1] * n_responses
     item_key += ids[:, 2]
     first_row = _first_rows(item_key, n_items)
     if not _same_rows(items, first_row, item_key):
-        return pair_differences(items, winners, losers, items.dtype), None
+        return pair_differences(items, winners, losers, np.float64), None
     # Each pair's (winner item, loser slot) counted block by block: full-size keys
     # would be memory new to the process.
     counts = np.zeros(n_items * n_responses, dtype=np.int64)
@@ -382,7 +384,9 @@ def pooled_differences(ids, items, structure):
     distinct = np.flatnonzero(counts)
     winner_item = distinct // n_responses
     loser_item = winner_item - winner_item % n_responses + distinct % n_responses
-    differences = items[first_row[winner_item]] - items[first_row[loser_item]]
+    differences = pair_differences(
+        items, first_row[winner_item], first_row[loser_item], np.float64
+    )
     return differences, counts[distinct].astype(np.float64)
 
 

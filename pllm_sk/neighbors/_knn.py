@@ -8,6 +8,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from ..base import (
     BaseRanker,
@@ -259,7 +260,7 @@ class UserKNNRanker(
         are added to the users' earlier ones, so their neighbours and predictions
         update.
         """
-        items = feedback.items
+        items = feedback.compact_items
         structure = feedback.comparisons(required=False)
         self._store = self._store.merged(
             self._user_comparisons(feedback.ids, items, structure)
@@ -315,7 +316,7 @@ class UserKNNRanker(
         return self.neighbor_users_[neighbors], weights
 
     def _fit(self, feedback):
-        ids, items = feedback.ids, feedback.items
+        ids, items = feedback.ids, feedback.compact_items
         self.n_response_slots_ = feedback.n_response_slots
         self._n_response_keys = int(ids[:, 2].max()) + 1
         structure = feedback.comparisons()
@@ -608,16 +609,17 @@ class UserKNNRanker(
         mean_level = np.bincount(group, weights=level, minlength=n_groups) / np.bincount(
             group, minlength=n_groups
         )
-        # Twice the spread (and never 0): levels always beat the preference's order.
-        shift = np.maximum(2.0 * spread, 1e-9)[group] * (level - mean_level[group])
         keys = item_keys(ids, self._n_response_keys)
-        keep = own & (shift != 0) & (keys >= 0)
-        order = np.argsort(keys[keep], kind="stable")
-        return (
-            keys[keep][order],
-            row_candidate[keep][order],
-            shift[keep][order],
+        # A row's shift is 0 where its level is its prompt's mean level, and only
+        # there: the other rows are kept, and their shifts computed.
+        keep = np.flatnonzero(own & (level != np.take(mean_level, group)) & (keys >= 0))
+        keep = keep[np.argsort(keys[keep], kind="stable")]
+        kept_group = np.take(group, keep)
+        # Twice the spread (and never 0): levels always beat the preference's order.
+        shift = np.maximum(2.0 * spread, 1e-9)[kept_group] * (
+            np.take(level, keep) - mean_level[kept_group]
         )
+        return keys[keep], row_candidate[keep], shift
 
     def _add_item_level(self, margin, winner_keys, loser_keys):
         """Add the candidates' item-level shifts to the margins of comparisons."""
@@ -807,10 +809,13 @@ class UserKNNRanker(
         differences = self._store.columns["difference"]
         bounds = np.searchsorted(owner, np.arange(neighbors.shape[0] + 1))
         probability = np.empty((rows.size, len(temperatures)))
-        for user, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
-            if stop > start:
-                margin = differences[rows[start:stop]] @ coef[neighbors[user]].T
-                probability[start:stop] = expit(margin) @ weights[user]
+        # Small products, one per user: BLAS threads would cost more than they save
+        # (as in scikit-learn's KMeans).
+        with threadpool_limits(limits=1, user_api="blas"):
+            for user, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+                if stop > start:
+                    margin = differences[rows[start:stop]] @ coef[neighbors[user]].T
+                    probability[start:stop] = expit(margin) @ weights[user]
         return probability
 
     # ------------------------------------------------------------------- helpers
