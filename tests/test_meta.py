@@ -20,9 +20,10 @@ from pllm_sk.meta._episodes import draw_episodes
 from pllm_sk.meta._modules import (
     ParticleEncoder,
     newton_refine,
+    pair_loss,
     pooled_log_likelihood,
 )
-from pllm_sk.meta._training import EarlyStopping
+from pllm_sk.meta._training import EarlyStopping, EpisodeLoss
 from pllm_sk.simulation import simulate_feedback
 
 # Small and quick: a few hundred optimiser steps on a few thousand rows.
@@ -227,6 +228,39 @@ def test_episodes_split_each_user_into_support_and_query():
     assert len(query_prompts - {9}) <= 2 and 9 in query_prompts
     assert set(support_owner) == {0}
     assert_array_equal(query_owner, np.where(ids[winners[query], 0], 1, 0))
+
+
+@pytest.mark.parametrize("tower", [{}, TOWER])
+def test_episode_loss_is_the_query_loss_of_the_adapted_users(small, tower):
+    # With the identity tower the loss gathers precomputed differences; it must
+    # give what the model computes from the item features, gradients included.
+    X, y, _ = small
+    head = MetaRewardHead(**tower, **FAST, max_steps=5).fit(X, y)
+    store, items, module = head._store, head._items, head.module_
+    users = np.arange(10)
+    episodes = draw_episodes(
+        store.prompt_groups(), users, np.random.default_rng(0), max_support=3,
+        max_query=None,
+    )
+    loss = EpisodeLoss(module, store, items, "cpu")(users.size, episodes)
+    gradients = torch.autograd.grad(loss, list(module.parameters()))
+
+    def rows(pairs):
+        return tuple(
+            torch.from_numpy(items[store.columns[side][pairs]]) for side in ("winner", "loser")
+        )
+
+    (support, support_owner), (query, query_owner) = (
+        (pairs, torch.from_numpy(owner)) for pairs, owner in episodes
+    )
+    vectors = module.user_vectors(*rows(support), support_owner, users.size)
+    margins = module.margins(vectors, *rows(query), query_owner)
+    expected = pair_loss(margins, query_owner, users.size)
+    assert torch.equal(loss, expected)
+    for got, want in zip(
+        gradients, torch.autograd.grad(expected, list(module.parameters()))
+    ):
+        assert torch.equal(got, want)
 
 
 # ------------------------------------------------------------- as an estimator

@@ -19,6 +19,7 @@ __all__ = [
     "make_tower",
     "newton_refine",
     "pair_loss",
+    "pair_margins",
 ]
 
 
@@ -30,15 +31,22 @@ class RewardHead(nn.Module):
         self.tower = tower
         self.adapter = adapter
 
+    def differences(self, winners, losers):
+        """``h(x_chosen) - h(x_rejected)`` of each pair, ``(n_pairs, n_components)``."""
+        return self.tower(winners) - self.tower(losers)
+
     def user_vectors(self, winners, losers, owner, n_users):
         """User vectors ``(n_users, n_components)`` from support item features."""
-        differences = self.tower(winners) - self.tower(losers)
-        return self.adapter(differences, owner, n_users)
+        return self.adapter(self.differences(winners, losers), owner, n_users)
 
     def margins(self, users, winners, losers, owner):
         """Score of each pair's winner minus its loser, for the pair's user."""
-        differences = self.tower(winners) - self.tower(losers)
-        return (users.index_select(0, owner) * differences).sum(dim=1)
+        return pair_margins(users, self.differences(winners, losers), owner)
+
+
+def pair_margins(users, differences, owner):
+    """``u . d`` of each pair, with ``u`` the vector of the pair's user, ``(n_pairs,)``."""
+    return (users.index_select(0, owner) * differences).sum(dim=1)
 
 
 def make_tower(n_inputs, hidden_layer_sizes, n_components, generator):
