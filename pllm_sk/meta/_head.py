@@ -316,7 +316,7 @@ class MetaRewardHead(
             feedback.ids, feedback.comparisons(), rows=True
         )
         # In float32: the precision the model trains in.
-        items = feedback.items.astype(np.float32)
+        items = feedback.compact_items.astype(np.float32)
         module = self._initial_module(store, items, rng, generator).to(device)
         start, log = self._meta_train(module, store, items, rng, device)
 
@@ -343,7 +343,7 @@ class MetaRewardHead(
         like every user.
         """
         ids, y = feedback.ids, feedback.y
-        items = feedback.items.astype(np.float32)
+        items = feedback.compact_items.astype(np.float32)
         # The stored rows of the users in X, then X's rows; the last of a repeat wins.
         old = np.flatnonzero(np.isin(self._ids[:, 0], np.unique(ids[:, 0])))
         ids = np.concatenate([self._ids[old], ids])
