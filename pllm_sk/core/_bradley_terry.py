@@ -395,15 +395,20 @@ def _solve_grouped(
 
     def solve(batch):
         n_pad = int(counts[batch].max())
-        block = np.zeros((batch.size, d, n_pad))
         slot = np.arange(n_pad)[np.newaxis, :] < counts[batch][:, np.newaxis]
         source = offsets[batch][:, np.newaxis] + np.arange(n_pad)[np.newaxis, :]
-        pairs = order[source[slot]]
-        block.transpose(0, 2, 1)[slot] = (
+        # Padding slots gather some pair ("clip"), then are zeroed: one np.take of
+        # whole padded rows is two times faster than a masked scatter.
+        pairs = np.take(order, source.ravel(), mode="clip")
+        rows = (
             differences.take(pairs)
             if isinstance(differences, PairDifferences)
-            else differences[pairs]
-        )
+            else np.take(differences, pairs, axis=0)
+        ).reshape(batch.size, n_pad, d)
+        rows[~slot] = 0.0
+        block = np.empty((batch.size, d, n_pad))
+        block.transpose(0, 2, 1)[...] = rows
+        del rows
         block_weight = None
         if pair_weight is not None:
             # Padding rows weigh 0, so they add nothing to the loss.
@@ -465,12 +470,9 @@ def _newton_gaussian(
     ``block`` (n_batch, n_features, n_pad) holds the padded pairs feature-major;
     ``block_weight`` (n_batch, 1, n_pad) weighs each pair, or is None (ones, with
     padding rows at margin 0 adding a constant). Groups leave the batch once every
-    one of their problems has converged.
+    one of their problems has converged: the arrays of the groups left are
+    compacted when some leave, not gathered at every step.
     """
-
-    def weights_of(index):
-        return None if block_weight is None else block_weight[index]
-
     n_components = prior_mean.shape[0]
     coef = coef.copy()
     margin = np.matmul(coef, block)
@@ -481,19 +483,19 @@ def _newton_gaussian(
     outer = _outer_products(block) if n_components > 1 else None
     block32 = block.astype(np.float32) if outer is None else None
     active = np.arange(block.shape[0])
+    # The pairs, outer products, float32 pairs and pair weights of the active groups.
+    arrays = (block, outer, block32, block_weight)
     for _ in range(max_iter):
-        # Groups that converged leave; while none has, the block is used as it is.
-        everyone = active.size == block.shape[0]
-        rows = block if everyone else block[active]
+        rows, active_outer, rows32, active_weight = arrays
         step, decrement = _newton_step(
             rows,
-            None if outer is None else outer[active],
-            None if block32 is None else block32 if everyone else block32[active],
+            active_outer,
+            rows32,
             margin[active],
             coef[active] - prior_mean,
             precision,
             weight,
-            weights_of(active),
+            active_weight,
         )
         converged = (decrement / 2.0 <= tol * (1.0 + np.abs(loss[active]))).all(axis=1)
         keep = ~converged
@@ -501,12 +503,14 @@ def _newton_gaussian(
             break
         # Along the step, margins move linearly and the penalty is a parabola.
         delta = np.matmul(step, rows)[keep]
+        if converged.any():
+            arrays = tuple(None if array is None else array[keep] for array in arrays)
+            active_weight = arrays[3]
         active, step, decrement = active[keep], step[keep], decrement[keep]
         old_margin, old_loss = margin[active], loss[active]
         linear = np.einsum("gcd,cde,gce->gc", coef[active] - prior_mean, precision, step)
         quadratic = 0.5 * np.einsum("gcd,cde,gce->gc", step, precision, step)
         old_penalty = old_loss - weight * data_loss[active]
-        active_weight = weights_of(active)
         size, new_loss, new_data, todo = _backtrack(
             old_loss, old_margin, delta, active_weight, weight, old_penalty, linear,
             quadratic, decrement,

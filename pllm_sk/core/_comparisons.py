@@ -512,10 +512,11 @@ class UserComparisons:
         winners, losers = structure.winners, structure.losers
         if rows:
             columns = dict(columns, winner=winners, loser=losers)
+        # np.take of a column is two times faster than ids[winners, 0].
         return cls(
             structure.users,
-            ids[winners, 0],
-            prompt=ids[winners, 1],
+            np.take(ids[:, 0], winners),
+            prompt=np.take(ids[:, 1], winners),
             top=structure.top,
             **columns,
         )
