@@ -208,6 +208,22 @@ def test_mixture_is_fitted_to_a_sample_of_many_prior_users(history, monkeypatch)
     assert np.all(sampled.prior_means_.max(axis=0) <= full.user_factors_.max(axis=0))
 
 
+def test_identity_map_solves_only_the_mixtures_users(history, monkeypatch):
+    from pllm_sk.collaborative import _low_rank
+
+    X, y = history
+    params = dict(n_components=2, random_state=0)
+    full = LowRankRanker(**params).fit(X, y)
+    monkeypatch.setattr(_low_rank, "_MIXTURE_USERS", 8)
+    sampled = LowRankRanker(**params).fit(X, y)
+    assert sampled.n_iter_ == 0
+    # The sample's factors are those of the full solve, to the bit; the rest unsolved.
+    solved = ~np.isnan(sampled.user_factors_).any(axis=1)
+    assert solved.sum() == 8
+    assert np.isnan(sampled.user_factors_[~solved]).all()
+    assert_array_equal(sampled.user_factors_[solved], full.user_factors_[solved])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_auto_temperature_is_softer_when_features_explain_choices_less(seed):
     X, y = best_worst_rows(np.repeat(np.eye(3), 10, axis=0), 12)

@@ -63,19 +63,20 @@ class LowRankRanker(
        ``basis_l2 * ||A||^2`` and ``embedding_l2 * ||e||^2``. When ``rank`` is at
        least the number of item features and there are no embeddings, the map is
        the identity without loss of generality (any invertible map folds into the
-       user factors) and one batched Newton solve per user is exact. Otherwise the
-       solver alternates a Newton step for the users (one ``rank x rank`` block
-       per user), one for the map and a block-Jacobi one for the embeddings (one
-       block per item); the users' and the embeddings' steps start at 1.5 times
-       the Newton step and are halved per user, and per group of items that share
-       comparisons, until that part of the objective falls. After each
-       alternation the factors move to the gauge (an invertible ``rank x rank``
-       map between users and items) that minimises the penalties, margins
-       unchanged. The map starts from the truncated SVD of per-user weights, the
-       embeddings from the truncated SVD of the users x items matrix of net wins;
-       each of the ``max_iter`` alternations passes over every comparison about a
-       dozen times (about 0.3 s at the default benchmark's 689k comparisons and
-       75k items), so this path is the slow one.
+       user factors) and one batched Newton solve per user is exact; it solves
+       the users the prior's mixture is fitted to (step 2), the only factors used
+       then. Otherwise the solver alternates a Newton step for the users (one
+       ``rank x rank`` block per user), one for the map and a block-Jacobi one
+       for the embeddings (one block per item); the users' and the embeddings'
+       steps start at 1.5 times the Newton step and are halved per user, and per
+       group of items that share comparisons, until that part of the objective
+       falls. After each alternation the factors move to the gauge (an
+       invertible ``rank x rank`` map between users and items) that minimises the
+       penalties, margins unchanged. The map starts from the truncated SVD of
+       per-user weights, the embeddings from the truncated SVD of the users x
+       items matrix of net wins; each of the ``max_iter`` alternations passes
+       over every comparison about a dozen times (about 0.3 s at the default
+       benchmark's 689k comparisons and 75k items), so this path is the slow one.
     2. A prior over user factors is learned from the users with at least
        ``min_prior_prompts`` labeled prompts: a Gaussian mixture with
        ``n_components_`` full-covariance components (one component is a Gaussian
@@ -151,7 +152,9 @@ class LowRankRanker(
         Their embeddings.
     user_factors_ : ndarray of shape (n_fit_users, rank_)
         Factors of the users of ``fit`` from the joint fit, which shaped the map and
-        the prior (predictions use the fold-in).
+        the prior (predictions use the fold-in). With the identity map
+        (``n_iter_ == 0``) only the factors the mixture prior was fitted to are
+        solved; the other rows are NaN.
     n_components_ : int
         Components of the prior: ``n_components`` (or the one chosen with
         ``"auto"``), at most the number of prior users.
@@ -264,7 +267,9 @@ class LowRankRanker(
 
     def _fit(self, feedback):
         rng = check_random_state(self.random_state)
-        ids, items, structure = feedback.ids, feedback.items, feedback.comparisons()
+        ids, structure = feedback.ids, feedback.comparisons()
+        # Float32 feature columns stay so: their differences are float32 anyway.
+        items = feedback.compact_items
         winners, losers = structure.winners, structure.losers
         n_response_keys = int(ids[:, 2].max()) + 1
         keys = item_keys(ids, n_response_keys)
@@ -272,11 +277,13 @@ class LowRankRanker(
         if self.item_embeddings:
             embedded, pair_items = embedded_items(keys, winners, losers)
         rank = int(self.rank) if self.item_embeddings else min(int(self.rank), items.shape[1])
+        pair_user = structure.group_user[structure.group_of_row[winners]]
+        prior_users, sample = self._prior_sample(structure, pair_user, rng)
         # In float32, as the store keeps them for the fold-in.
         differences = pair_differences(items, winners, losers)
         factorization = fit_factorization(
             differences,
-            structure.group_user[structure.group_of_row[winners]],
+            pair_user,
             structure.users.size,
             pair_items,
             embedded.size,
@@ -287,15 +294,18 @@ class LowRankRanker(
             max_iter=self.max_iter,
             tol=self.tol,
             pair_weight=feedback.pair_weight,
+            solved_users=sample,  # with the identity map, the prior's users alone
         )
         if factorization.n_iter:  # else the map is the identity: vectors = differences
             vectors = factor_vectors(
-                items, factorization.basis, embedded, factorization.embedding, keys
+                feedback.items, factorization.basis, embedded, factorization.embedding, keys
             )
             differences = pair_differences(vectors, winners, losers)
         store = _store(ids, structure, differences, feedback.pair_weight)
         del differences
-        prior, temperature = self._fit_prior(store, structure, factorization.user_factors, rng)
+        prior, temperature = self._fit_prior(
+            store, structure.users[prior_users], factorization.user_factors[sample], rng
+        )
 
         self.n_response_slots_ = feedback.n_response_slots
         self._n_response_keys = n_response_keys
@@ -314,37 +324,60 @@ class LowRankRanker(
         self.population_coef_ = self.basis_.T @ self.population_factor_
         self.temperature_ = temperature
 
-    def _fit_prior(self, store, structure, user_factors, rng):
+    def _prior_sample(self, structure, pair_user, rng):
+        """The users who shape the prior, and the sample the mixture is fitted to.
+
+        Prior users have comparisons and at least ``min_prior_prompts`` prompts
+        (every user with comparisons when fewer than two qualify); beyond
+        ``_MIXTURE_USERS`` of them the mixture is fitted to a random sample.
+
+        Returns
+        -------
+        prior_users : ndarray of bool, shape (n_users,)
+            Over ``structure.users``.
+        sample : ndarray of int64
+            Positions in ``structure.users`` of the mixture's users, sorted.
+        """
+        n_users = structure.users.size
+        n_prompts = np.bincount(structure.group_user, minlength=n_users)
+        has_comparisons = np.bincount(pair_user, minlength=n_users) > 0
+        prior_users = has_comparisons & (n_prompts >= self.min_prior_prompts)
+        if prior_users.sum() < 2:
+            prior_users = has_comparisons
+        sample = np.flatnonzero(prior_users)
+        if sample.size > _MIXTURE_USERS:
+            chosen = rng.choice(sample.size, _MIXTURE_USERS, replace=False)
+            sample = sample[np.sort(chosen)]
+        return prior_users, sample
+
+    def _fit_prior(self, store, prior_users, sample, rng):
         """The mixture prior and the fold-in temperature (see "Choosing the prior").
+
+        Parameters
+        ----------
+        store : UserComparisons
+        prior_users : ndarray of int64
+            Ids of the users who shape the prior (the calibration users among them).
+        sample : ndarray of shape (n_sample, rank)
+            The factors the mixtures are fitted to.
+        rng : RandomState
 
         Returns
         -------
         prior : MixturePrior
         temperature : float
         """
-        users = structure.users
-        n_prompts = np.bincount(structure.group_user, minlength=users.size)
-        # Users with comparisons and enough prompts; every user with comparisons
-        # when fewer than two qualify.
-        has_comparisons = store.counts > 0
-        prior_users = has_comparisons & (n_prompts >= self.min_prior_prompts)
-        if prior_users.sum() < 2:
-            prior_users = has_comparisons
-        sample = user_factors[prior_users]
         if self.n_components == "auto":
             candidates = [k for k in N_COMPONENTS if k <= sample.shape[0]]
             candidates = candidates or [sample.shape[0]]
         else:
             candidates = [min(int(self.n_components), sample.shape[0])]
         tune = self.temperature == "auto"
-        if sample.shape[0] > _MIXTURE_USERS:
-            chosen = rng.choice(sample.shape[0], _MIXTURE_USERS, replace=False)
-            sample = sample[np.sort(chosen)]
         held_out = None
         if len(candidates) > 1 or tune:
             held_out = HeldOutComparisons(
                 store,
-                store.positions(users[prior_users])[0],
+                store.positions(prior_users)[0],
                 rng,
                 _CALIBRATION_USERS,
                 _HELD_OUT_PROMPTS,

@@ -75,7 +75,7 @@ def embedded_items(keys, winners, losers):
 
 def fit_factorization(
     differences, pair_user, n_users, pair_items, n_items, rank, *, user_l2, basis_l2,
-    embedding_l2, max_iter, tol, pair_weight=None,
+    embedding_l2, max_iter, tol, pair_weight=None, solved_users=None,
 ):
     """User factors, item map and embeddings of every user's comparisons.
 
@@ -115,6 +115,10 @@ def fit_factorization(
     max_iter : int
     tol : float
     pair_weight : ndarray of shape (n_pairs,), default=None
+    solved_users : ndarray of int64, default=None
+        With the identity map, the users whose factors are solved (the others'
+        rows are NaN): the users are independent there, and only some factors
+        may be needed. None solves every user's.
 
     Returns
     -------
@@ -122,7 +126,9 @@ def fit_factorization(
     """
     n_item_features = differences.shape[1]
     if pair_items is None and rank == n_item_features:
-        weights = _fit_users(differences, pair_user, n_users, user_l2, pair_weight)
+        weights = _fit_some_users(
+            differences, pair_user, n_users, user_l2, pair_weight, solved_users
+        )
         return Factorization(np.eye(n_item_features), np.zeros((0, rank)), weights, 0)
     problem = FactorizationProblem(
         differences, pair_user, n_users, pair_items, n_items,
@@ -201,6 +207,18 @@ def _fit_users(vectors, pair_user, n_users, l2, pair_weight, start=None, max_ite
         vectors, pair_user, n_users, l2=float(l2), sample_weight=pair_weight,
         start=start, max_iter=max_iter,
     )
+
+
+def _fit_some_users(vectors, pair_user, n_users, l2, pair_weight, users):
+    """:func:`_fit_users` of the ``users`` alone (all when None); NaN rows for the
+    others, whose pairs the solver drops (a negative group)."""
+    if users is None:
+        return _fit_users(vectors, pair_user, n_users, l2, pair_weight)
+    index = np.full(n_users, -1, dtype=np.int64)
+    index[users] = np.arange(users.size)
+    factors = np.full((n_users, vectors.shape[1]), np.nan)
+    factors[users] = _fit_users(vectors, index[pair_user], users.size, l2, pair_weight)
+    return factors
 
 
 def spectral_embedding(cells, pair_scale, n_items, rank):
