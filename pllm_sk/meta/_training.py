@@ -18,6 +18,9 @@ from ._modules import pair_loss, pair_margins
 
 __all__ = ["EarlyStopping", "EpisodeLoss", "EpisodicTrainer", "TrainingLog", "split_users"]
 
+# Comparisons whose differences are computed at once when EpisodeLoss builds its table.
+_DIFFERENCE_BLOCK = 1 << 16
+
 
 def split_users(n_groups, validation_fraction, rng):
     """Training users in a random order, and the held-out users, sorted.
@@ -73,10 +76,16 @@ class EpisodeLoss:
         self.losers = torch.from_numpy(store.columns["loser"]).to(device)
         self.differences = None
         if isinstance(module.tower, torch.nn.Identity):
-            winners, losers = (
-                self.items.index_select(0, side) for side in (self.winners, self.losers)
-            )
-            self.differences = winners - losers
+            self.differences = self.items.new_empty((self.winners.shape[0], items.shape[1]))
+            # Block by block: the gathered winners and losers of every comparison
+            # at once would double the table's memory for a moment.
+            for start in range(0, self.winners.shape[0], _DIFFERENCE_BLOCK):
+                rows = slice(start, start + _DIFFERENCE_BLOCK)
+                torch.sub(
+                    self.items.index_select(0, self.winners[rows]),
+                    self.items.index_select(0, self.losers[rows]),
+                    out=self.differences[rows],
+                )
 
     def __call__(self, n_users, episodes):
         (support, support_owner), (query, query_owner) = (
