@@ -137,6 +137,19 @@ def test_full_size_ab_compares_two_runs_on_the_same_query_groups(tmp_path, capsy
     assert set(data["support_rank"][~data["query"]]) == {0, 1, 2}
 
 
+def test_scale_warms_the_process_up_then_times_each_method(capsys):
+    scale = load_script("scale")
+    scale.main(["--sizes", "1/500", "--tracks", "rewards", "--no-surprise",
+                "--methods", "Population", "UserKNN"])  # fmt: skip
+    out = capsys.readouterr().out
+    warm_up = out.index("warm-up (untimed in the table): PopulationRanker")
+    timed = [line for line in out.splitlines() if line.startswith("  rewards  ")]
+    assert [line.split()[1] for line in timed] == ["Population", "UserKNN"]
+    assert warm_up < out.index(timed[0])
+    table = out[out.index("All runs"):out.index("partial_fit: test users")]
+    assert table.count("rewards") == 1 and "UserKNN" in table
+
+
 # ---------------------------------------------------------------- _common.py
 
 
