@@ -20,7 +20,12 @@ from scipy.optimize import minimize
 from sklearn.base import clone
 
 from pllm_sk.collaborative import LowRankRanker
-from pllm_sk.collaborative._solvers import FactorizationProblem, balanced, pair_vectors
+from pllm_sk.collaborative._solvers import (
+    FactorizationProblem,
+    _cholesky_solve,
+    balanced,
+    pair_vectors,
+)
 
 
 @pytest.fixture
@@ -301,14 +306,17 @@ def test_embedding_newton_steps_reach_the_minimum_that_lbfgs_finds():
         differences, pair_user, n_users, pair_items, n_items, (0.01, 1.0, 0.1), None
     )
     embedding = np.zeros((n_items, rank))
-    margins = problem.basis_margins(factors, basis), problem.embedding_margins(factors, embedding)
+    basis_margin = problem.basis_margins(factors, basis)
+    margin, losses = basis_margin + problem.embedding_margins(factors, embedding), None
     for _ in range(50):
-        embedding, margins = problem.embedding_step(factors, embedding, *margins)
+        embedding, margin, losses = problem.embedding_step(factors, embedding, margin, losses)
     # The margins that come back are those of the embedding that comes back (up to
-    # the float32 rounding of their changes).
+    # the float32 rounding of their changes), the losses theirs.
     assert_allclose(
-        margins[1], problem.embedding_margins(factors, embedding), rtol=1e-4, atol=1e-4
+        margin, basis_margin + problem.embedding_margins(factors, embedding),
+        rtol=1e-4, atol=1e-4,
     )
+    assert_array_equal(losses, problem.pair_losses(margin))
     loss = problem.objective(factors, basis, embedding)
 
     def objective(flat):
@@ -347,16 +355,17 @@ def test_basis_steps_reach_the_minimum_of_the_map():
     # The map's Newton step (halved until the objective falls; users and
     # embeddings fixed) against a direct L-BFGS solve of the same convex problem.
     problem, (factors, basis, embedding) = small_problem(seed=2)
-    margins = problem.basis_margins(factors, basis), problem.embedding_margins(factors, embedding)
+    embedding_margin = problem.embedding_margins(factors, embedding)
+    margin, losses = problem.basis_margins(factors, basis) + embedding_margin, None
     start = problem.objective(factors, basis, embedding)
     for _ in range(50):
-        basis, margins = problem.basis_step(factors, basis, embedding, sum(margins))
+        basis, margin, losses = problem.basis_step(factors, basis, embedding, margin, losses)
     # The margins that come back are those of the map that comes back (up to the
-    # float32 rounding of their changes).
-    assert_allclose(margins[0], problem.basis_margins(factors, basis), rtol=1e-4, atol=1e-4)
+    # float32 rounding of their changes), the losses theirs.
     assert_allclose(
-        margins[1], problem.embedding_margins(factors, embedding), rtol=1e-4, atol=1e-4
+        margin, problem.basis_margins(factors, basis) + embedding_margin, rtol=1e-4, atol=1e-4
     )
+    assert_array_equal(losses, problem.pair_losses(margin))
 
     def objective(flat):
         return problem.objective(factors, flat.reshape(basis.shape), embedding)
@@ -367,6 +376,19 @@ def test_basis_steps_reach_the_minimum_of_the_map():
         reference = minimize(objective, begin, method="L-BFGS-B")
         assert value <= reference.fun * (1.0 + 1e-6)
     assert value < start
+
+
+@pytest.mark.parametrize("rank", [1, 2, 10])
+def test_cholesky_solve_is_that_of_linalg_solve(rank):
+    # The embeddings' blocks are solved by a Cholesky vectorised over the items.
+    rng = np.random.RandomState(rank)
+    square = rng.normal(size=(50, rank, rank + 3))
+    matrices = square @ square.transpose(0, 2, 1) + 0.1 * np.eye(rank)
+    rhs = rng.normal(size=(50, rank))
+    rows, columns = np.tril_indices(rank)
+    lower = np.ascontiguousarray(matrices[:, rows, columns].T)
+    expected = np.linalg.solve(matrices, rhs[..., np.newaxis])[..., 0]
+    assert_allclose(_cholesky_solve(lower, rhs), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_balanced_gauge_keeps_the_margins_and_lowers_the_penalty():
@@ -397,8 +419,9 @@ def test_user_newton_steps_reach_each_users_own_optimum():
     factors = np.zeros((problem.n_users, basis.shape[0]))
     margin = np.zeros(problem.pair_user.size)
     start = problem.objective(factors, basis, embedding)
+    losses = None
     for _ in range(30):
-        factors, margin = problem.user_newton_step(factors, vectors, margin)
+        factors, margin, losses = problem.user_newton_step(factors, vectors, margin, losses)
     exact = problem.user_step(basis, embedding, None, 100)
     # Up to the float32 rounding of the margins' changes, which the halving sees.
     assert_allclose(factors, exact, rtol=1e-3, atol=1e-4)
@@ -406,6 +429,7 @@ def test_user_newton_steps_reach_each_users_own_optimum():
     assert_allclose(
         margin, np.einsum("pr,pr->p", vectors, factors[problem.pair_user]), rtol=1e-4, atol=1e-4
     )
+    assert_array_equal(losses, problem.pair_losses(margin))
     assert problem.objective(factors, basis, embedding) < start
 
 
