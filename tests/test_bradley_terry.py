@@ -241,6 +241,39 @@ def test_pair_differences_gathered_by_the_solver_give_the_same_fit(grouped, monk
     assert_array_equal(gathered, expected)
 
 
+@pytest.mark.parametrize("kind", ["float32", "float64", "gathered"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grouped_pairs_in_slices_give_the_fit_of_the_gathered_ones(
+    monkeypatch, kind, weighted
+):
+    # Groups of one size, in order: each batch is a slice of the pairs (no gather,
+    # no padding). The same pairs given with the groups out of order are gathered
+    # and padded; the fit is the same to the bit, and so are the buffers reused
+    # from batch to batch.
+    rng = np.random.RandomState(8)
+    vectors = rng.normal(size=(90, 3))
+    winners, losers = rng.randint(0, 90, size=(2, 240))
+    groups = np.repeat(np.arange(12), 20)
+    sample_weight = rng.uniform(0.5, 2.0, size=240) if weighted else None
+    out_of_order = np.argsort(-groups, kind="stable")
+
+    def fit(pairs):
+        if kind == "gathered":
+            differences = PairDifferences(vectors, winners[pairs], losers[pairs])
+        else:
+            differences = (vectors[winners] - vectors[losers])[pairs].astype(kind)
+        return fit_bradley_terry(
+            differences, groups[pairs], 12, l2=0.3, prior_mean=[0.2, 0.0, -0.1],
+            sample_weight=None if sample_weight is None else sample_weight[pairs],
+        )
+
+    monkeypatch.setattr(_bradley_terry, "_GROUPED_CHUNK", 200)  # batches of 3 groups
+    in_slices = fit(np.arange(240))
+    assert_array_equal(in_slices, fit(out_of_order))
+    monkeypatch.setattr(_bradley_terry, "_GROUPED_CHUNK", 10_000)  # one batch
+    assert_array_equal(in_slices, fit(np.arange(240)))
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_longer_steps_reach_the_same_optimum_in_fewer_newton_steps(monkeypatch, weighted):
     # Groups whose comparisons one direction almost satisfies, under a weak penalty:

@@ -125,6 +125,32 @@ def test_store_groups_users_and_prompts():
     assert_array_equal(positions[known], [1, 0])
 
 
+@pytest.mark.parametrize("transitive_reduction", [False, True])
+def test_store_of_comparisons_is_the_store_of_their_owners(
+    global_random_seed, transitive_reduction
+):
+    # from_comparisons finds each user's pairs by bisection; the general
+    # constructor, from the owner of every pair, gives the same store. Users
+    # with ties only, users with no pair before them, and sparse ids included.
+    rng = np.random.RandomState(global_random_seed)
+    ids = np.column_stack(
+        [3 * rng.randint(0, 12, size=80) + 5, rng.randint(0, 3, size=80), np.arange(80)]
+    )
+    y = rng.randint(0, 3, size=80).astype(float)
+    structure = comparisons(ids, y, transitive_reduction=transitive_reduction)
+    store = UserComparisons.from_comparisons(ids, structure, rows=True)
+    expected = UserComparisons(
+        structure.users, ids[structure.winners, 0], prompt=ids[structure.winners, 1],
+        top=structure.top, winner=structure.winners, loser=structure.losers,
+    )
+    assert_array_equal(store.users, expected.users)
+    assert store.offsets.dtype == np.int64
+    assert_array_equal(store.offsets, expected.offsets)
+    assert store.columns.keys() == expected.columns.keys()
+    for name, column in expected.columns.items():
+        assert_array_equal(store.columns[name], column)
+
+
 def test_store_merged_and_without():
     ids = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 1], [2, 3, 0], [2, 3, 1]])
     y = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
@@ -185,6 +211,12 @@ def test_pair_differences_are_the_rounded_exact_differences(monkeypatch, block):
     differences = pair_differences(vectors, winners, losers, np.float64)
     assert differences.dtype == np.float64
     assert_array_equal(differences, vectors[winners] - vectors[losers])
+    # Any float64 vectors in float32: each side rounded, then subtracted; into out.
+    out = np.empty((50, 4), dtype=np.float32)
+    assert pair_differences(vectors, winners, losers, out=out) is out
+    assert_array_equal(
+        out, vectors[winners].astype(np.float32) - vectors[losers].astype(np.float32)
+    )
 
 
 def test_pooled_differences_of_float32_items_are_the_float64_ones():

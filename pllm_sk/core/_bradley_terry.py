@@ -20,6 +20,7 @@ Both minimise, per problem, ::
 with ``P = 2 * l2 * I`` for the isotropic penalty ``l2 * ||w - m||^2``.
 """
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -317,9 +318,12 @@ def _solve_pooled(
             else weight * n_pairs * np.log(2.0) + penalty.value(coef)
         )
     n_iter = 0
+    # The scaled rows of a chunk, in one array for every Newton step: a new one
+    # each time would be memory new to the process.
+    scratch = np.empty((min(chunk_size, n_pairs), differences.shape[1]))
     for _ in range(max_iter):
         gradient, hessian = _pooled_newton_system(
-            differences, pair_weight, chunks, margin, coef, penalty, weight
+            differences, pair_weight, chunks, margin, coef, penalty, weight, scratch
         )
         step = np.linalg.solve(hessian, gradient)
         decrement = gradient @ step
@@ -340,8 +344,14 @@ def _solve_pooled(
     return coef, n_iter
 
 
-def _pooled_newton_system(differences, pair_weight, chunks, margin, coef, penalty, weight):
-    """Gradient and Hessian of the pooled objective at ``coef``, summed chunk by chunk."""
+def _pooled_newton_system(
+    differences, pair_weight, chunks, margin, coef, penalty, weight, scratch
+):
+    """Gradient and Hessian of the pooled objective at ``coef``, summed chunk by chunk.
+
+    ``scratch``, float64 of at least a chunk's shape, receives each chunk's rows
+    scaled by their curvature.
+    """
     gradient = penalty.gradient(coef)
     hessian = penalty.hessian()
     for chunk in chunks:
@@ -349,7 +359,12 @@ def _pooled_newton_system(differences, pair_weight, chunks, margin, coef, penalt
         p_loser = expit(-margin[chunk])
         weighted = p_loser * (1.0 if pair_weight is None else pair_weight[chunk])
         gradient -= weight * weighted @ rows
-        hessian += (rows * (weight * weighted * (1.0 - p_loser))[:, np.newaxis]).T @ rows
+        scaled = np.multiply(
+            rows,
+            (weight * weighted * (1.0 - p_loser))[:, np.newaxis],
+            out=scratch[: rows.shape[0]],
+        )
+        hessian += scaled.T @ rows
     return gradient, hessian
 
 
@@ -381,61 +396,149 @@ def _solve_grouped(
         start = np.broadcast_to(prior_mean, (n_groups, n_components, d))
     coef = np.array(start, dtype=np.float64)
     log_evidence = np.zeros((n_groups, n_components)) if evidence else None
-    kept = groups >= 0
-    kept_groups = groups[kept]
-    counts = np.bincount(kept_groups, minlength=n_groups)
-    order = np.flatnonzero(kept)
-    # Pairs come grouped (ordered by user) from every caller: no sort then.
-    if (kept_groups[1:] < kept_groups[:-1]).any():
-        order = order[np.argsort(kept_groups, kind="stable")]
-    del kept_groups
+    order, counts = _group_order(groups, n_groups)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     _, prior_logdet = np.linalg.slogdet(prior_precision)
     batches = _batches(counts, n_components * d, chunk_size)
 
-    def solve(batch):
-        n_pad = int(counts[batch].max())
-        slot = np.arange(n_pad)[np.newaxis, :] < counts[batch][:, np.newaxis]
-        source = offsets[batch][:, np.newaxis] + np.arange(n_pad)[np.newaxis, :]
-        # Padding slots gather some pair ("clip"), then are zeroed: one np.take of
-        # whole padded rows is two times faster than a masked scatter.
-        pairs = np.take(order, source.ravel(), mode="clip")
-        rows = (
-            differences.take(pairs)
-            if isinstance(differences, PairDifferences)
-            else np.take(differences, pairs, axis=0)
-        ).reshape(batch.size, n_pad, d)
-        rows[~slot] = 0.0
-        block = np.empty((batch.size, d, n_pad))
-        block.transpose(0, 2, 1)[...] = rows
-        del rows
-        block_weight = None
-        if pair_weight is not None:
-            # Padding rows weigh 0, so they add nothing to the loss.
-            block_weight = np.zeros((batch.size, 1, n_pad))
-            block_weight[:, 0][slot] = pair_weight[order[source[slot]]]
+    def solve(batch, buffers):
+        block, block_weight, n_padding = _batch_block(
+            differences, pair_weight, order, offsets[batch], counts[batch], buffers
+        )
         coef[batch], loss, hessian_logdet = _newton_gaussian(
             block, block_weight, coef[batch], prior_mean, prior_precision, weight,
-            max_iter, tol, evidence,
+            max_iter, tol, evidence, buffers,
         )
         if not evidence:
             return
         if block_weight is None:
             # Padding rows add weight * log 2 each to the loss, whatever u is.
-            loss -= weight * np.log(2.0) * (n_pad - counts[batch])[:, np.newaxis]
+            loss -= weight * np.log(2.0) * n_padding[:, np.newaxis]
         log_evidence[batch] = -loss - 0.5 * (hessian_logdet - prior_logdet)
+
+    def solve_all(share):
+        buffers = _Buffers()
+        for batch in share:
+            solve(batch, buffers)
 
     # Batches are independent and numpy releases the GIL on their large arrays:
     # threads, as many as BLAS may use here (loky workers and OMP_NUM_THREADS
-    # lower it), give the same result as one thread.
+    # lower it), give the same result as one thread. Each thread takes every
+    # n_threads-th batch (batches of similar sizes come together).
     n_threads = min(len(batches), _blas_threads())
     if n_threads > 1:
         with ThreadPoolExecutor(n_threads) as executor:
-            list(executor.map(solve, batches))
+            shares = [batches[first::n_threads] for first in range(n_threads)]
+            list(executor.map(solve_all, shares))
     else:
-        for batch in batches:
-            solve(batch)
+        solve_all(batches)
     return coef, log_evidence
+
+
+class _Buffers:
+    """Flat arrays that the batches of one thread reuse, as views of any shape.
+
+    A batch's large arrays allocated afresh would be memory new to the process
+    at every batch (glibc returns large freed blocks to the OS), whose page faults
+    cost more than the arithmetic on them.
+    """
+
+    def __init__(self):
+        self._flat = {}
+
+    def get(self, name, shape, dtype=np.float64):
+        """An uninitialised array of ``shape``, sharing memory with the last ``name``."""
+        size = math.prod(shape)
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size or flat.dtype != dtype:
+            flat = self._flat[name] = np.empty(size, dtype=dtype)
+        return flat[:size].reshape(shape)
+
+
+def _group_order(groups, n_groups):
+    """The pairs of each group, in order, and the pair count of each group.
+
+    Returns
+    -------
+    order : ndarray of int64, shape (n_kept_pairs,), or None
+        Pair indices grouped by group (pairs of a group in their order); None when
+        every pair is kept and the pairs come ordered by group, as the callers give
+        them (then group ``g`` owns the pairs ``offsets[g]:offsets[g + 1]``).
+    counts : ndarray of int64, shape (n_groups,)
+    """
+    kept = groups >= 0
+    if kept.all():
+        counts = np.bincount(groups, minlength=n_groups)
+        if not (groups[1:] < groups[:-1]).any():
+            return None, counts
+        return np.argsort(groups, kind="stable"), counts
+    kept_groups = groups[kept]
+    counts = np.bincount(kept_groups, minlength=n_groups)
+    order = np.flatnonzero(kept)
+    if (kept_groups[1:] < kept_groups[:-1]).any():
+        order = order[np.argsort(kept_groups, kind="stable")]
+    return order, counts
+
+
+def _batch_block(differences, pair_weight, order, starts, counts, buffers):
+    """A batch's pairs, padded with zero rows, feature-major, and their weights.
+
+    Parameters
+    ----------
+    differences, pair_weight
+        As :func:`_solve_grouped` gets them.
+    order : ndarray of int64 or None
+        From :func:`_group_order`.
+    starts, counts : ndarray of int64, shape (n_batch,)
+        Offset into ``order`` and pair count of each group of the batch.
+    buffers : _Buffers
+        Where ``block`` is written.
+
+    Returns
+    -------
+    block : ndarray of float64, shape (n_batch, n_features, n_pad)
+    block_weight : ndarray of shape (n_batch, 1, n_pad) or None
+        None without ``pair_weight``; padding rows weigh 0, so they add nothing
+        to the loss.
+    n_padding : ndarray of int64, shape (n_batch,)
+        Padding rows of each group.
+    """
+    n_batch, n_pad = counts.size, int(counts.max())
+    d = differences.shape[1]
+    contiguous = (
+        order is None
+        and (counts == n_pad).all()
+        and (starts[1:] - starts[:-1] == n_pad).all()
+    )
+    if contiguous:
+        # Consecutive groups of one count: a slice of the pairs, nothing to pad.
+        pairs = slice(starts[0], starts[0] + n_batch * n_pad)
+        slot = np.ones((n_batch, n_pad), dtype=bool)
+    else:
+        slot = np.arange(n_pad)[np.newaxis, :] < counts[:, np.newaxis]
+        source = (starts[:, np.newaxis] + np.arange(n_pad)[np.newaxis, :]).ravel()
+        # Padding slots gather some pair ("clip"), then are zeroed: one np.take of
+        # whole padded rows is two times faster than a masked scatter.
+        pairs = (
+            np.minimum(source, differences.shape[0] - 1)
+            if order is None
+            else np.take(order, source, mode="clip")
+        )
+    if isinstance(differences, PairDifferences):
+        rows = differences.take(pairs, buffers.get("rows", (n_batch * n_pad, d)))
+    elif contiguous:
+        rows = differences[pairs]
+    else:
+        rows = np.take(differences, pairs, axis=0)
+    block = buffers.get("block", (n_batch, d, n_pad))
+    block.transpose(0, 2, 1)[...] = rows.reshape(n_batch, n_pad, d)
+    if not contiguous:
+        block.transpose(0, 2, 1)[~slot] = 0.0
+    block_weight = None
+    if pair_weight is not None:
+        block_weight = np.zeros((n_batch, 1, n_pad))
+        block_weight[:, 0][slot] = pair_weight[pairs].reshape(-1)[slot.ravel()]
+    return block, block_weight, n_pad - counts
 
 
 def _batches(counts, entries_per_pair, chunk_size):
@@ -462,7 +565,7 @@ def _batches(counts, entries_per_pair, chunk_size):
 
 def _newton_gaussian(
     block, block_weight, coef, prior_mean, precision, weight, max_iter, tol,
-    evidence=True,
+    evidence=True, buffers=None,
 ):
     """Newton's method for a padded batch from ``coef``; returns the optimum, the
     loss there and log det(Hessian) (None with ``evidence=False``).
@@ -471,7 +574,10 @@ def _newton_gaussian(
     ``block_weight`` (n_batch, 1, n_pad) weighs each pair, or is None (ones, with
     padding rows at margin 0 adding a constant). Groups leave the batch once every
     one of their problems has converged: the arrays of the groups left are
-    compacted when some leave, not gathered at every step.
+    compacted when some leave, not gathered at every step; without ``evidence``
+    (no Hessian at the optimum) they are compacted in place, so ``block`` and
+    ``block_weight`` are overwritten. The float32 arrays of the Hessians are
+    taken from ``buffers`` (a :class:`_Buffers`), new ones when None.
     """
     n_components = prior_mean.shape[0]
     coef = coef.copy()
@@ -479,34 +585,34 @@ def _newton_gaussian(
     data_loss = _softplus_sum(margin, block_weight)
     loss = weight * data_loss + _penalty(coef - prior_mean, precision)
     # With several components, the pairs' outer products are shared by all of them;
-    # with one, the Hessians are built in float32 from this copy.
+    # with one, the Hessians are built in float32 from a copy of the block.
     outer = _outer_products(block) if n_components > 1 else None
-    block32 = block.astype(np.float32) if outer is None else None
+    block32 = scratch = None
+    if outer is None:
+        buffers = _Buffers() if buffers is None else buffers
+        block32 = buffers.get("block32", block.shape, np.float32)
+        block32[...] = block
+        scratch = buffers.get("scaled", block.shape, np.float32)
+    compact = _compacted if evidence else _compacted_in_place
     active = np.arange(block.shape[0])
     # The pairs, outer products, float32 pairs and pair weights of the active groups.
     arrays = (block, outer, block32, block_weight)
     for _ in range(max_iter):
         rows, active_outer, rows32, active_weight = arrays
         step, decrement = _newton_step(
-            rows,
-            active_outer,
-            rows32,
-            margin[active],
-            coef[active] - prior_mean,
-            precision,
-            weight,
-            active_weight,
+            rows, active_outer, rows32, margin[active], coef[active] - prior_mean,
+            precision, weight, active_weight, scratch,
         )
         converged = (decrement / 2.0 <= tol * (1.0 + np.abs(loss[active]))).all(axis=1)
         keep = ~converged
         if not keep.any():
             break
-        # Along the step, margins move linearly and the penalty is a parabola.
-        delta = np.matmul(step, rows)[keep]
         if converged.any():
-            arrays = tuple(None if array is None else array[keep] for array in arrays)
-            active_weight = arrays[3]
+            arrays = tuple(None if array is None else compact(array, keep) for array in arrays)
+            rows, active_weight = arrays[0], arrays[3]
         active, step, decrement = active[keep], step[keep], decrement[keep]
+        # Along the step, margins move linearly and the penalty is a parabola.
+        delta = np.matmul(step, rows)
         old_margin, old_loss = margin[active], loss[active]
         linear = np.einsum("gcd,cde,gce->gc", coef[active] - prior_mean, precision, step)
         quadratic = 0.5 * np.einsum("gcd,cde,gce->gc", step, precision, step)
@@ -527,9 +633,25 @@ def _newton_gaussian(
         loss[active], data_loss[active] = new_loss, new_data
     if not evidence:
         return coef, loss, None
-    hessian = _data_hessian(block32, outer, _curvature(margin, weight, block_weight))
+    hessian = _data_hessian(
+        block32, outer, _curvature(margin, weight, block_weight), scratch
+    )
     _, hessian_logdet = np.linalg.slogdet(hessian + precision)
     return coef, loss, hessian_logdet
+
+
+def _compacted(array, keep):
+    """``array[keep]``, a new array."""
+    return array[keep]
+
+
+def _compacted_in_place(array, keep):
+    """``array[keep]`` moved to ``array``'s own leading rows: a view, no new memory."""
+    kept = np.flatnonzero(keep)
+    for position, index in enumerate(kept.tolist()):
+        if position != index:
+            array[position] = array[index]
+    return array[: kept.size]
 
 
 def _backtrack(
@@ -621,29 +743,39 @@ def _outer_products(block):
     )
 
 
-def _data_hessian(block32, outer, curvature):
+def _data_hessian(block32, outer, curvature, scratch=None):
     """``sum_pairs curvature * d d^T`` per group and component.
 
     With several components, from the pairs' outer products ``outer``; with one,
     from the float32 ``block32``: the Hessian only sets the Newton direction (the
     gradient and the loss, which decide convergence, stay in float64), and float32
-    products cost half as much.
+    products cost half as much; the scaled pairs are written to the leading
+    groups of ``scratch`` (at least ``block32``'s shape) when given.
     """
     if outer is not None:
         n_batch, d_squared, _ = outer.shape
         d = int(round(d_squared**0.5))
         return np.matmul(curvature, outer.transpose(0, 2, 1)).reshape(n_batch, -1, d, d)
-    scaled = block32 * np.sqrt(curvature, dtype=np.float32)
+    scaled = np.multiply(
+        block32,
+        np.sqrt(curvature, dtype=np.float32),
+        out=None if scratch is None else scratch[: block32.shape[0]],
+    )
     return np.matmul(scaled, scaled.transpose(0, 2, 1))[:, np.newaxis].astype(np.float64)
 
 
-def _newton_step(block, outer, block32, margin, shift, precision, weight, pair_weight):
-    """Newton step and decrement of a batch."""
-    p_loser = expit(-margin)
+def _newton_step(
+    block, outer, block32, margin, shift, precision, weight, pair_weight, scratch=None
+):
+    """Newton step and decrement of a batch (``scratch``: see :func:`_data_hessian`)."""
+    p_loser = np.negative(margin)
+    expit(p_loser, out=p_loser)
     weighted = p_loser if pair_weight is None else p_loser * pair_weight
     gradient = -weight * np.matmul(weighted, block.transpose(0, 2, 1)) + np.einsum(
         "cde,gce->gcd", precision, shift
     )
-    hessian = _data_hessian(block32, outer, weight * weighted * (1.0 - p_loser))
+    curvature = weight * weighted
+    curvature *= 1.0 - p_loser
+    hessian = _data_hessian(block32, outer, curvature, scratch)
     step = np.linalg.solve(hessian + precision, gradient[..., np.newaxis])[..., 0]
     return step, np.einsum("gcd,gcd->gc", gradient, step)

@@ -414,7 +414,7 @@ def _same_rows(items, first_row, item_key):
     return True
 
 
-def pair_differences(vectors, winners, losers, dtype=np.float32):
+def pair_differences(vectors, winners, losers, dtype=np.float32, out=None):
     """``vectors[winners] - vectors[losers]`` in ``dtype``, without full-size temporaries.
 
     Each vector is rounded to ``dtype``, then the pairs are subtracted in ``dtype``:
@@ -423,17 +423,20 @@ def pair_differences(vectors, winners, losers, dtype=np.float32):
     ``dtype=np.float64`` it is ``vectors[winners] - vectors[losers]`` itself. Pairs
     are gathered block by block: full-size temporaries (a rounded copy of the
     vectors, the gathered winners and losers) would be memory new to the process,
-    whose page faults cost more than the gather.
+    whose page faults cost more than the gather. ``out``, an array of ``dtype``
+    and shape ``(len(winners), n_features)``, receives the differences when given.
     """
     vectors = np.asarray(vectors)
-    differences = np.empty((winners.size, vectors.shape[1]), dtype=dtype)
+    if out is None:
+        out = np.empty((winners.size, vectors.shape[1]), dtype=dtype)
     for start in range(0, winners.size, _GATHER_BLOCK):
         block = slice(start, start + _GATHER_BLOCK)
-        # np.take gathers rows two to four times faster than fancy indexing.
-        chosen = np.take(vectors, winners[block], axis=0).astype(dtype, copy=False)
-        rejected = np.take(vectors, losers[block], axis=0).astype(dtype, copy=False)
-        np.subtract(chosen, rejected, out=differences[block])
-    return differences
+        # np.take gathers rows two to four times faster than fancy indexing; the
+        # subtraction rounds each side to dtype first, with no rounded copies.
+        chosen = np.take(vectors, winners[block], axis=0)
+        rejected = np.take(vectors, losers[block], axis=0)
+        np.subtract(chosen, rejected, out=out[block], dtype=dtype)
+    return out
 
 
 class PairDifferences(NamedTuple):
@@ -455,11 +458,36 @@ class PairDifferences(NamedTuple):
         """``(n_pairs, n_features)``, as the differences' array would have."""
         return (self.winners.size, self.vectors.shape[1])
 
-    def take(self, pairs):
-        """The float64 differences of the pairs at the indices ``pairs``."""
+    def take(self, pairs, out=None):
+        """The float64 differences of the pairs at the indices ``pairs`` (written
+        to ``out`` when given, see :func:`pair_differences`)."""
         return pair_differences(
-            self.vectors, self.winners[pairs], self.losers[pairs], np.float64
+            self.vectors, self.winners[pairs], self.losers[pairs], np.float64, out
         )
+
+
+def _user_offsets(structure):
+    """Where the pairs of each user of ``structure`` start, and the end: shape
+    (n_users + 1,).
+
+    The pairs come ordered by user: a bisection for every user at once, on the
+    users of ``log2(n_pairs)`` pairs each, finds the first pair of each user (the
+    owner of every pair would be a full-size array).
+    """
+    n_users, n_pairs = structure.users.size, structure.winners.size
+    target = np.arange(n_users + 1)
+    low = np.zeros(n_users + 1, dtype=np.int64)
+    high = np.full(n_users + 1, n_pairs, dtype=np.int64)
+    searching = low < high
+    while searching.any():
+        middle = (low + high) // 2
+        pairs = np.take(structure.winners, np.minimum(middle, n_pairs - 1))
+        user = np.take(structure.group_user, np.take(structure.group_of_row, pairs))
+        before = searching & (user < target)
+        low = np.where(before, middle + 1, low)
+        high = np.where(searching & ~before, middle, high)
+        searching = low < high
+    return low
 
 
 class UserComparisons:
@@ -512,14 +540,19 @@ class UserComparisons:
         winners, losers = structure.winners, structure.losers
         if rows:
             columns = dict(columns, winner=winners, loser=losers)
-        # np.take of a column is two times faster than ids[winners, 0].
-        return cls(
-            structure.users,
-            np.take(ids[:, 0], winners),
-            prompt=np.take(ids[:, 1], winners),
-            top=structure.top,
-            **columns,
-        )
+        # The pairs come ordered by user: the store keeps them in that order, and
+        # finds where each user's pairs start without the owner of every pair.
+        store = cls.__new__(cls)
+        store.users = np.asarray(structure.users, dtype=np.int64)
+        # np.take of a column is two times faster than ids[winners, 1].
+        store.columns = {
+            name: np.asarray(value)
+            for name, value in dict(
+                prompt=np.take(ids[:, 1], winners), top=structure.top, **columns
+            ).items()
+        }
+        store.offsets = _user_offsets(structure)
+        return store
 
     @property
     def counts(self):

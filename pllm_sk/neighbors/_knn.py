@@ -604,12 +604,15 @@ class UserKNNRanker(
         own = row_candidate >= 0
         candidate = row_candidate[own]
         utility = _row_utilities(items, np.flatnonzero(own), self.neighbor_coef_, candidate)
+        own_group = group[own]
         spread = np.zeros(n_groups)
         low = np.full(n_groups, np.inf)
-        np.minimum.at(low, group[own], utility)
+        np.minimum.at(low, own_group, utility)
         high = np.full(n_groups, -np.inf)
-        np.maximum.at(high, group[own], utility)
-        spread[np.isfinite(low)] = (high - low)[np.isfinite(low)]
+        np.maximum.at(high, own_group, utility)
+        del own_group
+        labeled = np.isfinite(low)
+        spread[labeled] = (high - low)[labeled]
         mean_level = np.bincount(group, weights=level, minlength=n_groups) / np.bincount(
             group, minlength=n_groups
         )
