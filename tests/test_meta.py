@@ -23,7 +23,7 @@ from pllm_sk.meta._modules import (
     pair_loss,
     pooled_log_likelihood,
 )
-from pllm_sk.meta._training import EarlyStopping, EpisodeLoss
+from pllm_sk.meta._training import Adam, EarlyStopping, EpisodeLoss
 from pllm_sk.simulation import simulate_feedback
 
 # Small and quick: a few hundred optimiser steps on a few thousand rows.
@@ -316,6 +316,27 @@ def test_plateaus_halve_the_step_then_stop(small):
     start = MetaRewardHead(**{**params, "max_steps": 1}).fit(X, y)
     for name, value in start.module_.state_dict().items():
         torch.testing.assert_close(long_epochs.module_.state_dict()[name], value)
+
+
+def test_adam_updates_the_parameters_as_torch_adam_bit_for_bit():
+    # Same steps, a halved step size and a parameter without a gradient (skipped).
+    def run(make_optimizer):
+        generator = torch.Generator().manual_seed(0)
+        weights = torch.nn.Parameter(torch.randn(7, 3, generator=generator))
+        unused = torch.nn.Parameter(torch.randn(2, generator=generator))
+        optimizer = make_optimizer([weights, unused], lr=0.01)
+        for step in range(30):
+            if step == 20:
+                optimizer.param_groups[0]["lr"] /= 2.0
+            optimizer.zero_grad()
+            loss = (torch.randn(7, 3, generator=generator) * weights).pow(2).sum()
+            loss.backward()
+            optimizer.step()
+        return weights.detach(), unused.detach()
+
+    ours, torchs = run(Adam), run(torch.optim.Adam)
+    assert torch.equal(ours[0], torchs[0]) and torch.equal(ours[1], torchs[1])
+    assert not torch.equal(ours[0], run(lambda params, lr: Adam(params, lr=lr, eps=1e-3))[0])
 
 
 def test_early_stopping_keeps_the_best_and_halves_the_step_on_a_plateau():

@@ -297,11 +297,19 @@ class _PooledLogLikelihood(torch.autograd.Function):
         grad_differences = torch.empty_like(differences) if needs_differences else None
         grad_positions = positions.new_zeros(positions.shape[::-1])
         grad_scale = torch.empty_like(scale) if needs_scale else None
-        for block in _blocks(differences.shape[0], positions.shape[0]):
+        blocks = _blocks(differences.shape[0], positions.shape[0])
+        # Two block-sized buffers that each block overwrites: allocating them per
+        # block would cost more than the products that fill them.
+        size = min(differences.shape[0], _block_size(positions.shape[0]))
+        margins, gathered = positions.new_empty((2, size, positions.shape[0]))
+        for block in blocks:
             scaled = differences[block] * scale[block, None]
+            rows = slice(0, scaled.shape[0])
             # d log sigmoid(m) / dm = sigmoid(-m), at m = scale * d . p.
-            grad_margins = torch.sigmoid_(-scaled @ positions.T)
-            grad_margins *= grad_total.index_select(0, owner[block])
+            grad_margins = torch.sigmoid_(torch.mm(-scaled, positions.T, out=margins[rows]))
+            grad_margins *= torch.index_select(
+                grad_total, 0, owner[block], out=gathered[rows]
+            )
             if needs_differences or needs_scale:
                 along = (positions.T @ grad_margins.T).T
                 if needs_scale:
@@ -321,8 +329,13 @@ class _PooledLogLikelihood(torch.autograd.Function):
 
 def _blocks(n_pairs, n_prototypes, entries=1 << 18):
     """Slices of at most ``entries`` pair-prototype margins (1 MiB of float32)."""
-    size = max(1, entries // max(n_prototypes, 1))
+    size = _block_size(n_prototypes, entries)
     return [slice(start, start + size) for start in range(0, n_pairs, size)]
+
+
+def _block_size(n_prototypes, entries=1 << 18):
+    """Pairs per block of :func:`_blocks`."""
+    return max(1, entries // max(n_prototypes, 1))
 
 
 def pair_loss(margins, owner, n_users):

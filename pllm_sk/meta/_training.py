@@ -1,8 +1,8 @@
 """Episodic meta-training: the query loss, the training loop, and early stopping.
 
 Each part has one job, as in Hugging Face's ``Trainer`` and its callbacks:
-:class:`EpisodeLoss` scores a batch of episodes, :class:`EpisodicTrainer` runs Adam
-over batches of users epoch by epoch and records what it did, and
+:class:`EpisodeLoss` scores a batch of episodes, :class:`EpisodicTrainer` runs
+:class:`Adam` over batches of users epoch by epoch and records what it did, and
 :class:`EarlyStopping`, called at the end of each epoch, keeps the best parameters,
 halves the step size on a plateau and says when to stop.
 """
@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 
 from ._modules import pair_loss, pair_margins
 
-__all__ = ["EarlyStopping", "EpisodeLoss", "EpisodicTrainer", "TrainingLog", "split_users"]
+__all__ = [
+    "Adam",
+    "EarlyStopping",
+    "EpisodeLoss",
+    "EpisodicTrainer",
+    "TrainingLog",
+    "split_users",
+]
 
 # Comparisons whose differences are computed at once when EpisodeLoss builds its table.
 _DIFFERENCE_BLOCK = 1 << 16
@@ -88,32 +95,116 @@ class EpisodeLoss:
                 )
 
     def __call__(self, n_users, episodes):
-        (support, support_owner), (query, query_owner) = (
-            tuple(torch.from_numpy(part).to(self.device) for part in episode)
-            for episode in episodes
+        return self.score(n_users, *self.gather(episodes))
+
+    def gather(self, episodes):
+        """The comparisons of ``episodes`` on the device, as :meth:`score` takes them.
+
+        ``(rows, owner)`` of the support and of the query: ``rows`` holds the
+        comparisons' differences with the identity tower (they do not change in
+        training), else the item features of their winners and of their losers.
+        Episodes scored many times (the held-out users') are gathered once.
+        """
+        return tuple(
+            (
+                self._rows(torch.from_numpy(pairs).to(self.device)),
+                torch.from_numpy(owner).to(self.device),
+            )
+            for pairs, owner in episodes
         )
-        users = self.module.adapter(self._differences(support), support_owner, n_users)
-        margins = pair_margins(users, self._differences(query), query_owner)
+
+    def score(self, n_users, support, query, posterior=None):
+        """Query loss of gathered episodes (a scalar tensor).
+
+        ``posterior``: the encoder's prototype posterior of the support, when the
+        caller has it (see :meth:`ParticleEncoder.forward`).
+        """
+        (support_rows, support_owner), (query_rows, query_owner) = support, query
+        given = {} if posterior is None else {"posterior": posterior}
+        users = self.module.adapter(
+            self.differences_of(support_rows), support_owner, n_users, **given
+        )
+        margins = pair_margins(users, self.differences_of(query_rows), query_owner)
         return pair_loss(margins, query_owner, n_users)
 
     def held_out(self, batches, n_users):
-        """Mean loss over the users of ``batches`` (``(users, episodes)``), no gradient."""
+        """Mean loss over the users of ``batches``, no gradient.
+
+        ``batches`` holds ``(n_batch_users, support, query)`` of each batch, its
+        episodes gathered by :meth:`gather`.
+        """
         with torch.no_grad():
             return (
-                sum(self(users.size, episodes).item() * users.size for users, episodes in batches)
-                / n_users
+                sum(self.score(*batch).item() * batch[0] for batch in batches) / n_users
             )
 
-    def _differences(self, pairs):
-        """``h(x_chosen) - h(x_rejected)`` of the comparisons ``pairs``."""
+    def differences_of(self, rows):
+        """``h(x_chosen) - h(x_rejected)`` of comparisons gathered by :meth:`gather`."""
         if self.differences is not None:
-            return self.differences.index_select(0, pairs)
+            return rows[0]
+        return self.module.differences(*rows)
+
+    def _rows(self, pairs):
+        """What :meth:`differences_of` needs of the comparisons ``pairs``."""
+        if self.differences is not None:
+            return (self.differences.index_select(0, pairs),)
         # index_select gathers rows about twice as fast as indexing with a tensor.
-        winners, losers = (
+        return tuple(
             self.items.index_select(0, side.index_select(0, pairs))
             for side in (self.winners, self.losers)
         )
-        return self.module.differences(winners, losers)
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015), the update of ``torch.optim.Adam``, number for number.
+
+    The same operations, in the same order, as the for-loop implementation of
+    ``torch.optim.Adam`` (its default on the CPU) without weight decay or AMSGrad,
+    so that a fit gives the same parameters bit for bit. ``torch.optim`` imports
+    ``torch._dynamo`` on first use: a second of CPU in every process that fits. As
+    in torch, ``param_groups[0]["lr"]`` is the step size a callback may change,
+    and a parameter without a gradient is left as it is (its moments too).
+
+    Parameters
+    ----------
+    parameters : iterable of Tensor
+    lr : float
+    betas : tuple of two floats, default=(0.9, 0.999)
+    eps : float, default=1e-8
+    """
+
+    def __init__(self, parameters, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.param_groups = [{"params": list(parameters), "lr": lr}]
+        self.betas, self.eps = betas, eps
+        self.state = {}
+
+    def zero_grad(self):
+        """Forget the gradients (``set_to_none``, torch's default)."""
+        for parameter in self.param_groups[0]["params"]:
+            parameter.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        """One update of every parameter that has a gradient."""
+        beta1, beta2 = self.betas
+        lr = self.param_groups[0]["lr"]
+        for parameter in self.param_groups[0]["params"]:
+            if parameter.grad is None:
+                continue
+            if parameter not in self.state:
+                self.state[parameter] = {
+                    "step": 0,
+                    "exp_avg": torch.zeros_like(parameter),
+                    "exp_avg_sq": torch.zeros_like(parameter),
+                }
+            state, grad = self.state[parameter], parameter.grad
+            state["step"] += 1
+            state["exp_avg"].lerp_(grad, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias_correction1 = 1 - beta1 ** state["step"]
+            bias_correction2_sqrt = (1 - beta2 ** state["step"]) ** 0.5
+            denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(self.eps)
+            parameter.addcdiv_(state["exp_avg"], denom, value=-(lr / bias_correction1))
 
 
 @dataclass
@@ -203,7 +294,7 @@ class EpisodicTrainer:
 
     def train(self, users, rng, callback, validate=None):
         """Train on ``users`` (positions in the store); returns a :class:`TrainingLog`."""
-        optimizer = torch.optim.Adam(self.module.parameters(), lr=self.learning_rate)
+        optimizer = Adam(self.module.parameters(), lr=self.learning_rate)
         log = TrainingLog()
         callback.on_train_begin(self.module, None if validate is None else validate())
         progress = tqdm(total=self.max_epochs, disable=not self.verbose, desc="meta-training")
