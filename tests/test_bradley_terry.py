@@ -92,6 +92,28 @@ def test_grouped_matches_per_group_minimisation(global_random_seed):
     assert_allclose(coef[5], prior)  # group 5 has no pairs: the prior mean
 
 
+@pytest.mark.parametrize(
+    "groups",
+    [
+        # Each group's pairs consecutive, dropped pairs between groups (as
+        # UserKNNRanker gives them): no index of the kept pairs is built.
+        np.repeat([0, -1, 2, -1, 3, 3], 15),
+        # A group split by dropped pairs, and groups out of order.
+        np.repeat([0, -1, 0, 3, -1, 2], 15),
+    ],
+)
+def test_grouped_dropped_pairs_fit_as_left_out(groups):
+    rng = np.random.RandomState(0)
+    differences = rng.normal(size=(groups.size, 3))
+    kept = groups >= 0
+    coef = fit_bradley_terry(differences, groups, 5, l2=0.5)
+    order = np.argsort(groups[kept], kind="stable")
+    expected = fit_bradley_terry(
+        differences[kept][order], groups[kept][order], 5, l2=0.5
+    )
+    assert_array_equal(coef, expected)
+
+
 def test_grouped_batches_do_not_change_the_answer(monkeypatch):
     rng = np.random.RandomState(1)
     differences = rng.normal(size=(120, 2))

@@ -396,14 +396,13 @@ def _solve_grouped(
         start = np.broadcast_to(prior_mean, (n_groups, n_components, d))
     coef = np.array(start, dtype=np.float64)
     log_evidence = np.zeros((n_groups, n_components)) if evidence else None
-    order, counts = _group_order(groups, n_groups)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
+    order, starts, counts = _group_order(groups, n_groups)
     _, prior_logdet = np.linalg.slogdet(prior_precision)
     batches = _batches(counts, n_components * d, chunk_size)
 
     def solve(batch, buffers):
         block, block_weight, n_padding = _batch_block(
-            differences, pair_weight, order, offsets[batch], counts[batch], buffers
+            differences, pair_weight, order, starts[batch], counts[batch], buffers
         )
         coef[batch], loss, hessian_logdet = _newton_gaussian(
             block, block_weight, coef[batch], prior_mean, prior_precision, weight,
@@ -456,28 +455,41 @@ class _Buffers:
 
 
 def _group_order(groups, n_groups):
-    """The pairs of each group, in order, and the pair count of each group.
+    """The pairs of each group: their order, where they start, and how many.
 
     Returns
     -------
     order : ndarray of int64, shape (n_kept_pairs,), or None
         Pair indices grouped by group (pairs of a group in their order); None when
-        every pair is kept and the pairs come ordered by group, as the callers give
-        them (then group ``g`` owns the pairs ``offsets[g]:offsets[g + 1]``).
+        the pairs of each group are consecutive, as the callers give them (ordered
+        by group, dropped pairs between groups): then group ``g`` owns the pairs
+        ``starts[g]:starts[g] + counts[g]``, and no index of the kept pairs (a
+        full-size array) is built.
+    starts : ndarray of int64, shape (n_groups,)
+        Offset of each group's first pair into ``order``, or into the pairs when
+        ``order`` is None; 0 for a group without pairs.
     counts : ndarray of int64, shape (n_groups,)
     """
+    # Runs of equal groups: one run per group when its pairs are consecutive.
+    new_run = np.ones(groups.size, dtype=bool)
+    np.not_equal(groups[1:], groups[:-1], out=new_run[1:])
+    run_starts = np.flatnonzero(new_run)
+    run_groups = np.take(groups, run_starts)
+    kept = run_groups >= 0
+    if not (run_groups[kept][1:] <= run_groups[kept][:-1]).any():
+        run_sizes = np.diff(np.append(run_starts, groups.size))
+        starts = np.zeros(n_groups, dtype=np.int64)
+        counts = np.zeros(n_groups, dtype=np.int64)
+        starts[run_groups[kept]] = run_starts[kept]
+        counts[run_groups[kept]] = run_sizes[kept]
+        return None, starts, counts
     kept = groups >= 0
-    if kept.all():
-        counts = np.bincount(groups, minlength=n_groups)
-        if not (groups[1:] < groups[:-1]).any():
-            return None, counts
-        return np.argsort(groups, kind="stable"), counts
     kept_groups = groups[kept]
     counts = np.bincount(kept_groups, minlength=n_groups)
     order = np.flatnonzero(kept)
     if (kept_groups[1:] < kept_groups[:-1]).any():
         order = order[np.argsort(kept_groups, kind="stable")]
-    return order, counts
+    return order, np.cumsum(counts) - counts, counts
 
 
 def _batch_block(differences, pair_weight, order, starts, counts, buffers):
@@ -490,7 +502,8 @@ def _batch_block(differences, pair_weight, order, starts, counts, buffers):
     order : ndarray of int64 or None
         From :func:`_group_order`.
     starts, counts : ndarray of int64, shape (n_batch,)
-        Offset into ``order`` and pair count of each group of the batch.
+        Offset into ``order`` (into the pairs when it is None) and pair count of
+        each group of the batch.
     buffers : _Buffers
         Where ``block`` is written.
 

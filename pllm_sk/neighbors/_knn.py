@@ -41,6 +41,10 @@ SIMILARITIES = ("likelihood", "cosine_chosen", "cosine_rejected", "cosine_differ
 # under glibc's largest mmap threshold (32 MiB), so that the blocks reuse freed
 # heap memory instead of faulting in new pages each time.
 _BLOCK_ENTRIES = 1 << 22
+# Rows per block of the per-row passes of fit (the item-level table): 2 MiB per
+# int64 temporary, where full-size ones (the candidates' rows, their utilities,
+# 32 MB each at PersonalLLM's full size) would stay in the heap's resident memory.
+_ROW_BLOCK = 1 << 18
 # Candidate shares of item_imputation="auto".
 IMPUTATIONS = np.array([0.0, 0.25, 0.5, 1.0])
 # Summed weight of a row's labelers below which their labels are not imputed.
@@ -262,9 +266,9 @@ class UserKNNRanker(
         """
         items = feedback.compact_items
         structure = feedback.comparisons(required=False)
-        keys = item_keys(feedback.ids, self._n_response_keys)
+        pair_keys = _pair_keys(item_keys(feedback.ids, self._n_response_keys), structure)
         self._store = self._store.merged(
-            self._user_comparisons(feedback.ids, keys, structure, items=items)
+            self._user_comparisons(feedback.ids, structure, pair_keys, items=items)
         )
         self._representations = _merge_sums(
             self._representations, _choice_sums(items, structure)
@@ -350,11 +354,18 @@ class UserKNNRanker(
             max_iter=self.max_iter,
         )
         keys = item_keys(ids, self._n_response_keys)
-        self._store = self._user_comparisons(ids, keys, structure, differences=differences)
-        del differences
+        # The per-row tables before the store, whose columns then take memory
+        # that the tables' temporaries and the rows' keys have just freed.
         self._item_table = self._item_level_table(keys, items, structure, row_candidate)
         self._prompt_table = _prompt_table(ids, structure, row_candidate)
+        del row_candidate
         self._representations = _choice_sums(items, structure)
+        pair_keys = _pair_keys(keys, structure)
+        del keys
+        self._store = self._user_comparisons(
+            ids, structure, pair_keys, differences=differences
+        )
+        del differences, pair_keys
         self.users_ = self._store.users
         self._candidate_representation = _normalized(
             self._represent(self._store.positions(self.neighbor_users_)[0])
@@ -592,7 +603,8 @@ class UserKNNRanker(
     def _item_level_table(self, keys, items, structure, row_candidate):
         """Item-level utility shifts ``b_v(p, r)`` of the candidates' labeled rows.
 
-        ``keys`` are the rows' item keys (see ``item_keys``).
+        ``keys`` are the rows' item keys (see ``item_keys``). Rows are read block
+        by block (see ``_ROW_BLOCK``).
 
         Returns
         -------
@@ -600,25 +612,20 @@ class UserKNNRanker(
             Sorted by item key; rows with a zero shift are left out.
         """
         group, level = structure.group_of_row, structure.level
-        n_groups = structure.group_user.size
-        own = row_candidate >= 0
-        candidate = row_candidate[own]
-        utility = _row_utilities(items, np.flatnonzero(own), self.neighbor_coef_, candidate)
-        own_group = group[own]
-        spread = np.zeros(n_groups)
-        low = np.full(n_groups, np.inf)
-        np.minimum.at(low, own_group, utility)
-        high = np.full(n_groups, -np.inf)
-        np.maximum.at(high, own_group, utility)
-        del own_group
-        labeled = np.isfinite(low)
-        spread[labeled] = (high - low)[labeled]
-        mean_level = np.bincount(group, weights=level, minlength=n_groups) / np.bincount(
-            group, minlength=n_groups
-        )
+        spread, mean_level = self._group_spreads(items, structure, row_candidate)
         # A row's shift is 0 where its level is its prompt's mean level, and only
         # there: the other rows are kept, and their shifts computed.
-        keep = np.flatnonzero(own & (level != np.take(mean_level, group)) & (keys >= 0))
+        keep = np.concatenate(
+            [
+                np.flatnonzero(
+                    (row_candidate[block] >= 0)
+                    & (level[block] != np.take(mean_level, group[block]))
+                    & (keys[block] >= 0)
+                )
+                + block.start
+                for block in _row_blocks(group.size)
+            ]
+        )
         keep = np.take(keep, _stable_argsort(np.take(keys, keep)))
         kept_group = np.take(group, keep)
         # Twice the spread (and never 0): levels always beat the preference's order.
@@ -626,6 +633,31 @@ class UserKNNRanker(
             np.take(level, keep) - mean_level[kept_group]
         )
         return np.take(keys, keep), np.take(row_candidate, keep), shift
+
+    def _group_spreads(self, items, structure, row_candidate):
+        """Per (user, prompt) group: the spread of its candidate's utilities over
+        its rows (0 for the groups of users who are not candidates) and its mean
+        label level; shapes (n_groups,)."""
+        group, level = structure.group_of_row, structure.level
+        n_groups = structure.group_user.size
+        low = np.full(n_groups, np.inf)
+        high = np.full(n_groups, -np.inf)
+        level_sum = np.zeros(n_groups)
+        for block in _row_blocks(group.size):
+            own = np.flatnonzero(row_candidate[block] >= 0)
+            own += block.start
+            own_group = np.take(group, own)
+            utility = _row_utilities(
+                items, own, self.neighbor_coef_, np.take(row_candidate, own)
+            )
+            np.minimum.at(low, own_group, utility)
+            np.maximum.at(high, own_group, utility)
+            # Sums of integer levels: exact in any order of the blocks.
+            level_sum += np.bincount(group[block], weights=level[block], minlength=n_groups)
+        spread = np.zeros(n_groups)
+        labeled = np.isfinite(low)
+        spread[labeled] = (high - low)[labeled]
+        return spread, level_sum / np.bincount(group, minlength=n_groups)
 
     def _add_item_level(self, margin, winner_keys, loser_keys):
         """Add the candidates' item-level shifts to the margins of comparisons."""
@@ -831,19 +863,16 @@ class UserKNNRanker(
 
     # ------------------------------------------------------------------- helpers
 
-    def _user_comparisons(self, ids, keys, structure, *, items=None, differences=None):
-        """The store of comparisons, from the rows' item ``keys`` (see ``item_keys``)
-        and either the rows' ``items`` or the comparisons' float32 item
-        ``differences`` when already computed."""
-        winners, losers = structure.winners, structure.losers
+    def _user_comparisons(self, ids, structure, pair_keys, *, items=None, differences=None):
+        """The store of comparisons, from the item keys of their winners and losers
+        (``pair_keys``, from ``_pair_keys``) and either the rows' ``items`` or the
+        comparisons' float32 item ``differences`` when already computed."""
         if differences is None:
-            differences = pair_differences(items, winners, losers)
+            differences = pair_differences(items, structure.winners, structure.losers)
+        winner_key, loser_key = pair_keys
         return UserComparisons.from_comparisons(
-            ids,
-            structure,
-            difference=differences,
-            winner_key=np.take(keys, winners),
-            loser_key=np.take(keys, losers),
+            ids, structure, difference=differences, winner_key=winner_key,
+            loser_key=loser_key,
         )
 
 
@@ -895,6 +924,12 @@ def _choice_sums(items, structure):
         )
     n_choices = np.bincount(group_user, weights=(top > 0).astype(float), minlength=users.size)
     return users, sums[0], sums[1], n_choices
+
+
+def _pair_keys(keys, structure):
+    """The item keys (see ``item_keys``) of the comparisons' winners and losers,
+    from the rows' ``keys``: the rows' keys can be freed before the store is built."""
+    return np.take(keys, structure.winners), np.take(keys, structure.losers)
 
 
 def _merge_sums(old, new):
@@ -964,6 +999,11 @@ def _row_utilities(items, rows, coef, candidate, block=1 << 15):
         for column in products:
             u += column
     return utility
+
+
+def _row_blocks(n_rows):
+    """Slices of ``_ROW_BLOCK`` consecutive rows covering ``range(n_rows)``."""
+    return [slice(start, start + _ROW_BLOCK) for start in range(0, n_rows, _ROW_BLOCK)]
 
 
 def _matching_entries(table_keys, keys):
