@@ -322,3 +322,18 @@ def test_successive_halving_on_an_estimator_parameter(corpus, feedback_data):
         HalvingGridSearchCV(
             pipe, grid, cv=cv, scoring=scorer, error_score="raise", random_state=0
         ).fit(X, y)
+
+
+def test_something_else_than_an_oracle_is_refused_when_the_scorer_is_made(oracle):
+    # The bunch that simulate_feedback returns holds the oracle; passing the bunch
+    # itself used to give NaN scores and a warning per fit.
+    class Bunch:
+        def __init__(self, oracle):
+            self.oracle = oracle
+
+    with pytest.raises(TypeError, match=r"PreferenceOracle.*got Bunch.*`\.oracle`"):
+        personal_scorers(Bunch(oracle))
+    with pytest.raises(TypeError, match="got Corpus"):
+        make_personal_scorer(oracle.corpus, "reward")
+    with pytest.raises(TypeError, match="got NoneType"):
+        choice_outcomes(None, query_rows(), np.zeros(len(query_rows())))

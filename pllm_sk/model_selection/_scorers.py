@@ -116,6 +116,7 @@ def make_personal_scorer(oracle, metric="reward", *, reference_model="GPT-4o"):
     >>> scorer(Fixed(), X, None)
     {'reward': 1.0, 'top1': 0.0, 'win_rate': 0.0}
     """
+    _check_oracle(oracle)
     names = [metric] if isinstance(metric, str) else list(metric)
     if not names:
         raise ValueError(f"metric must name at least one of {METRICS}; got {metric!r}.")
@@ -164,6 +165,22 @@ def personal_scorers(oracle, metrics=METRICS, *, reference_model="GPT-4o"):
         name: make_personal_scorer(oracle, name, reference_model=reference_model)
         for name in metrics
     }
+
+
+def _check_oracle(oracle):
+    # Duck-typed: the simulation layer sits above this one (see pyproject.toml).
+    if callable(getattr(oracle, "reward", None)) and hasattr(oracle, "corpus"):
+        return
+    hint = (
+        f" This {type(oracle).__name__} has one: pass its `.oracle`."
+        if hasattr(oracle, "oracle")
+        else ""
+    )
+    raise TypeError(
+        "oracle must be a PreferenceOracle, the ground truth that scores the chosen "
+        f"candidates (e.g. simulate_feedback(...).oracle); got {type(oracle).__name__}."
+        + hint
+    )
 
 
 def _check_reference_model(oracle, reference_model):
@@ -256,6 +273,7 @@ def choice_outcomes(oracle, X, utility, *, reference_model="GPT-4o"):
        response_id  reward  best_reward   top1    win
     0            0     1.0          2.0  False  False
     """
+    _check_oracle(oracle)
     if reference_model is not None:
         _check_reference_model(oracle, reference_model)
     ids = _candidate_ids(X)
