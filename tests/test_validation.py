@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_array_equal
+from sklearn.exceptions import DataConversionWarning
 
-from pllm_sk.utils import check_id_values, split_ids_features
+from pllm_sk.utils import check_feedback, check_id_values, split_ids_features
 
 
 def _frame(feature_dtype):
@@ -54,3 +55,18 @@ def test_non_finite_float32_features_are_refused():
     X.loc[1, "b"] = np.inf
     with pytest.raises(ValueError, match="'b' contains NaN or inf .first at row 1"):
         split_ids_features(X, dtype=[np.float64, np.float32])
+
+
+def test_a_non_numeric_feature_column_is_named():
+    X = _frame(np.float64).astype({"b": object})
+    X.loc[1, "b"] = "high"
+    with pytest.raises(ValueError, match=r"Feature column 'b' must be numeric: .*'high'"):
+        split_ids_features(X)
+    with pytest.raises(ValueError, match=r"Feature column 'x4' must be numeric"):
+        split_ids_features(X.to_numpy())
+
+
+def test_a_column_vector_y_warns_as_in_scikit_learn():
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        y = check_feedback(np.array([[1.0], [0.0], [np.nan]]), 3)
+    assert_array_equal(y, [1.0, 0.0, np.nan])

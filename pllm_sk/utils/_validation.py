@@ -7,8 +7,11 @@ estimator checks reach the point they are testing.
 """
 
 
+import warnings
+
 import numpy as np
 from scipy import sparse
+from sklearn.exceptions import DataConversionWarning
 
 __all__ = [
     "ID_COLUMNS",
@@ -212,7 +215,12 @@ def _feature_dtype(found, dtype):
 
 def _numeric_column(values, name):
     if values.dtype.kind == "O":
-        values = values.astype(np.float64)  # numpy's message names the bad element
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError) as error:  # numpy's message names the element
+            raise type(error)(
+                f"Feature column {name!r} must be numeric: {error}."
+            ) from error
     if values.dtype.kind == "c":
         raise ValueError(f"Complex data not supported: feature column {name!r}.")
     if values.dtype.kind not in "biuf":
@@ -255,6 +263,12 @@ def check_feedback(y, n_rows, *, estimator_name="This estimator"):
         )
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; change the "
+            "shape of y to (n_rows,), for example with ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
         y = y.ravel()
     if y.ndim != 1:
         raise ValueError(f"y should be a 1d array; got an array of shape {y.shape}.")
