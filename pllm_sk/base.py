@@ -156,6 +156,11 @@ class BaseRanker(BaseEstimator):
 
     def _has_feedback(self, user_ids):
         """Whether each user has labeled rows in the fitted estimator."""
+        if not hasattr(self, "users_"):
+            raise AttributeError(
+                f"{type(self).__name__} sets no users_ in _fit: set it to the sorted "
+                "ids of the users with labeled rows, or override _has_feedback."
+            )
         return np.isin(user_ids, self.users_)
 
     def _validate_fit_data(self, X, y):

@@ -457,3 +457,20 @@ def test_parameters_are_validated_declaratively(estimator):
     # scikit-learn's own check: a constraint for every parameter, and a bad type or
     # value of each raises its InvalidParameterError in fit.
     check_param_validation(type(estimator).__name__, estimator)
+
+
+def test_a_ranker_that_sets_no_users_is_told_what_to_set(reward_track):
+    from pllm_sk.base import BaseRanker
+
+    class FirstColumn(BaseRanker):
+        def _fit(self, feedback):
+            pass  # forgets users_
+
+        def _predict(self, ids, features):
+            return features[:, 0]
+
+    X, y, _ = reward_track
+    ranker = FirstColumn().fit(X, y)
+    assert ranker.predict(X).shape == (len(X),)
+    with pytest.raises(AttributeError, match="FirstColumn sets no users_ in _fit"):
+        ranker.count_fallbacks(X)

@@ -45,6 +45,8 @@ class Feedback:
 
     Attributes
     ----------
+    ids, y, sample_weight : ndarray or None
+        As given.
     n_response_slots : int or None
     features : ndarray of float64, shape (n_rows, n_features)
         The feature columns.
