@@ -142,7 +142,7 @@ def simulate(protocol, corpus, seed):
         return protocol.simulate(corpus, random_state=seed)
     # The users do not depend on the embeddings: simulate once to know the prompts.
     data = protocol.simulate(
-        corpus, random_state=seed, prompt_embeddings=np.ones((1, 1))
+        corpus, random_state=seed, prompt_embeddings=np.ones((corpus.n_prompts, 1))
     )
     embeddings = prompt_embeddings(corpus, data.X)
     return protocol.simulate(corpus, random_state=seed, prompt_embeddings=embeddings)

@@ -106,7 +106,10 @@ def test_counts_match_the_source(name, real_size_corpus):
 def test_simulated_counts_per_user(name, real_size_corpus):
     preset = few_users(name)
     counts = preset.counts(real_size_corpus)
-    data = preset.simulate(real_size_corpus, random_state=0, prompt_embeddings=None)
+    embeddings = np.ones((real_size_corpus.n_prompts, 1))
+    data = preset.simulate(
+        real_size_corpus, random_state=0, prompt_embeddings=embeddings
+    )
     assert data.corpus.n_reward_models == counts["n_reward_models"]
     assert data.corpus.n_responses == counts["n_responses"]
     labeled = ~np.isnan(data.y)
@@ -247,3 +250,85 @@ def test_bad_protocol_fields(small_corpus):
     no_context = few_users("lore", unseen_context=0, n_test=2)
     with pytest.raises(ValueError, match="gives unseen users no labeled prompt"):
         no_context.simulate(small_corpus, random_state=0)
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("n_seen", -3, r"\[0, inf\)"),
+        ("n_unseen", -1, r"\[0, inf\)"),
+        ("n_historical", -1, r"\[0, inf\)"),
+        ("unseen_pool", -1, r"\[0, inf\) or None"),
+        ("historical_context", -2, r"\[0, inf\)"),
+        ("n_test", 0, r"\[1, inf\) or None"),
+        ("n_test", 2.5, r"\[1, inf\) or None"),
+    ],
+)
+def test_counts_out_of_range_name_the_field(small_corpus, field, value, allowed):
+    preset = few_users("lore", **{"n_test": 2, field: value})
+    match = rf"'{field}' parameter of Protocol 'lore' .*{allowed}. Got {value}"
+    with pytest.raises(ValueError, match=match):
+        preset.simulate(small_corpus, random_state=0)
+
+
+def test_unseen_pool_smaller_than_unseen_context(small_corpus):
+    preset = few_users("personalllm_setting2", unseen_pool=3)
+    with pytest.raises(ValueError, match=r"unseen_pool=3 .*\(unseen_context=5\)"):
+        preset.simulate(small_corpus, random_state=0)
+
+
+@pytest.mark.parametrize(
+    "name, changes, match",
+    [
+        ("lore", dict(n_test=500), r"n_test=500, but the corpus's test split has 144"),
+        ("lore", dict(n_test=2, seen_context=2000), r"seen_context=2000, .* has 1356"),
+        (
+            "personalllm_setting2",
+            dict(historical_context=1400),
+            r"historical_context=1400, .* train split has 1356",
+        ),
+        (
+            "personalllm_setting2",
+            dict(unseen_pool=1357),
+            r"unseen_pool=1357, .* train split has 1356",
+        ),
+    ],
+)
+def test_corpus_too_small_names_the_protocol_field(
+    small_corpus, monkeypatch, name, changes, match
+):
+    monkeypatch.setattr("pllm_sk.protocols._protocol.sample_users", _must_not_be_called)
+    with pytest.raises(ValueError, match=match):
+        few_users(name, **changes).simulate(small_corpus, random_state=0)
+
+
+def test_too_few_disagreeing_prompts_names_the_protocol_fields(small_corpus):
+    # 118 of the 144 test prompts have a pair the 4 reward models disagree on.
+    preset = few_users("copl", n_test=130)
+    with pytest.raises(ValueError, match=r"only_disagreeing=True.*n_test=130") as info:
+        preset.simulate(small_corpus, random_state=0)
+    assert "lower n_history or n_query" not in str(info.value)
+    assert "has only 118" in str(info.value.__cause__)
+
+
+def test_nearest_support_needs_one_embedding_per_prompt(small_corpus, monkeypatch):
+    monkeypatch.setattr("pllm_sk.protocols._protocol.sample_users", _must_not_be_called)
+    preset = few_users("personalllm_setting1")
+    with pytest.raises(ValueError, match=r"prompt_embeddings=TextEmbedder\(\)"):
+        preset.simulate(small_corpus, random_state=0)
+    with pytest.raises(
+        ValueError,
+        match=r"prompt_embeddings .* shape \(1500, dim\); got shape \(10, 4\)",
+    ):
+        preset.simulate(
+            small_corpus, random_state=0, prompt_embeddings=np.ones((10, 4))
+        )
+    # Other supports do not use them.
+    monkeypatch.undo()
+    few_users("personalllm_setting2").simulate(
+        small_corpus, random_state=0, prompt_embeddings=np.ones((10, 4))
+    )
+
+
+def _must_not_be_called(*args, **kwargs):
+    raise AssertionError("simulated although the protocol was invalid")

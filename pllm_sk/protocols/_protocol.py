@@ -8,6 +8,7 @@ from sklearn.utils import check_random_state
 
 from ..model_selection import ColdStartSplit, SeenUserSplit
 from ..simulation import sample_users, simulate_feedback
+from ..utils import Interval, validate_arguments
 from ._scoring import summarize, user_scores
 
 __all__ = ["Protocol", "ProtocolData"]
@@ -15,6 +16,20 @@ __all__ = ["Protocol", "ProtocolData"]
 # How evaluated users reveal their labeled prompts: all of them (a split over
 # prompts, SeenUserSplit), or a support set chosen by ColdStartSplit.
 SUPPORT_RULES = ("all", "random", "nearest")
+
+# The integer counts of a protocol; seen_context and unseen_context (a count or a
+# share of the train prompts) are checked by _prompt_count.
+_COUNT_CONSTRAINTS = {
+    "n_seen": [Interval(numbers.Integral, 0, None, closed="left")],
+    "n_unseen": [Interval(numbers.Integral, 0, None, closed="left")],
+    "n_historical": [Interval(numbers.Integral, 0, None, closed="left")],
+    "unseen_pool": [Interval(numbers.Integral, 0, None, closed="left"), None],
+    "historical_context": [Interval(numbers.Integral, 0, None, closed="left")],
+    "n_test": [Interval(numbers.Integral, 1, None, closed="left"), None],
+}
+
+# The counts of labeled train prompts per user of each group, in group order.
+_CONTEXT_COUNTS = ("seen_context", "unseen_pool", "historical_context")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +56,18 @@ class Protocol:
         ``(fact, "path:line")`` pairs: where each setting is written in the code.
     alpha : float
         Concentration of the symmetric Dirichlet prior of user weights.
-    n_seen, n_unseen, n_historical : int
-        Users of each group.
-    seen_context, unseen_context : int or float
+    n_seen, n_unseen, n_historical : int >= 0
+        Users of each group; at least one user in all.
+    seen_context, unseen_context : int >= 0 or float in (0, 1)
         Labeled train prompts per seen user, and per unseen user in the training
         fold.
-    unseen_pool : int or None
+    unseen_pool : int >= 0 or None
         Labeled train prompts simulated per unseen user, among which the splitter
-        chooses ``unseen_context`` (``support``); ``None``: exactly
-        ``unseen_context``.
-    historical_context : int
+        chooses ``unseen_context`` (``support``), so at least ``unseen_context``;
+        ``None``: exactly ``unseen_context``.
+    historical_context : int >= 0
         Labeled train prompts per historical user.
-    n_test : int or None
+    n_test : int >= 1 or None
         Test-split prompts per evaluated user; ``None`` for all of them.
     feedback : str
         The training feedback protocol of :func:`~pllm_sk.simulation.simulate_feedback`.
@@ -65,7 +80,8 @@ class Protocol:
         ``"all"``: one split over prompts (:class:`SeenUserSplit` on the corpus's test
         split), every labeled row in training; ``"random"`` / ``"nearest"``: one
         :class:`ColdStartSplit` whose test users (the unseen) reveal
-        ``unseen_context`` support prompts so chosen.
+        ``unseen_context`` support prompts so chosen. ``"nearest"`` needs the
+        ``prompt_embeddings`` argument of :meth:`simulate`.
     metrics : tuple of str
         The paper's metrics: ``"pairwise_accuracy"`` (on the test comparisons),
         ``"win_rate"`` (against ``reference_model``), ``"reward"``; ``"gap_closed"``
@@ -139,7 +155,17 @@ class Protocol:
             ``unseen_context``, ``unseen_pool``, ``historical_context``,
             ``n_test`` (test prompts per evaluated user), ``n_reward_models``,
             ``n_responses`` and ``alpha``.
+
+        Raises
+        ------
+        ValueError
+            A count out of its range, or an unknown ``support``.
         """
+        validate_arguments(
+            _COUNT_CONSTRAINTS,
+            {field: getattr(self, field) for field in _COUNT_CONSTRAINTS},
+            f"Protocol {self.name!r}",
+        )
         if self.support not in SUPPORT_RULES:
             raise ValueError(
                 f"support must be one of {SUPPORT_RULES}; got {self.support!r}."
@@ -167,6 +193,9 @@ class Protocol:
     def simulate(self, corpus, *, random_state=None, prompt_embeddings=None):
         """Draw the users and their feedback; return what ``cross_validate`` needs.
 
+        The protocol's fields are checked against ``corpus`` before anything is
+        drawn.
+
         Parameters
         ----------
         corpus : Corpus
@@ -174,18 +203,56 @@ class Protocol:
             :func:`~pllm_sk.datasets.make_personalllm`.
         random_state : int, RandomState instance or None, default=None
             Seeds the user weights, the feedback and the splitter.
-        prompt_embeddings : array-like of shape (n_prompts, dim), default=None
-            For ``support="nearest"``, which requires it.
+        prompt_embeddings : array-like of shape (corpus.n_prompts, dim), default=None
+            One vector per prompt of ``corpus``, such as
+            ``TextEmbedder().fit_transform(corpus.prompts)``
+            (:class:`~pllm_sk.features.TextEmbedder`). Required for
+            ``support="nearest"``, ignored otherwise.
 
         Returns
         -------
         data : ProtocolData
+
+        Raises
+        ------
+        ValueError
+            A count out of its range (see :meth:`counts`), no user, more prompts
+            per user than the corpus's split holds, or ``support="nearest"``
+            without ``prompt_embeddings`` of one row per prompt.
         """
         counts = self.counts(corpus)
-        rng = check_random_state(random_state)
         sizes = [counts["n_seen"], counts["n_unseen"], counts["n_historical"]]
+        self._check_counts(counts, sizes)
+        self._check_corpus_size(corpus, counts, sizes)
+        self._check_prompt_embeddings(corpus, prompt_embeddings)
+        rng = check_random_state(random_state)
+        weights = sample_users(
+            sum(sizes),
+            alpha=self.alpha,
+            n_reward_models=counts["n_reward_models"],
+            random_state=rng,
+        )
+        group = np.repeat(
+            np.array(["seen", "unseen", "historical"], dtype=object), sizes
+        )
+        feedback = self._simulate_feedback(corpus, weights, counts, sizes, rng)
+        cv = self._splitter(feedback.corpus, counts, rng, prompt_embeddings)
+        return ProtocolData(self, feedback, cv, group)
+
+    def _check_counts(self, counts, sizes):
+        """Raise when the counts, each in range, do not make a protocol together."""
         if sum(sizes) == 0:
-            raise ValueError(f"Protocol {self.name!r} has no users.")
+            raise ValueError(
+                f"Protocol {self.name!r} has no users: n_seen, n_unseen and "
+                "n_historical are all 0. Set at least one of them."
+            )
+        if counts["unseen_pool"] < counts["unseen_context"]:
+            raise ValueError(
+                f"Protocol {self.name!r} draws unseen_pool={self.unseen_pool!r} "
+                f"labeled prompts per unseen user, fewer than the "
+                f"{counts['unseen_context']} (unseen_context={self.unseen_context!r}) "
+                "they reveal. Raise unseen_pool, or set it to None."
+            )
         if (
             self.support == "all"
             and counts["n_unseen"]
@@ -197,39 +264,93 @@ class Protocol:
                 "training rows cannot be evaluated on unseen prompts. Use a larger "
                 "corpus or set unseen_context."
             )
-        weights = sample_users(
-            sum(sizes),
-            alpha=self.alpha,
-            n_reward_models=counts["n_reward_models"],
-            random_state=rng,
-        )
-        group = np.repeat(
-            np.array(["seen", "unseen", "historical"], dtype=object), sizes
-        )
-        n_history = np.repeat(
-            [
-                counts["seen_context"],
-                counts["unseen_pool"],
-                counts["historical_context"],
-            ],
-            sizes,
-        )
+
+    def _contexts(self, counts, sizes):
+        """``(field, value, count)``: the train prompts of each group with users."""
+        pool = "unseen_context" if self.unseen_pool is None else "unseen_pool"
+        fields = ("seen_context", pool, "historical_context")
+        return [
+            (field, getattr(self, field), counts[key])
+            for field, key, n_users in zip(fields, _CONTEXT_COUNTS, sizes)
+            if n_users
+        ]
+
+    def _check_corpus_size(self, corpus, counts, sizes):
+        """Raise when a user needs more distinct prompts than a split of corpus has."""
+        n_train = corpus.prompt_ids("train").size
+        needs = [
+            (field, value, count, "train", n_train)
+            for field, value, count in self._contexts(counts, sizes)
+        ]
+        if counts["n_seen"] + counts["n_unseen"]:
+            n_test = corpus.prompt_ids("test").size
+            # n_test=None takes every test prompt: none is too few.
+            needed = max(counts["n_test"], 1)
+            needs.append(("n_test", self.n_test, needed, "test", n_test))
+        for field, value, count, split, available in needs:
+            if count > available:
+                raise ValueError(
+                    f"Protocol {self.name!r} draws {count} distinct {split} prompts "
+                    f"per user for {field}={value!r}, but the corpus's {split} split "
+                    f"has {available} of its {corpus.n_prompts} prompts. Lower "
+                    f"{field}, or use a corpus with more {split} prompts."
+                )
+
+    def _check_prompt_embeddings(self, corpus, prompt_embeddings):
+        """Raise when ``support="nearest"`` lacks one embedding per prompt."""
+        if self.support != "nearest":
+            return
+        if prompt_embeddings is None:
+            raise ValueError(
+                f"Protocol {self.name!r} (support='nearest') chooses each unseen "
+                "user's support prompts by prompt embeddings, and none were given. "
+                "Pass one vector per prompt: simulate(corpus, prompt_embeddings="
+                "TextEmbedder().fit_transform(corpus.prompts)), with TextEmbedder "
+                "from pllm_sk.features."
+            )
+        shape = np.shape(prompt_embeddings)
+        if len(shape) != 2 or shape[0] != corpus.n_prompts:
+            raise ValueError(
+                f"prompt_embeddings of Protocol {self.name!r} must have one row per "
+                f"prompt of the corpus, shape ({corpus.n_prompts}, dim); got shape "
+                f"{shape}."
+            )
+
+    def _simulate_feedback(self, corpus, weights, counts, sizes, rng):
+        """``simulate_feedback`` with the protocol's settings, errors in its terms."""
+        n_history = np.repeat([counts[key] for key in _CONTEXT_COUNTS], sizes)
         n_query = np.repeat([counts["n_test"], counts["n_test"], 0], sizes)
-        feedback = simulate_feedback(
-            corpus,
-            weights,
-            n_history=n_history,
-            n_query=n_query,
-            feedback=self.feedback,
-            reward_models=self.reward_models,
-            responses=self.responses,
-            scores=self.scores,
-            only_disagreeing=self.only_disagreeing,
-            query_feedback=self.test_comparisons,
-            random_state=rng,
-        )
-        cv = self._splitter(feedback.corpus, counts, rng, prompt_embeddings)
-        return ProtocolData(self, feedback, cv, group)
+        try:
+            return simulate_feedback(
+                corpus,
+                weights,
+                n_history=n_history,
+                n_query=n_query,
+                feedback=self.feedback,
+                reward_models=self.reward_models,
+                responses=self.responses,
+                scores=self.scores,
+                only_disagreeing=self.only_disagreeing,
+                query_feedback=self.test_comparisons,
+                random_state=rng,
+            )
+        except ValueError as error:
+            # The split sizes were checked: a pool too small here is one that
+            # only_disagreeing thinned out.
+            if not (self.only_disagreeing and "n_history or n_query" in str(error)):
+                raise
+            fields = [
+                (field, value) for field, value, _ in self._contexts(counts, sizes)
+            ]
+            if counts["n_seen"] + counts["n_unseen"]:
+                fields.append(("n_test", self.n_test))
+            named = ", ".join(f"{field}={value!r}" for field, value in fields)
+            raise ValueError(
+                f"Protocol {self.name!r} draws prompts with a pair of responses the "
+                "reward models disagree on (only_disagreeing=True), and the corpus "
+                f"has too few of them for {named}. Lower these counts, or use a "
+                "larger corpus."
+            ) from error
 
     def _splitter(self, corpus, counts, rng, prompt_embeddings):
         seed = int(rng.randint(np.iinfo(np.int32).max))
