@@ -5,8 +5,13 @@ Builds a corpus (the synthetic PersonalLLM corpus by default), samples users
 train prompts each; test users with a few labeled train prompts and one unlabeled
 query prompt from the test split), and evaluates each method with
 ``cross_validate`` + ``ColdStartSplit`` + the personal scorers at several support
-sizes. Prints one table per track with the settings used, writes a CSV, and saves a
-plot of gap closed against the number of support prompts.
+sizes. Prints one table per track with the settings used, writes a CSV (one row per
+track, method and support size: its scores, then the run's settings, the same in every
+row), and saves a plot of gap closed against the number of support prompts.
+
+UserKNN takes its neighbours, and LowRank its prior, from users with at least
+``min_neighbor_prompts`` and ``min_prior_prompts`` (10) labeled prompts: a run of
+either with a smaller ``--n-history`` is refused before any data is built.
 
 Adding a method is one entry in ``METHODS`` of ``_common.py`` (with its settings
 here in ``SETTINGS`` if it needs any).
@@ -65,6 +70,7 @@ track on train-split queries; ``auto`` (the default) is the split per track abov
 import argparse
 import functools
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -135,6 +141,11 @@ EMBEDDING_TRACKS = ("embeddings", "distilled")
 # (which historical users label) on the ids track, the test split elsewhere.
 AUTO_QUERY_SPLIT = {"ids": "train"}
 
+# Parameters of a method that set how many labeled prompts a user needs to take part
+# in what the method learns from historical users: UserKNN's neighbours, LowRank's
+# prior. --n-history must reach each one's value (read from the estimator built).
+HISTORY_MINIMUMS = ("min_neighbor_prompts", "min_prior_prompts")
+
 DEFAULTS = dict(n_history_users=1000, n_test_users=300, n_prompts=10_402)
 FULL = dict(n_history_users=10_000, n_test_users=1000, n_prompts=10_402)
 
@@ -151,9 +162,7 @@ def parse_args(argv):
     parser.add_argument("--n-history-users", type=int)
     parser.add_argument("--n-test-users", type=int)
     parser.add_argument("--n-prompts", type=int, help="synthetic corpus size")
-    parser.add_argument(
-        "--n-history", type=int, default=50, help="prompts per historical user"
-    )
+    parser.add_argument("--n-history", type=int, default=50, help=n_history_help())
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5, 10])
     parser.add_argument("--feedback", default="best_worst")
     parser.add_argument("--alpha", type=float, default=0.05)
@@ -191,7 +200,76 @@ def parse_args(argv):
     for key, value in (FULL if args.full else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    check_n_history(parser, args)
     return args
+
+
+def n_history_help():
+    """The help of ``--n-history``, with each method's minimum (:data:`HISTORY_MINIMUMS`)."""
+    minimums = ", ".join(
+        f"{value} for {name} ({parameter})"
+        for name, parameter, value in history_minimums(list(METHODS))
+    )
+    return (
+        "labeled prompts per historical user (default 50); at least "
+        f"{minimums} when those methods run"
+    )
+
+
+def history_minimums(names, track=None, args=None):
+    """``(method, parameter, value)`` of each :data:`HISTORY_MINIMUMS` parameter.
+
+    The values are ``get_params()`` of the ranker that :data:`METHODS` builds for
+    each of ``names`` on ``track`` with the settings of ``args`` (the corpus and the
+    oracle, not built yet, are None); with ``args=None``, of its default ranker.
+    """
+    context = dict(
+        corpus=None,
+        oracle=None,
+        alpha=getattr(args, "alpha", None),
+        track=track,
+        seen_items=track == "ids" and query_split_of(track, args) == "train",
+    )
+    minimums = []
+    for name in names:
+        params = METHODS[name][1](dict(context, method=name)).get_params()
+        minimums += [(name, p, params[p]) for p in HISTORY_MINIMUMS if p in params]
+    return minimums
+
+
+def check_n_history(parser, args):
+    """Refuse an ``--n-history`` below a minimum of a method the run uses."""
+    short = {}  # (method, parameter) -> value, for each minimum above --n-history
+    for track in args.tracks:
+        for name, parameter, value in history_minimums(
+            methods_on(track, args), track, args
+        ):
+            if args.n_history < value:
+                short[name, parameter] = max(value, short.get((name, parameter), 0))
+    if not short:
+        return
+    needs = " and ".join(f"{name} ({p}={v})" for (name, p), v in short.items())
+    dropped = list(dict.fromkeys(name for name, _ in short))
+    others = [name for name in args.methods or DEFAULT_METHODS if name not in dropped]
+    keep = f": --methods {' '.join(others)}" if others else " (choose others with --methods)"
+    parser.error(
+        f"--n-history {args.n_history} is too small for {needs}: each learns from "
+        "historical users with at least that many labeled prompts, and every "
+        "historical user labels --n-history prompts. Raise --n-history to at least "
+        f"{max(short.values())}, or leave out {' and '.join(dropped)}{keep}."
+    )
+
+
+def methods_on(track, args):
+    """The methods of the run on ``track``, in order."""
+    return [
+        name
+        for name in args.methods or DEFAULT_METHODS
+        if track in METHODS[name][0]
+        and not (
+            args.methods is None and track in DEFAULT_SKIPPED_TRACKS.get(name, ())
+        )
+    ]
 
 
 def add_embedding_arguments(parser):
@@ -273,7 +351,8 @@ def build_data(args):
 def prepare_embeddings(args, corpus, X, y):
     """Embed the texts the run uses, once, through the cache; say what was done.
 
-    Returns the context entries of the embedding tracks and a settings note.
+    Returns the context entries of the embedding tracks and a note of what was
+    measured (texts embedded and their time; the distiller's held-out R^2).
     """
     context = {}
     if not (set(args.tracks) & set(EMBEDDING_TRACKS) or args.support == "nearest"):
@@ -286,10 +365,7 @@ def prepare_embeddings(args, corpus, X, y):
     prompt_vectors = embedder.transform(list(corpus.prompts[prompt_ids]))
     embedder.transform(list(corpus.responses[pairs[:, 0], pairs[:, 1]]))
     note = (
-        f"; embeddings: {embedder.identity_['model']} ({embedder.embedding_dim_} "
-        f"dims) of {'+'.join(args.embedding_parts)}, PCA to {args.n_components} "
-        "per part, "
-        f"{prompt_ids.size + len(pairs):,} texts of the run embedded or read from "
+        f"; {prompt_ids.size + len(pairs):,} texts of the run embedded or read from "
         f"{cache.root} in {time.perf_counter() - start:.0f} s"
     )
     context["embedder"] = embedder
@@ -365,12 +441,8 @@ def plan(args, corpus, oracle, data, features=None):
         X, y = data[query_split]
         context["track"] = track
         context["seen_items"] = track == "ids" and query_split == "train"
-        for name in args.methods or DEFAULT_METHODS:
-            tracks, factory = METHODS[name]
-            if track not in tracks or (
-                args.methods is None and track in DEFAULT_SKIPPED_TRACKS.get(name, ())
-            ):
-                continue
+        for name in methods_on(track, args):
+            factory = METHODS[name][1]
             steps = feature_steps(
                 track,
                 corpus,
@@ -414,7 +486,41 @@ def report(args, corpus, results, settings):
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
-def plot(args, results, path):
+def run_settings(args, corpus, backend, embedder=None):
+    """The settings of the run, by name: the Settings line and the CSV's columns.
+
+    ``embedder`` (the fitted ``TextEmbedder``, where the run embeds texts) adds the
+    embedding settings.
+    """
+    settings = dict(
+        data=args.data,
+        corpus=corpus.name,
+        n_prompts=corpus.n_prompts,
+        n_responses=corpus.n_responses,
+        n_reward_models=corpus.n_reward_models,
+        alpha=args.alpha,
+        n_history_users=args.n_history_users,
+        n_history=args.n_history,
+        n_test_users=args.n_test_users,
+        n_query=1,
+        feedback=args.feedback,
+        n_splits=args.n_splits,
+        support=args.support,
+        shots=" ".join(map(str, args.shots)),
+        seed=args.seed,
+        backend=backend,
+    )
+    if embedder is not None:
+        settings.update(
+            embedder=embedder.identity_["model"],
+            embedding_dim=embedder.embedding_dim_,
+            embedding_parts="+".join(args.embedding_parts),
+            n_components=args.n_components,
+        )
+    return settings
+
+
+def plot(args, results, path, settings):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,10 +543,15 @@ def plot(args, results, path):
         )
         ax.axhline(0, color="grey", lw=0.5)
         ax.legend()
-    fig.suptitle(
-        f"Cold start, {args.data} corpus, {args.feedback} feedback, alpha={args.alpha}",
-        fontsize=10,
+    s = settings
+    title = (
+        f"Cold start, {s['corpus']} corpus ({s['n_prompts']:,} prompts): "
+        f"{s['n_history_users']:,} historical users x {s['n_history']} prompts, "
+        f"{s['n_test_users']:,} test users; {s['feedback']} feedback, "
+        f"alpha={s['alpha']}, {s['n_splits']} folds, seed={s['seed']}"
     )
+    # About 11 characters of 10-point text fill an inch of the figure's width.
+    fig.suptitle(textwrap.fill(title, int(11 * fig.get_figwidth())), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -463,25 +574,24 @@ def run(args, backend):
     once = ~X.duplicated(["user_id", "prompt_id", "response_id"]).to_numpy()
     y = np.concatenate([y for _, y in data.values()])[once]
     features, embedding_note = prepare_embeddings(args, corpus, X[once], y)
+    settings = run_settings(args, corpus, backend, features.get("embedder"))
     queries = ", ".join(f"{track}: {query_split_of(track, args)}" for track in args.tracks)
-    sizes = ", ".join(f"{len(rows):,} rows ({split} queries)" for split, (rows, _) in data.items())
-    settings = (
-        f"Settings: corpus={corpus.name} ({corpus.n_prompts} prompts, "
-        f"{corpus.n_responses} responses, {corpus.n_reward_models} reward models); "
-        f"users alpha={args.alpha}: {args.n_history_users} historical x "
-        f"{args.n_history} prompts, {args.n_test_users} test users x 1 query prompt "
-        f"(split per track: {queries}); "
-        f"feedback={args.feedback}; ColdStartSplit(n_splits={args.n_splits}, "
-        f"support={args.support}); n_support={args.shots}; seed={args.seed}; "
-        f"{sizes}; backend={backend}{embedding_note}"
+    sizes = ", ".join(
+        f"{len(rows):,} rows with {split}-split queries" for split, (rows, _) in data.items()
     )
-    print(settings, flush=True)
+    line = (
+        "Settings: "
+        + "; ".join(f"{key}={value}" for key, value in settings.items())
+        + f"; query split per track: {queries}; {sizes}{embedding_note}"
+    )
+    print(line, flush=True)
     results = evaluate(args, corpus, oracle, data, features)
-    report(args, corpus, results, settings)
+    report(args, corpus, results, line)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    results.to_csv(output / "benchmark.csv", index=False)
-    plot(args, results, output / "benchmark.png")
+    # The settings as columns after the scores, the same in every row.
+    results.assign(**settings).to_csv(output / "benchmark.csv", index=False)
+    plot(args, results, output / "benchmark.png", settings)
     print(
         f"\nWrote {output / 'benchmark.csv'} and {output / 'benchmark.png'} "
         f"in {time.perf_counter() - start:.0f} s."

@@ -48,6 +48,58 @@ def test_run_benchmark_writes_a_table_and_a_plot(tmp_path, capsys, query_split):
     metrics = ["reward", "gap_closed", "top1", "win_rate", "pairwise_accuracy"]
     assert np.isfinite(results[metrics].to_numpy()).all()
     assert (results[["fit_s", "predict_s"]] > 0).all().all()
+    # The settings of the run, the same in every row, as the Settings line prints them.
+    settings = dict(
+        data="synthetic", n_prompts=120, n_history_users=60, n_test_users=30,
+        n_history=12, feedback="best_worst", alpha=0.05, n_splits=2,
+        support="random", shots="1 3", seed=0,
+        backend="none (sequential, in this process)",
+    )  # fmt: skip
+    for column, value in settings.items():
+        assert results[column].tolist() == [value] * len(results), column
+    line = next(line for line in printed.splitlines() if line.startswith("Settings: "))
+    for column in results.columns[results.columns.get_loc("predict_s") + 1 :]:
+        assert f"{column}={results[column].iloc[0]}" in line, column
+
+
+def test_run_benchmark_refuses_too_few_history_prompts_before_building_data(
+    monkeypatch, capsys
+):
+    run_benchmark = load_script("run_benchmark")
+
+    def build_data(args):
+        raise AssertionError("data built before the arguments were checked")
+
+    monkeypatch.setattr(run_benchmark, "build_data", build_data)
+    with pytest.raises(SystemExit) as error:
+        run_benchmark.main(["--n-history", "2", "--methods", "Population", "UserKNN"])
+    assert error.value.code == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "--n-history 2 is too small for UserKNN (min_neighbor_prompts=10)" in message
+    assert "Raise --n-history to at least 10, or leave out UserKNN: --methods Population." in (
+        message
+    )
+    # The defaults run every method but InContext: LowRank's prior needs 10 too.
+    with pytest.raises(SystemExit):
+        run_benchmark.parse_args(["--n-history", "9"])
+    message = " ".join(capsys.readouterr().err.split())
+    assert "UserKNN (min_neighbor_prompts=10) and LowRank (min_prior_prompts=10)" in message
+    assert "leave out UserKNN and LowRank: --methods Population PerUser MetaHead" in message
+    # The minimum is the estimator's parameter as the run builds it, not a copy.
+    monkeypatch.setitem(
+        run_benchmark.SETTINGS, "UserKNN", lambda ctx: dict(min_neighbor_prompts=2)
+    )
+    args = run_benchmark.parse_args(["--n-history", "2", "--methods", "UserKNN"])
+    assert args.n_history == 2
+    with pytest.raises(SystemExit):
+        run_benchmark.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "at least 2 for UserKNN (min_neighbor_prompts), 10 for LowRank" in help_text
+    # Every registered method's minimum of prompts per user is one the check reads.
+    for name, (kind, _) in run_benchmark.REGISTRY.items():
+        for parameter in kind._get_param_names():
+            if parameter.startswith("min_") and parameter.endswith("_prompts"):
+                assert parameter in run_benchmark.HISTORY_MINIMUMS, (name, parameter)
 
 
 def test_robustness_grid_prints_ratios_to_bayes_and_saves_a_heatmap(tmp_path, capsys):
