@@ -1,6 +1,8 @@
 """The interaction loop, its policies, posterior draws and sample weights."""
 
 import inspect
+import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -322,6 +324,76 @@ def test_run_parameters_are_checked(world):
                         InformationSeekingPolicy(n_draws=1), n_rounds=2)
 
 
+POLICY_NAMES = re.escape(
+    "GreedyPolicy(), ThompsonPolicy(), InformationSeekingPolicy(), RandomPolicy()"
+)
+
+
+@pytest.mark.parametrize(
+    "policy, got",
+    [
+        ("greedy", "Got 'greedy' instead"),
+        (None, "Got None instead"),
+        (GreedyPolicy, "Got the class GreedyPolicy; pass an instance, GreedyPolicy\\(\\)"),
+    ],
+)
+def test_run_names_the_accepted_policies(world, policy, got):
+    _, oracle, _ = world
+    environment = InteractionEnvironment(oracle, users=[30, 31], random_state=0)
+    match = f"'policy' parameter of InteractionEnvironment.run .*{POLICY_NAMES}.* {got}"
+    with pytest.raises(ValueError, match=match):
+        environment.run(fitted(world, PopulationRanker()), policy, n_rounds=2)
+
+
+def test_run_takes_any_object_with_the_policy_methods(world):
+    class ServeTheFirst:
+        def validate(self, estimator, n_shown):
+            pass
+
+        def needs(self, steps, n_shown):
+            return False, 0
+
+        def choose(self, scores, draws, n_shown, steps, rng):
+            return np.tile(np.arange(n_shown), (len(steps), 1))
+
+    _, oracle, _ = world
+    environment = InteractionEnvironment(oracle, users=[30, 31], random_state=0)
+    log = environment.run(fitted(world, PopulationRanker()), ServeTheFirst(), n_rounds=2)
+    assert (log["served"] == 0).all()
+
+
+def test_a_jump_after_the_last_round_is_refused(world):
+    _, oracle, _ = world
+    environment = InteractionEnvironment(oracle, users=[30, 31], drift="jump", jump_round=2)
+    with pytest.raises(ValueError, match="jump_round=2 is not below n_rounds=2: .* never happen"):
+        environment.run(fitted(world, PopulationRanker()), GreedyPolicy(), n_rounds=2)
+
+
+@pytest.mark.parametrize("drift", [None, "mix"])
+def test_a_jump_round_without_the_jump_drift_is_ignored_with_a_warning(world, drift):
+    _, oracle, _ = world
+    model = fitted(world, PopulationRanker())
+    parameters = dict(users=np.arange(N_HISTORY, 40), drift=drift, random_state=0)
+    environment = InteractionEnvironment(oracle, jump_round=1, **parameters)
+    with pytest.warns(UserWarning, match=f"jump_round=1 is ignored with drift={drift!r}"):
+        log = environment.run(model, RandomPolicy(), n_rounds=3)
+    expected = InteractionEnvironment(oracle, **parameters).run(model, RandomPolicy(), n_rounds=3)
+    assert_frame_equal(log, expected)
+
+
+def test_run_warns_when_users_are_known_to_the_estimator(world):
+    _, oracle, _ = world
+    model = fitted(world, PopulationRanker())  # fitted on users 0 .. 29
+    environment = InteractionEnvironment(oracle, users=[3, 30, 1], random_state=0)
+    match = r"2 of the 3 users of the loop \(1, 3\) have feedback in the fitted PopulationRanker"
+    with pytest.warns(UserWarning, match=match):
+        environment.run(model, GreedyPolicy(), n_rounds=2)
+    new_users = InteractionEnvironment(oracle, users=[30, 31], random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        new_users.run(model, GreedyPolicy(), n_rounds=2)
+
+
 def test_an_estimator_without_partial_fit_is_refitted_on_the_feedback(world):
     corpus, oracle, _ = world
     model = fitted(world, BayesRanker(n_draws=32, n_burnin=5, random_state=0))
@@ -458,6 +530,39 @@ def test_paired_bootstrap_passes_aligned_frames_to_the_statistic():
     result = paired_bootstrap(first, second, statistic=lambda a, b: (a["x"] - b["x"]).sum(),
                               n_resamples=5, random_state=0)  # fmt: skip
     assert result.mean == (1.0 - 10.0) + (3.0 - 30.0) and result.n_units == 2
+
+
+def test_cumulative_regret_warns_when_every_user_is_left_out():
+    log = pd.DataFrame({"step": [0, 1, 2, 0], "user_id": [1, 1, 1, 2],
+                        "regret": [1.0, 0.5, 9.0, 0.0]})  # fmt: skip
+    match = r"no user has n_steps=4 steps in the log \(the most any user has is 3\)"
+    with pytest.warns(UserWarning, match=match):
+        assert cumulative_regret(log, 4).empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert cumulative_regret(log, 3).to_dict() == {1: 10.5}  # user 2 left out
+
+
+def test_missing_columns_are_named_with_the_fix():
+    log = pd.DataFrame({"step": [0, 1], "round": [0, 1], "user_id": [1, 1],
+                        "regret": [1.0, 0.0], "top1": [False, True]})  # fmt: skip
+    columns = "its columns are 'step', 'round', 'user_id', 'regret', 'top1'"
+    with pytest.raises(ValueError, match=f"by='nope' names a column the log does not have: "
+                                         f"'nope'; {columns}. Pass as by columns"):  # fmt: skip
+        cumulative_regret(log, 1, by="nope")
+    with pytest.raises(ValueError, match="progressive_scores: by=\\['method', 'run'\\] names"):
+        progressive_scores(log, by=["method", "run"])
+    scores = progressive_scores(log)
+    with pytest.raises(ValueError, match="cumulative_regret: log has no column 'user_id'.* "
+                                         "Pass the log of InteractionEnvironment.run"):  # fmt: skip
+        cumulative_regret(scores, 1)
+    with pytest.raises(ValueError, match="'metric' parameter of plot_regret"):
+        plot_regret(scores, metric="nope")
+    match = f"scores has no column 'cumulative_regret'; {columns}. .*pass progressive_scores"
+    with pytest.raises(ValueError, match=f"plot_regret: {match}\\(log\\)"):
+        plot_regret(log)
+    with pytest.raises(ValueError, match="plot_regret: style='policy' names a column"):
+        plot_regret(scores, style="policy")
 
 
 def test_progressive_parameters_are_checked():

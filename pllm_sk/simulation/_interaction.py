@@ -10,6 +10,7 @@ imports an estimator: the environment uses the estimator's public methods
 import copy
 import numbers
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -17,8 +18,14 @@ import pandas as pd
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils import Interval, StrOptions, validate_arguments
+from ..utils import Interval, InvalidParameterError, StrOptions, validate_arguments
 from ._oracle import PreferenceOracle
+from ._policies import (
+    GreedyPolicy,
+    InformationSeekingPolicy,
+    RandomPolicy,
+    ThompsonPolicy,
+)
 from ._rows import _candidate_rows, _feedback_rows, _split_pipeline, _transform
 from ._updates import _update_strategy
 from ._users import sample_users
@@ -26,6 +33,9 @@ from ._users import sample_users
 __all__ = ["INTERACTION_FEEDBACK", "InteractionEnvironment"]
 
 INTERACTION_FEEDBACK = ("pair", "bradley_terry", "slate")
+
+_POLICIES = (GreedyPolicy, ThompsonPolicy, InformationSeekingPolicy, RandomPolicy)
+_POLICY_METHODS = ("validate", "needs", "choose")
 
 
 class InteractionEnvironment:
@@ -65,7 +75,8 @@ class InteractionEnvironment:
         Holds the corpus and the users' true weights at round 0.
     users : array-like of int, default=None
         The users of the loop (user ids of the oracle), new to the estimator;
-        None takes every user of the oracle.
+        None takes every user of the oracle. :meth:`run` warns when some of
+        them are users the estimator was fitted on (its ``users_``).
     feedback : {"pair", "bradley_terry", "slate"}, default="pair"
     n_shown : int, default=2
         Responses shown per round, >= 2; 2 for ``"pair"`` and ``"bradley_terry"``
@@ -81,7 +92,8 @@ class InteractionEnvironment:
     drift_rate : float, default=0.05
         Share of the way to the target moved per round under ``"mix"``, in (0, 1].
     jump_round : int, default=None
-        Round of the ``"jump"``, >= 1; required by it.
+        Round of the ``"jump"``, >= 1 and below the ``n_rounds`` of :meth:`run`;
+        required by it. Given with another ``drift``, it is ignored with a warning.
     alpha : float, default=0.05
         Concentration of the fresh Dirichlet draws of the drifts, > 0.
     random_state : int, RandomState instance or None, default=None
@@ -198,11 +210,12 @@ class InteractionEnvironment:
             Pipeline's last step is the ranker and the steps before it transform
             the id rows (for example ``RewardFeatures``).
         policy : policy object
-            :class:`GreedyPolicy`, :class:`ThompsonPolicy`,
-            :class:`InformationSeekingPolicy`, :class:`RandomPolicy`, or any
-            object with their ``validate`` / ``needs`` / ``choose`` methods.
+            An instance of :class:`GreedyPolicy`, :class:`ThompsonPolicy`,
+            :class:`InformationSeekingPolicy` or :class:`RandomPolicy`
+            (``GreedyPolicy()``, not the class), or any object with their
+            ``validate`` / ``needs`` / ``choose`` methods.
         n_rounds : int
-            Rounds to run, >= 1.
+            Rounds to run, >= 1; more than ``jump_round`` under ``drift="jump"``.
         history : tuple (X, y), default=None
             Id rows and labels the estimator was fitted on: refits (estimators
             without ``partial_fit``, population refits) fit on them and the loop's
@@ -242,6 +255,7 @@ class InteractionEnvironment:
             population_refit_every=population_refit_every,
         )
         validate_arguments(_RUN_CONSTRAINTS, run_parameters, "InteractionEnvironment.run")
+        self._check_run(ranker, policy, n_rounds)
         update = _update_strategy(
             ranker,
             features,
@@ -315,6 +329,27 @@ class InteractionEnvironment:
 
     # ------------------------------------------------------------------ helpers
 
+    def _check_run(self, ranker, policy, n_rounds):
+        """Check the policy and ``jump_round`` against ``n_rounds``; warn of known users."""
+        _check_policy(policy)
+        if self.drift == "jump" and self.jump_round >= n_rounds:
+            raise ValueError(
+                f"jump_round={self.jump_round} is not below n_rounds={n_rounds}: the rounds "
+                f"run are 0 .. {n_rounds - 1}, so the jump would never happen. Pass "
+                f"n_rounds > {self.jump_round}, or a jump_round below {n_rounds}."
+            )
+        known = np.intersect1d(self._users_, np.asarray(getattr(ranker, "users_", [])))
+        if known.size:
+            ids = ", ".join(map(str, known[:5])) + (", ..." if known.size > 5 else "")
+            warnings.warn(
+                f"{known.size} of the {self._users_.size} users of the loop ({ids}) have "
+                f"feedback in the fitted {type(ranker).__name__} (its users_): their regret "
+                "measures what the estimator already knew of them, not adaptation to new "
+                "users. Pass as users ids the estimator was not fitted on.",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def _validate(self):
         """Check the parameters and set ``_users_``, ``_arrivals_`` and ``_pool_``."""
         validate_arguments(
@@ -335,6 +370,14 @@ class InteractionEnvironment:
             )
         if self.drift == "jump" and self.jump_round is None:
             raise ValueError("drift='jump' needs jump_round, the round of the jump.")
+        if self.drift != "jump" and self.jump_round is not None:
+            warnings.warn(
+                f"jump_round={self.jump_round} is ignored with drift={self.drift!r}: only "
+                "drift='jump' has a jump. Pass drift='jump' for it, or leave jump_round "
+                "as None.",
+                UserWarning,
+                stacklevel=3,
+            )
         self._users_ = self._check_users()
         self._arrivals_ = self._check_arrivals()
         self._pool_ = self.oracle.corpus.prompt_ids(self.prompt_split)
@@ -446,6 +489,24 @@ class _Drift:
         elif self.kind == "jump" and round_ == self.jump_round:
             self.weights = self.target.copy()
         return self.weights
+
+
+def _check_policy(policy):
+    """Raise unless ``policy`` is an object with the policy methods (not a class)."""
+    if not isinstance(policy, type) and all(
+        callable(getattr(policy, method, None)) for method in _POLICY_METHODS
+    ):
+        return
+    accepted = ", ".join(f"{cls.__name__}()" for cls in _POLICIES)
+    if isinstance(policy, type):
+        got = f"the class {policy.__name__}; pass an instance, {policy.__name__}()"
+    else:
+        got = f"{policy!r}"
+    raise InvalidParameterError(
+        "The 'policy' parameter of InteractionEnvironment.run must be a policy instance: "
+        f"one of {accepted}, or an object with validate, needs and choose methods. "
+        f"Got {got} instead."
+    )
 
 
 def _show(ranker, X, policy, steps, n_shown, n_candidates, streams):

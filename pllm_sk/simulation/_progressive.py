@@ -1,6 +1,7 @@
 """Progressive (test, then train) evaluation of an interaction log: regret over time."""
 
 import numbers
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,8 @@ from ..utils import Interval, StrOptions, validate_arguments
 __all__ = ["cumulative_regret", "paired_bootstrap", "plot_regret", "progressive_scores"]
 
 _TIMES = ("step", "round")
+_METRICS = ("cumulative_regret", "regret", "top1")
+_LOG_FIX = "Pass the log of InteractionEnvironment.run (logs may be concatenated)."
 
 
 def progressive_scores(log, *, by=None, time="step"):
@@ -51,6 +54,9 @@ def progressive_scores(log, *, by=None, time="step"):
     """
     validate_arguments({"time": [StrOptions(set(_TIMES))]}, {"time": time}, "progressive_scores")
     by = _columns(by)
+    caller = "progressive_scores"
+    _check_columns(log, ["user_id", time, "regret", "top1"], caller, "log", _LOG_FIX)
+    _check_columns(log, by, caller, "log", _by_fix("by", "log"), parameter="by")
     log = log.sort_values(by + ["user_id", time], kind="stable")
     cumulative = log.groupby(by + ["user_id"], sort=False)["regret"].cumsum()
     return (
@@ -82,7 +88,8 @@ def cumulative_regret(log, n_steps, *, by=None):
     Returns
     -------
     regret : Series
-        Indexed by (``by``..., ``user_id``).
+        Indexed by (``by``..., ``user_id``). Empty, with a warning, when no
+        user has ``n_steps`` steps in the log.
 
     Examples
     --------
@@ -99,9 +106,21 @@ def cumulative_regret(log, n_steps, *, by=None):
         "cumulative_regret",
     )
     by = _columns(by)
+    caller = "cumulative_regret"
+    _check_columns(log, ["user_id", "step", "regret"], caller, "log", _LOG_FIX)
+    _check_columns(log, by, caller, "log", _by_fix("by", "log"), parameter="by")
     early = log[log["step"] < n_steps]
     counts = early.groupby(by + ["user_id"])["regret"].count()
     totals = early.groupby(by + ["user_id"])["regret"].sum()
+    if counts.size and not (counts == n_steps).any():
+        warnings.warn(
+            f"cumulative_regret: no user has n_steps={n_steps} steps in the log (the most "
+            f"any user has is {counts.max()}), so every user is left out and the result "
+            f"is empty. Pass n_steps <= {counts.max()}, or run the loop for at least "
+            f"{n_steps} rounds after the users arrive.",
+            UserWarning,
+            stacklevel=2,
+        )
     return totals[counts == n_steps]
 
 
@@ -260,7 +279,7 @@ def plot_regret(
     Parameters
     ----------
     scores : DataFrame
-        From :func:`progressive_scores`.
+        From :func:`progressive_scores` (not the log itself).
     hue : str or list of str, default=None
         Columns whose values make the lines' colours (and their labels).
     style : str, default=None
@@ -276,12 +295,24 @@ def plot_regret(
     """
     from matplotlib.figure import Figure
 
+    validate_arguments(
+        {"metric": [StrOptions(set(_METRICS))], "time": [StrOptions(set(_TIMES))]},
+        {"metric": metric, "time": time},
+        "plot_regret",
+    )
+    hue, styles = _columns(hue), _columns(style)
+    _check_columns(
+        scores, [time, metric], "plot_regret", "scores",
+        "plot_regret plots the scores of a log, not the log: pass progressive_scores(log).",
+    )  # fmt: skip
+    for parameter, columns in (("hue", hue), ("style", styles)):
+        fix = _by_fix(parameter, "scores")
+        _check_columns(scores, columns, "plot_regret", "scores", fix, parameter=parameter)
     if ax is None:
         figure = Figure(figsize=(6, 4))
         ax = figure.subplots()
     else:
         figure = ax.figure
-    hue, styles = _columns(hue), _columns(style)
     colours = {key: f"C{i}" for i, key in enumerate(_keys(scores, hue))}
     dashes = dict(zip(_keys(scores, styles), ["-", "--", ":", "-.", (0, (5, 1))] * 10))
     for key, table in scores.groupby(hue + styles, sort=False) if hue + styles else [
@@ -310,6 +341,31 @@ def _keys(scores, columns):
     if not columns:
         return [()]
     return list(dict.fromkeys(map(tuple, scores[columns].itertuples(index=False))))
+
+
+def _check_columns(frame, columns, caller, frame_name, fix, parameter=None):
+    """Raise a ValueError naming the ``columns`` missing from ``frame``, and ``fix``.
+
+    ``parameter``: the argument that named the columns (``"by"``, ``"hue"``...);
+    None for the columns ``caller`` needs in any case.
+    """
+    missing = [column for column in columns if column not in frame.columns]
+    if not missing:
+        return
+    if parameter is None:
+        problem = f"{frame_name} has no column"
+    else:
+        given = columns[0] if len(columns) == 1 else columns
+        what = "a column" if len(missing) == 1 else "columns"
+        problem = f"{parameter}={given!r} names {what} the {frame_name} does not have:"
+    raise ValueError(
+        f"{caller}: {problem} {', '.join(map(repr, missing))}; its columns are "
+        f"{', '.join(map(repr, frame.columns))}. {fix}"
+    )
+
+
+def _by_fix(parameter, frame_name):
+    return f"Pass as {parameter} columns of the {frame_name}, or None."
 
 
 def _columns(by):
