@@ -1,5 +1,7 @@
 """The Corpus type and the PersonalLLM loader."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,117 @@ def test_share_rewrites_a_damaged_copy_and_keeps_the_data_of_the_original(
         corpus.share(blocker / "copy")
 
 
+@pytest.mark.parametrize("mmap_mode", ["w+", "w", "write", "R", 1])
+def test_load_rejects_an_mmap_mode_that_creates_the_file_before_touching_it(
+    corpus, tmp_path, mmap_mode
+):
+    folder = corpus.save(tmp_path / "saved")
+    before = (folder / "rewards.npy").read_bytes()
+    with pytest.raises(ValueError, match="'mmap_mode' parameter of Corpus.load must be"):
+        Corpus.load(folder, mmap_mode=mmap_mode)
+    assert (folder / "rewards.npy").read_bytes() == before
+    assert Corpus.load(folder).fingerprint == corpus.fingerprint
+
+
+def test_load_with_mmap_mode_c_keeps_changes_in_memory(corpus, tmp_path):
+    folder = corpus.save(tmp_path / "saved")
+    loaded = Corpus.load(folder, mmap_mode="c")
+    loaded.rewards[0, 0, 0] += 1
+    np.testing.assert_array_equal(Corpus.load(folder).rewards, corpus.rewards)
+
+
+# Every file of a copy, and ways of damaging one that leave it unreadable.
+COPY_FILES = ["corpus.json", "rewards.npy", "texts.npz"]
+
+
+def _truncate_to_half(path):
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _garble(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle - 8 : middle + 8] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
+def test_a_copy_is_the_three_files_that_the_damage_tests_cover(corpus, tmp_path):
+    assert sorted(p.name for p in corpus.save(tmp_path / "saved").iterdir()) == COPY_FILES
+
+
+@pytest.mark.parametrize("damage", [_truncate_to_half, _empty, _garble, Path.unlink])
+@pytest.mark.parametrize("file", COPY_FILES)
+def test_an_unreadable_file_of_a_copy_raises_damaged_copy_error_naming_it(
+    corpus, tmp_path, file, damage
+):
+    folder = corpus.save(tmp_path / "saved")
+    damage(folder / file)
+    if file == "corpus.json" and damage is Path.unlink:
+        with pytest.raises(FileNotFoundError, match="No saved corpus"):
+            Corpus.load(folder)
+        return
+    for mmap_mode in (None, "r"):
+        with pytest.raises(DamagedCopyError, match=f"saved corpus in {folder}") as raised:
+            Corpus.load(folder, mmap_mode=mmap_mode)
+        # Named by the file that cannot be read, or found by the fingerprint.
+        assert f"its file {file} is unreadable" in str(raised.value) or (
+            "does not match its fingerprint" in str(raised.value)
+        )
+
+
+@pytest.mark.parametrize("damage", [_truncate_to_half, _empty])
+@pytest.mark.parametrize("file", COPY_FILES)
+def test_a_truncated_file_is_named_and_a_shared_copy_is_rewritten(
+    corpus, tmp_path, file, damage
+):
+    import pickle
+
+    shared = corpus.share(tmp_path / "shared")
+    damage(shared.shared_folder / file)
+    with pytest.raises(DamagedCopyError, match=f"its file {file} is unreadable") as raised:
+        Corpus.load(shared.shared_folder)
+    assert raised.value.__cause__ is not None
+    with pytest.warns(RuntimeWarning, match=f"its file {file} is unreadable.*Rewritten"):
+        assert pickle.loads(pickle.dumps(shared)) is shared
+    reloaded = Corpus.load(shared.shared_folder)
+    assert reloaded.fingerprint == corpus.fingerprint
+    np.testing.assert_array_equal(reloaded.rewards, corpus.rewards)
+    np.testing.assert_array_equal(reloaded.responses, corpus.responses)
+    # Sharing again into the damaged folder rewrites it too.
+    damage(shared.shared_folder / file)
+    with pytest.warns(RuntimeWarning, match="Rewritten from the corpus in memory"):
+        again = corpus.share(shared.shared_folder)
+    loaded = Corpus.load(again.shared_folder)
+    for name in ("prompts", "responses", "response_models", "split", "subset"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(corpus, name))
+    np.testing.assert_array_equal(loaded.rewards, corpus.rewards)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    ["[]", '{"name": "x"}', None],
+    ids=["not-a-dict", "missing-keys", "wrong-shapes"],
+)
+def test_a_corpus_json_that_does_not_describe_the_copy_is_damage(
+    corpus, tmp_path, meta
+):
+    import json
+
+    folder = corpus.save(tmp_path / "saved")
+    if meta is None:
+        described = json.loads((folder / "corpus.json").read_text())
+        described["shapes"]["responses"] = described["shapes"]["responses"][::-1]
+        meta = json.dumps(described)
+    (folder / "corpus.json").write_text(meta)
+    with pytest.raises(DamagedCopyError, match="its file corpus.json is unreadable"):
+        Corpus.load(folder)
+
+
 def _write_hub_parquet(tmp_path, z, splits, *, with_model_columns=True):
     """Parquet files in the hub schema, with raw (un-normalised) scores.
 
@@ -189,6 +302,13 @@ def test_loader_names_missing_columns(tmp_path):
         load_personalllm(data_files=str(tmp_path / "t.parquet"))
 
 
+def _offline_environment(monkeypatch, **variables):
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_loader_offline_fails_before_trying_the_hub(monkeypatch):
     # Unreachable hub: the probe must answer without handing over to `datasets`,
     # whose retries take tens of seconds.
@@ -197,11 +317,49 @@ def test_loader_offline_fails_before_trying_the_hub(monkeypatch):
     def must_not_be_called(*args, **kwargs):
         raise AssertionError("load_dataset was called although the hub is unreachable")
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    _offline_environment(monkeypatch, HF_HUB_OFFLINE="0")
     monkeypatch.setattr(datasets, "load_dataset", must_not_be_called)
     with pytest.raises(ConnectionError) as error:
         load_personalllm(connect_timeout=2.0)
-    assert "data_files" in str(error.value) and "make_personalllm" in str(error.value)
+    message = str(error.value)
+    assert "Cannot reach the Hugging Face hub" in message
+    assert "data_files" in message and "make_personalllm" in message
+    assert "set HF_HUB_OFFLINE=1 to use a copy already in the Hugging Face cache" in message
+
+
+def _no_copy_in_the_cache(*args, **kwargs):
+    raise ConnectionError("Couldn't reach 'namkoong-lab/PersonalLLM' on the Hub")
+
+
+@pytest.mark.parametrize(
+    "variable", ["HF_HUB_OFFLINE=1", "HF_DATASETS_OFFLINE=1", "TRANSFORMERS_OFFLINE=yes"]
+)
+def test_loader_in_offline_mode_says_to_pass_a_local_copy(monkeypatch, variable):
+    import datasets
+
+    name, value = variable.split("=")
+    _offline_environment(monkeypatch, **{name: value})
+    monkeypatch.setattr(datasets, "load_dataset", _no_copy_in_the_cache)
+    with pytest.raises(ConnectionError) as error:
+        load_personalllm()
+    message = str(error.value)
+    assert f"offline ({variable} is set)" in message
+    assert "load_personalllm(path=" in message and "data_files=" in message
+    assert "make_personalllm" in message
+    assert "set HF_HUB_OFFLINE=1" not in message
+
+
+def test_loader_online_failure_suggests_the_offline_cache(monkeypatch):
+    import datasets
+
+    from pllm_sk.datasets import _personalllm
+
+    _offline_environment(monkeypatch, HF_DATASETS_OFFLINE="0", HF_HUB_OFFLINE="1")
+    monkeypatch.setattr(_personalllm, "_hub_reachable", lambda timeout: True)
+    monkeypatch.setattr(datasets, "load_dataset", _no_copy_in_the_cache)
+    # HF_DATASETS_OFFLINE decides for `datasets` when set, as datasets reads it.
+    with pytest.raises(ConnectionError, match="set HF_HUB_OFFLINE=1 to use a copy"):
+        load_personalllm()
 
 
 def test_loader_in_hub_offline_mode_says_how_to_load_locally(monkeypatch):

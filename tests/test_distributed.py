@@ -448,3 +448,61 @@ def test_claim_slot_takes_the_first_free_slot(tmp_path):
     assert claim_slot(3, str(folder)) == 1
     assert claim_slot(3, str(folder)) == 1  # kept for the process
     held.close()
+
+
+# ------------------------------------------- an unreadable file in a shared copy
+
+
+def cross_validation_after(damage_copy, random_state, tmp_path):
+    """Serial scores, and a loky cross-validation (n_jobs=2) after ``damage_copy``."""
+    corpus = make_personalllm(60, random_state=random_state)
+    weights = sample_users(30, alpha=0.05, random_state=0)
+    data = simulate_feedback(corpus, weights, n_history=8, n_query=1, random_state=0)
+    cv = ColdStartSplit(2, n_support=3, random_state=0)
+
+    def scores(corpus, n_jobs):
+        scorer = make_personal_scorer(PreferenceOracle(corpus, weights), "gap_closed")
+        return cross_validate(pipeline(corpus), data.X, data.y, cv=cv, scoring=scorer,
+                              n_jobs=n_jobs)["test_score"]
+
+    serial = scores(corpus, None)
+    shared = corpus.share(tmp_path / "copy")
+    damage_copy(shared.shared_folder)
+    return serial, lambda: scores(shared, 2)
+
+
+@pytest.mark.parametrize("file", ["rewards.npy", "texts.npz", "corpus.json"])
+def test_a_truncated_shared_copy_is_rewritten_and_the_scores_are_the_serial_ones(
+    file, tmp_path
+):
+    def truncate(folder):
+        with open(folder / file, "r+b") as handle:
+            handle.truncate(os.path.getsize(folder / file) // 2)
+
+    random_state = 20 + ["rewards.npy", "texts.npz", "corpus.json"].index(file)
+    serial, parallel = cross_validation_after(truncate, random_state, tmp_path)
+    with pytest.warns(RuntimeWarning, match=f"its file {file} is unreadable"):
+        assert_array_equal(parallel(), serial)
+
+
+def test_a_worker_that_cannot_read_a_file_of_the_copy_fails_naming_it(tmp_path):
+    def garble_in_place(folder):
+        # Same inode, size and modification time: only the worker's read can tell.
+        path = folder / "corpus.json"
+        before = os.stat(path)
+        with open(path, "r+b") as handle:
+            handle.write(b" " * before.st_size)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    _, parallel = cross_validation_after(garble_in_place, 23, tmp_path)
+    with pytest.raises(Exception) as raised:
+        parallel()
+    causes, error = [], raised.value
+    while error is not None:
+        causes.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__
+    message = "\n".join(causes)
+    assert DamagedCopyError.__name__ in message, message
+    assert f"The saved corpus in {tmp_path / 'copy'} is damaged: its file corpus.json" in (
+        message
+    )

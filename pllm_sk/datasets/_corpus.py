@@ -220,6 +220,10 @@ class Corpus:
             A folder written by :meth:`save` (or :meth:`share`).
         mmap_mode : {None, "r", "r+", "c"}, default=None
             Passed to :func:`numpy.load` for the rewards; the texts are read.
+            ``None`` reads the rewards into memory; ``"r"`` maps them read-only;
+            ``"c"`` maps them copy-on-write (changes stay in memory); ``"r+"``
+            maps them read-write: a change to ``corpus.rewards`` is written to
+            ``rewards.npy``, and the copy no longer matches its fingerprint.
 
         Returns
         -------
@@ -227,10 +231,14 @@ class Corpus:
 
         Raises
         ------
+        ValueError
+            ``mmap_mode`` is not one of the values above (checked before any
+            file is opened).
         FileNotFoundError
             ``folder`` holds no saved corpus.
         DamagedCopyError
-            The files do not match the fingerprint written with them.
+            A file is unreadable (missing, truncated, not in its format), or the
+            files do not match the fingerprint written with them.
         """
         meta, rewards, texts = read_copy(folder, mmap_mode)
         corpus = cls(

@@ -16,13 +16,21 @@ __all__ = ["load_personalllm"]
 HUB_DATASET = "namkoong-lab/PersonalLLM"
 N_RESPONSES = len(RESPONSE_MODELS)
 
-_WAYS_OUT = (
-    "Ways out: download the parquet files elsewhere and pass them with "
+_LOCAL_COPY = (
     "load_personalllm(data_files={'train': ..., 'test': ...}) or "
-    "load_personalllm(path='/folder/with/parquet'); set HF_HUB_OFFLINE=1 to use a "
-    "copy already in the Hugging Face cache; or use the synthetic corpus with the "
-    "same schema, pllm_sk.datasets.make_personalllm()."
+    "load_personalllm(path='/folder/with/parquet')"
 )
+_SYNTHETIC = (
+    "use the synthetic corpus with the same schema, "
+    "pllm_sk.datasets.make_personalllm()"
+)
+_WAYS_OUT = (
+    f"Ways out: download the parquet files elsewhere and pass them with {_LOCAL_COPY}; "
+    "set HF_HUB_OFFLINE=1 to use a copy already in the Hugging Face cache; or "
+    f"{_SYNTHETIC}."
+)
+# Values that turn an offline variable on, as huggingface_hub and datasets read them.
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 def load_personalllm(
@@ -46,7 +54,10 @@ def load_personalllm(
     3. otherwise the hub dataset ``hub_name`` through the ``datasets`` library. When
        the hub cannot be reached within ``connect_timeout`` seconds (and
        ``HF_HUB_OFFLINE`` is not set), a ``ConnectionError`` says how to load local
-       files or use the synthetic corpus instead of retrying for minutes.
+       files or use the synthetic corpus instead of retrying for minutes. In
+       offline mode (``HF_HUB_OFFLINE=1`` or ``HF_DATASETS_OFFLINE=1``) the copy in
+       the Hugging Face cache is used; without one, a ``ConnectionError`` says to
+       pass ``path`` or ``data_files``.
 
     Raw scores in the ``response_{k}_{reward model}`` columns are z-normalised with
     the published train-set means and sds (:data:`REWARD_MODEL_STATS`); reward models
@@ -131,9 +142,34 @@ def _hub_reachable(timeout):
         return False
 
 
+def _offline_setting():
+    """The setting that keeps ``datasets`` off the network, e.g. ``"HF_HUB_OFFLINE=1"``.
+
+    The environment is read as huggingface_hub and datasets read it at import
+    (``HF_DATASETS_OFFLINE`` when set, else ``HF_HUB_OFFLINE`` or
+    ``TRANSFORMERS_OFFLINE``), but now, so that a variable set after their import
+    counts; with none set, ``huggingface_hub.constants.HF_HUB_OFFLINE`` decides.
+    ``None``: online.
+    """
+    if "HF_DATASETS_OFFLINE" in os.environ:
+        name = "HF_DATASETS_OFFLINE"
+    elif os.environ.get("HF_HUB_OFFLINE"):
+        name = "HF_HUB_OFFLINE"
+    else:
+        name = "TRANSFORMERS_OFFLINE"
+    value = os.environ.get(name)
+    if value is not None:
+        return f"{name}={value}" if value.upper() in _TRUE_VALUES else None
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    return "huggingface_hub.constants.HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
+
+
 def _load_from_hub(hub_name, cache_dir, connect_timeout):
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    if not offline and not _hub_reachable(connect_timeout):
+    offline = _offline_setting()
+    if offline is None and not _hub_reachable(connect_timeout):
         raise ConnectionError(
             f"Cannot reach the Hugging Face hub to download {hub_name!r}. {_WAYS_OUT}"
         )
@@ -142,8 +178,16 @@ def _load_from_hub(hub_name, cache_dir, connect_timeout):
     try:
         loaded = datasets.load_dataset(hub_name, cache_dir=cache_dir)
     except Exception as exc:
+        if offline is None:
+            raise ConnectionError(
+                f"Could not load {hub_name!r}: {exc}. {_WAYS_OUT}"
+            ) from exc
+        cache = "the Hugging Face cache" if cache_dir is None else f"{cache_dir!r}"
         raise ConnectionError(
-            f"Could not load {hub_name!r}: {exc}. {_WAYS_OUT}"
+            f"Could not load {hub_name!r} offline ({offline} is set) from {cache}: "
+            f"{exc}. Ways out: pass a local copy of its parquet files with "
+            f"{_LOCAL_COPY}; download it into the cache once, without {offline}, on "
+            f"a machine that reaches the hub; or {_SYNTHETIC}."
         ) from exc
     return {split: loaded[split].to_pandas() for split in loaded}
 
