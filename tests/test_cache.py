@@ -259,3 +259,48 @@ def test_errors_name_the_problem(tmp_path):
     cache.get_or_compute(IDENTITY, ["a"], hash_features)
     with pytest.raises(ValueError, match="dimension 3"):
         cache.get_or_compute(IDENTITY, ["b"], lambda texts: np.zeros((1, 3)))
+
+
+def read_only(folder, monkeypatch):
+    """Make ``folder`` unwritable: by permissions, or, where they are not enforced
+    (root), by failing every write into it as a read-only file system would."""
+    import errno
+
+    from pllm_sk.runtime import _cache
+
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o555)
+    if os.access(folder, os.W_OK):
+
+        def refuse(path, chunks):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+        monkeypatch.setattr(_cache, "_atomic_write", refuse)
+
+
+def test_a_read_only_folder_computes_misses_and_warns_once(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    FeatureCache(folder).get_or_compute(IDENTITY, ["a", "b"], hash_features)
+    read_only(folder, monkeypatch)
+    try:
+        cache, compute = FeatureCache(folder), CountingCompute()
+        texts = ["a", "new 1", "b", "new 2", "new 3"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            vectors = cache.get_or_compute(IDENTITY, texts, compute, chunk_size=1)
+            again = cache.get_or_compute(IDENTITY, ["new 4"], compute)
+        np.testing.assert_array_equal(vectors, hash_features(texts))
+        np.testing.assert_array_equal(again, hash_features(["new 4"]))
+        assert sorted(compute.texts) == ["new 1", "new 2", "new 3", "new 4"]
+        assert len(caught) == 1 and caught[0].category is RuntimeWarning
+        message = str(caught[0].message)
+        for part in (str(folder), "cache=", CACHE_DIR_ENV, "not cached"):
+            assert part in message
+        with pytest.raises(OSError, match=f"Cannot write to the feature cache {folder}"):
+            cache.store(IDENTITY, FeatureCache.text_keys(["c"]), hash_features(["c"]))
+        assert FeatureCache(folder).info()[0]["n_entries"] == 2
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)

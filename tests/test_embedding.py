@@ -1,5 +1,6 @@
 """TextEmbedder with the real all-MiniLM-L6-v2 (offline) and EmbeddingFeatures."""
 
+import os
 import pickle
 
 import numpy as np
@@ -286,3 +287,103 @@ def test_verbose_0_silences_the_loaders_bars_and_restores_them(tmp_path, capfd, 
         assert shown == ""
     after = (transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled())
     assert after == before
+
+
+@pytest.fixture
+def digest_home(tmp_path, monkeypatch):
+    """A fresh cache home (where file digests are recorded) and no digest memo."""
+    from pllm_sk.features import CACHE_DIR_ENV
+    from pllm_sk.runtime import _models
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "home"))
+    monkeypatch.setattr(_models, "_FILE_DIGESTS", {})
+    return tmp_path / "home"
+
+
+def test_any_changed_weights_byte_changes_the_folder_identity(tmp_path, digest_home):
+    from pllm_sk.runtime import ModelSource
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = np.random.RandomState(0).bytes(5 << 20)  # more than two 1 MiB ends
+    (folder / "model.safetensors").write_bytes(weights)
+    before = ModelSource(folder, None, None).fingerprint()
+    copy = tmp_path / "copy"  # the same files elsewhere: the same identity
+    copy.mkdir()
+    for path in folder.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    assert ModelSource(copy, None, None).fingerprint() == before
+    edited = bytearray(weights)
+    edited[len(weights) // 2] ^= 1  # one byte in the middle, same size
+    (folder / "model.safetensors").write_bytes(bytes(edited))
+    assert ModelSource(folder, None, None).fingerprint() != before
+
+
+def test_weights_are_read_once_per_version(tmp_path, digest_home, monkeypatch):
+    from pllm_sk.runtime import _models, file_digest
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"weights" * 1000)
+    reads = []
+    hash_file = _models.sha256_file
+    monkeypatch.setattr(
+        _models, "sha256_file", lambda p: reads.append(p) or hash_file(p)
+    )
+    first = file_digest(path)
+    assert first == hash_file(path) and len(reads) == 1
+    assert file_digest(path) == first and len(reads) == 1  # memoised
+    monkeypatch.setattr(_models, "_FILE_DIGESTS", {})  # another process: the record
+    assert file_digest(path) == first and len(reads) == 1
+    assert str(path.resolve()) in (digest_home / "file-digests.json").read_text()
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert file_digest(path) == first and len(reads) == 2  # a new version: read
+    path.write_bytes(b"Weights" * 1000)
+    assert file_digest(path) != first and len(reads) == 3
+
+
+def test_an_edited_model_folder_is_loaded_again(tmp_path, digest_home):
+    from safetensors.torch import load_file, save_file
+
+    model, tokenizer = tiny_bert()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cache = tmp_path / "cache"
+    texts = ["a b c", "d e"]
+    old = TextEmbedder(folder, cache=cache, verbose=0).fit()
+    before = old.transform(texts)
+    stale = TextEmbedder(folder, cache=cache, verbose=0).fit()  # fitted, not loaded
+    weights_file = folder / "model.safetensors"
+    size = weights_file.stat().st_size
+    tensors = load_file(weights_file)
+    name = next(name for name in tensors if "word_embeddings" in name)
+    tensors[name] = tensors[name].flip(0).contiguous()  # other vectors, same size
+    save_file(tensors, weights_file, metadata={"format": "pt"})
+    assert weights_file.stat().st_size == size
+    new = TextEmbedder(folder, cache=cache, verbose=0).fit()
+    assert new.identity_ != old.identity_
+    after = new.transform(texts)
+    assert np.abs(after - before).max() > 1e-3
+    fresh = TextEmbedder(folder, cache=False, verbose=0).fit().transform(texts)
+    np.testing.assert_allclose(fresh, after, atol=1e-6)  # not the weights in memory
+    with pytest.raises(RuntimeError, match="changed after the estimator was fitted"):
+        stale.transform(["a text not cached"])
+
+
+def test_verbose_0_silences_the_gguf_conversion_bar(capfd):
+    gguf_loader = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
+    from pllm_sk.runtime import loading_bars
+
+    original = gguf_loader.tqdm
+    capfd.readouterr()
+    with loading_bars(0):
+        with loading_bars(0):  # nested: the outer block still silences
+            pass
+        list(gguf_loader.tqdm(range(3), desc="de-quantizing GGUF tensors"))
+    assert capfd.readouterr().err == ""
+    assert gguf_loader.tqdm is original
+    with loading_bars(1):
+        list(gguf_loader.tqdm(range(3), desc="de-quantizing GGUF tensors"))
+    assert "de-quantizing" in capfd.readouterr().err  # the test can fail

@@ -21,11 +21,11 @@ import numpy as np
 
 from ..runtime import (
     ModelSource,
+    file_digest,
     from_pretrained,
     load_model,
     loading_bars,
     pad_right,
-    sha256_file,
     tokenizer_digest,
 )
 
@@ -101,29 +101,31 @@ class CausalLMSource:
         """What identifies the weights and tokenizer (see ``ModelSource``)."""
         if self.gguf is None:
             return self.source.fingerprint()
-        stat = self.gguf.stat()
         # The GGUF file holds the tokenizer and chat template too.
-        fingerprint = {
-            "gguf": _file_digest(str(self.gguf), stat.st_size, stat.st_mtime_ns)
-        }
+        fingerprint = {"gguf": file_digest(self.gguf)}
         if self.tokenizer is not None:
             fingerprint["tokenizer"] = tokenizer_digest(self.tokenizer)
         return fingerprint
 
     def load_tokenizer(self):
-        """The tokenizer, loaded once per process (a loaded one is returned as is)."""
+        """The tokenizer, loaded once per version of its files per process (a
+        loaded one is returned as is)."""
         tokenizer = self.tokenizer
         if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
             return tokenizer
         with loading_bars(self.verbose):
             if tokenizer is not None:
-                return _tokenizer(str(tokenizer), None)
+                return _tokenizer(str(tokenizer), None, tokenizer_digest(tokenizer))
             if self.gguf is not None:
-                return _tokenizer(str(self.gguf.parent), self.gguf.name)
-            return _tokenizer(self.source.reference, None)
+                return _tokenizer(
+                    str(self.gguf.parent), self.gguf.name, file_digest(self.gguf)
+                )
+            version = self.source.fingerprint() if self.source.kind == "path" else None
+            return _tokenizer(self.source.reference, None, str(version))
 
     def load_model(self, device, dtype):
-        """The causal LM on ``device`` in ``dtype``, loaded once per process."""
+        """The causal LM on ``device`` in ``dtype``, loaded once per version of its
+        files per process."""
         from transformers import AutoModelForCausalLM
 
         if self.gguf is None:
@@ -134,8 +136,9 @@ class CausalLMSource:
                 f"{INSTALL_HINT}"
             )
         auto_class = _gguf_auto_class(AutoModelForCausalLM, self.gguf.name)
+        folder, version = str(self.gguf.parent), file_digest(self.gguf)
         with loading_bars(self.verbose):
-            return load_model(auto_class, str(self.gguf.parent), None, str(device), dtype)
+            return load_model(auto_class, folder, None, str(device), dtype, version)
 
 
 @functools.lru_cache(maxsize=8)
@@ -151,7 +154,8 @@ def _gguf_auto_class(auto_class, gguf_file):
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(reference, gguf_file):
+def _tokenizer(reference, gguf_file, version):
+    # ``version``, the digest of the files, is part of the key: edited files load again.
     from transformers import AutoTokenizer
 
     auto_class = (
@@ -160,12 +164,6 @@ def _tokenizer(reference, gguf_file):
         else _gguf_auto_class(AutoTokenizer, gguf_file)
     )
     return from_pretrained(auto_class, reference, None)
-
-
-@functools.lru_cache(maxsize=8)
-def _file_digest(path, size, mtime_ns):
-    # Keyed by size and mtime too: a file replaced in place is hashed again.
-    return sha256_file(path)
 
 
 def iter_continuation_logprobs(model, groups, *, batch_size, shared_length=0):

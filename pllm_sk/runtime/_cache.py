@@ -227,6 +227,12 @@ class FeatureCache:
         keys : ndarray of uint64, shape (n, 2)
         vectors : array-like of shape (n, dim)
             Stored as float32.
+
+        Raises
+        ------
+        OSError
+            The folder cannot be written (read-only, full); the message names it
+            and how to choose another.
         """
         keys = _check_keys(keys)
         vectors = np.asarray(vectors, dtype=_DTYPE)
@@ -240,12 +246,21 @@ class FeatureCache:
         if keys.shape[0] == 0:
             return
         folder = self._folder(identity)
-        folder.mkdir(parents=True, exist_ok=True)
-        identity_file = folder / "identity.json"
-        if not identity_file.exists():
-            _atomic_write(identity_file, [_canonical(identity).encode("utf-8")])
         order = np.argsort(keys[:, 0], kind="stable")
-        _write_shard(folder, keys[order], vectors[order])
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            identity_file = folder / "identity.json"
+            if not identity_file.exists():
+                _atomic_write(identity_file, [_canonical(identity).encode("utf-8")])
+            _write_shard(folder, keys[order], vectors[order])
+        except OSError as exc:
+            # OSError(errno, text) is the subclass of the errno (PermissionError).
+            raise OSError(
+                exc.errno,
+                f"Cannot write to the feature cache {self.root} ({exc}). Pass "
+                "cache= a writable folder (or cache=False), or set the environment "
+                f"variable {CACHE_DIR_ENV} to one.",
+            ) from exc
 
     def get_or_compute(self, identity, texts, compute, *, chunk_size=4096):
         """Vectors of ``texts``: cached ones looked up, missing ones computed and stored.
@@ -267,11 +282,18 @@ class FeatureCache:
         vectors : ndarray of float32, shape (n_texts, dim)
             In the order of ``texts``; a cached vector is returned exactly as it
             was computed.
+
+        Warns
+        -----
+        RuntimeWarning
+            Once per cache object, when the folder cannot be written (read-only,
+            full): the computed vectors are returned without being stored.
         """
         texts = list(texts)
         unique_keys, first, inverse = _distinct_keys(texts)
         vectors, found = self.lookup(identity, unique_keys)
         missing = np.flatnonzero(~found)
+        writable = True
         for start in range(0, missing.size, chunk_size):
             chunk = missing[start : start + chunk_size]
             computed = np.asarray(
@@ -291,9 +313,14 @@ class FeatureCache:
                     f"compute returned vectors of dimension {computed.shape[1]}, but the "
                     f"cache holds dimension {vectors.shape[1]} for this identity."
                 )
-            self.store(identity, unique_keys[chunk], computed)
+            if writable:
+                writable = self._try_store(identity, unique_keys[chunk], computed)
             vectors[chunk] = computed
-        if missing.size and self._n_shards(self._folder(identity)) > _MAX_SHARDS:
+        if (
+            writable
+            and missing.size
+            and self._n_shards(self._folder(identity)) > _MAX_SHARDS
+        ):
             self.compact(identity)
         if vectors is None:  # no texts at all
             return np.zeros((0, 0), dtype=_DTYPE)
@@ -399,6 +426,21 @@ class FeatureCache:
                 f"got {identity!r}."
             )
         return self.root / self.namespace(identity)
+
+    def _try_store(self, identity, keys, vectors):
+        """:meth:`store`, or a RuntimeWarning (once per object) if it cannot write."""
+        try:
+            self.store(identity, keys, vectors)
+        except OSError as exc:
+            if not self.__dict__.get("_warned_unwritable"):
+                self.__dict__["_warned_unwritable"] = True
+                warnings.warn(
+                    f"{exc.strerror} The vectors are computed but not cached.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
+        return True
 
     def _memo(self):
         # folder -> (listing signature, index); verified shards live in the index.

@@ -58,7 +58,9 @@ class TextEmbedder(BaseModelTransformer):
     loaded model's weights and tokenizer) plus ``pooling``, ``normalize``,
     ``max_length`` and the dtype, and by the text: each text is embedded once per
     model, and a warm cache needs no model at all. The weights are loaded on the
-    first cache miss, and kept for the process.
+    first cache miss, and kept for the process while their files are unchanged (an
+    edited folder is another identity and loads again; each weights file is read
+    whole once per version of it, see :func:`~pllm_sk.runtime.file_digest`).
 
     Parameters
     ----------

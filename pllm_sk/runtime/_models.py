@@ -6,17 +6,21 @@ torch, transformers and huggingface_hub are imported inside the functions, so th
 
 import functools
 import hashlib
+import importlib
 import json
 import os
+import sys
+import threading
 from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
-from ._cache import FeatureCache
+from ._cache import FeatureCache, _atomic_write, default_cache_dir
 
 __all__ = [
+    "file_digest",
     "from_pretrained",
     "load_model",
     "loading_bars",
@@ -48,9 +52,13 @@ _CONFIG_FILES = (
     "1_Pooling/config.json",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-# Bytes hashed at each end of a weights file: enough to tell checkpoints apart
-# without reading gigabytes on every fit.
-_WEIGHT_SAMPLE = 1 << 20
+# The record of file digests in the cache folder, so that a weights file is read
+# whole once per version of it, not once per process (see file_digest).
+_DIGEST_RECORD = "file-digests.json"
+# (resolved path, size, mtime, ctime, inode) -> SHA-256, for this process.
+_FILE_DIGESTS = {}
+# The transformers module that converts GGUF tensors under a plain tqdm bar.
+_GGUF_LOADER = "transformers.modeling_gguf_pytorch_utils"
 
 
 class ModelSource:
@@ -111,7 +119,8 @@ class ModelSource:
         if self.kind == "hub":
             fingerprint = {"hub": self.reference, "revision": self.revision}
         elif self.kind == "path":
-            fingerprint = {"files": _folder_digest(Path(self.reference))}
+            self._files = _folder_digest(Path(self.reference))
+            fingerprint = {"files": self._files}
         else:
             fingerprint = {"weights": _parameter_digest(self.model)}
         if self.tokenizer is not None:
@@ -160,12 +169,26 @@ class ModelSource:
             return from_pretrained(AutoTokenizer, reference, self.revision)
 
     def load_model(self, auto_class, device, dtype):
-        """The model on ``device`` in ``dtype``, in eval mode (loaded ones moved)."""
+        """The model on ``device`` in ``dtype``, in eval mode (loaded ones moved).
+
+        A local folder whose files changed since :meth:`fingerprint` (the cache
+        identity) raises a RuntimeError: its outputs would be cached under the
+        identity of the files it had.
+        """
         if self.kind == "object":
             return self.model.to(device=device, dtype=dtype).eval()
+        version = None
+        if self.kind == "path":
+            version = _folder_digest(Path(self.reference))
+            if getattr(self, "_files", version) != version:
+                raise RuntimeError(
+                    f"The files of the model folder {self.reference} changed after "
+                    "the estimator was fitted; fit it again to use them (its cache "
+                    "identity names the files it had)."
+                )
         with loading_bars(self.verbose):
             return load_model(
-                auto_class, self.reference, self.revision, str(device), dtype
+                auto_class, self.reference, self.revision, str(device), dtype, version
             )
 
 
@@ -173,9 +196,10 @@ class ModelSource:
 def loading_bars(verbose):
     """Within the block, transformers' and the hub's progress bars only if ``verbose``.
 
-    ``verbose=0`` turns both off (transformers' "Loading weights" bar, the hub's
-    download bars) and restores each one's previous state afterwards. The switch
-    is process-wide: a thread loading at the same time is silenced too.
+    ``verbose=0`` turns both off (transformers' "Loading weights" bar and the plain
+    tqdm bar of its GGUF conversion, the hub's download bars) and restores each
+    one's previous state afterwards. The switch is process-wide: a thread loading
+    at the same time is silenced too.
     """
     if verbose:
         yield
@@ -191,7 +215,8 @@ def loading_bars(verbose):
     hub_was_off = are_progress_bars_disabled()
     transformers_logging.disable_progress_bar()  # the hub's too
     try:
-        yield
+        with _quiet_gguf_conversion():
+            yield
     finally:
         if transformers_was_on:
             transformers_logging.enable_progress_bar()  # turns the hub's on
@@ -211,9 +236,52 @@ def from_pretrained(auto_class, reference, revision):
         ) from None
 
 
+# The state of the patched GGUF bar: blocks open (nested or in threads), original.
+_GGUF_PATCH = {"depth": 0, "tqdm": None}
+_GGUF_LOCK = threading.Lock()
+
+
+@contextmanager
+def _quiet_gguf_conversion():
+    """Within the block, transformers' GGUF conversion bar is disabled.
+
+    transformers converts GGUF tensors under a plain ``tqdm`` that its progress
+    switch does not reach: its module's ``tqdm`` name is bound to a disabled bar,
+    and the original is put back when the last open block (nested, or in another
+    thread) ends. The module imports torch, so it is patched only once torch is
+    imported (loading a model class imports it, before any GGUF model loads).
+    """
+    module = sys.modules.get(_GGUF_LOADER)
+    if module is None and "torch" in sys.modules:
+        try:
+            module = importlib.import_module(_GGUF_LOADER)
+        except ImportError:  # a transformers without GGUF support
+            module = None
+    if module is None or not hasattr(module, "tqdm"):
+        yield
+        return
+    with _GGUF_LOCK:
+        if _GGUF_PATCH["depth"] == 0:
+            _GGUF_PATCH["tqdm"] = module.tqdm
+            module.tqdm = functools.partial(module.tqdm, disable=True)
+        _GGUF_PATCH["depth"] += 1
+    try:
+        yield
+    finally:
+        with _GGUF_LOCK:
+            _GGUF_PATCH["depth"] -= 1
+            if _GGUF_PATCH["depth"] == 0:
+                module.tqdm, _GGUF_PATCH["tqdm"] = _GGUF_PATCH["tqdm"], None
+
+
 @functools.lru_cache(maxsize=2)
-def load_model(auto_class, reference, revision, device, dtype):
-    # Kept for the process: every clone of an estimator in a CV loop reuses it.
+def load_model(auto_class, reference, revision, device, dtype, version=None):
+    """``auto_class.from_pretrained(reference)`` on ``device`` in ``dtype``, in eval mode.
+
+    Kept for the process, so that every clone of an estimator in a CV loop reuses
+    it; keyed by all the arguments, so that a new ``version`` (the digest of a local
+    folder's or file's content) loads the edited files again.
+    """
     model = from_pretrained(auto_class, reference, revision)
     return model.to(device=device, dtype=dtype).eval()
 
@@ -226,7 +294,82 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def file_digest(path):
+    """The SHA-256 of a file's content, read whole once per version of the file.
+
+    A version is the file's resolved path, size, modification and change times
+    and inode: a file written again, even with the same size, is read again.
+    Digests are kept for the process and in the record ``file-digests.json`` of
+    the cache folder (:func:`~pllm_sk.runtime.default_cache_dir`), so that other
+    processes do not read gigabytes of weights again; a record that cannot be read
+    or written is ignored.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    digest : str
+        The hexadecimal SHA-256 of the file's bytes.
+    """
+    path = Path(path).resolve()
+    version = _file_version(path)
+    key = (str(path), *version)
+    if key in _FILE_DIGESTS:
+        return _FILE_DIGESTS[key]
+    record = _read_digest_record()
+    entry = record.get(str(path))
+    if isinstance(entry, list) and entry[:-1] == list(version):
+        digest = entry[-1]
+    else:
+        digest = sha256_file(path)
+        if _file_version(path) != version:  # written while read: hashed again next time
+            return digest
+        record[str(path)] = [*version, digest]
+        _write_digest_record(record)
+    _FILE_DIGESTS[key] = digest
+    return digest
+
+
+def _file_version(path):
+    stat = path.stat()
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+def _read_digest_record():
+    try:
+        record = json.loads((default_cache_dir() / _DIGEST_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_digest_record(record):
+    """Write the record, keeping the entries of files that still have that version."""
+    kept = {}
+    for name, entry in record.items():
+        try:
+            current = list(_file_version(Path(name)))
+        except OSError:  # removed since
+            continue
+        if isinstance(entry, list) and entry[:-1] == current:
+            kept[name] = entry
+    folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(folder / _DIGEST_RECORD, [json.dumps(kept).encode("utf-8")])
+    except OSError:  # a read-only cache folder: kept for this process only
+        pass
+
+
 def _folder_digest(folder):
+    """Digest of a model folder's content: config, tokenizer and weights files.
+
+    Weights files count by their whole content (:func:`file_digest`) and their path
+    inside the folder, so the same files in another folder or on another machine
+    give the same digest.
+    """
     digest = hashlib.sha256()
     for name in _CONFIG_FILES:
         path = folder / name
@@ -234,12 +377,8 @@ def _folder_digest(folder):
             digest.update(name.encode() + b"\0" + sha256_file(path).encode())
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix in _WEIGHT_SUFFIXES:
-            size = path.stat().st_size
-            digest.update(f"{path.relative_to(folder)}\0{size}\0".encode())
-            with open(path, "rb") as handle:
-                digest.update(handle.read(_WEIGHT_SAMPLE))
-                handle.seek(max(size - _WEIGHT_SAMPLE, 0))
-                digest.update(handle.read(_WEIGHT_SAMPLE))
+            name = path.relative_to(folder).as_posix()
+            digest.update(f"{name}\0{file_digest(path)}\0".encode())
     return digest.hexdigest()
 
 
