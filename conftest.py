@@ -1,13 +1,21 @@
 """Settings for every test, the docstring examples of pllm_sk/ included."""
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Model or dataset loads by hub name must fail fast here, never retry for minutes.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Feature caches and the record of model-file digests go to a folder of this run,
+# removed at its end, not the user's cache; a PLLM_SK_CACHE_DIR that is set is kept.
+if not os.environ.get("PLLM_SK_CACHE_DIR"):
+    os.environ["PLLM_SK_CACHE_DIR"] = tempfile.mkdtemp(prefix="pllm_sk-tests-")
+    atexit.register(shutil.rmtree, os.environ["PLLM_SK_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
