@@ -448,6 +448,10 @@ def test_claim_slot_takes_the_first_free_slot(tmp_path):
     assert claim_slot(3, str(folder)) == 1
     assert claim_slot(3, str(folder)) == 1  # kept for the process
     held.close()
+    # Released here rather than at exit (where its open file would be reported).
+    from pllm_sk.runtime._parallel import _held_slots
+
+    _held_slots.pop(str(folder))[1].close()
 
 
 # ------------------------------------------- an unreadable file in a shared copy
