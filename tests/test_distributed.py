@@ -258,8 +258,8 @@ def damage(folder, keep_file_times):
     assert not np.array_equal(np.load(path), rewards)
 
 
-def damaged_cross_validation(random_state, keep_file_times, tmp_path):
-    """Serial scores, and a loky cross-validation (n_jobs=2) after damaging the copy."""
+def cross_validation_after(damage_copy, random_state, tmp_path):
+    """Serial scores, and a loky cross-validation (n_jobs=2) after ``damage_copy``."""
     # A corpus of its own: no worker of loky's reused pool has read it before.
     corpus = make_personalllm(60, random_state=random_state)
     weights = sample_users(30, alpha=0.05, random_state=0)
@@ -273,8 +273,15 @@ def damaged_cross_validation(random_state, keep_file_times, tmp_path):
 
     serial = scores(corpus, None)
     shared = corpus.share(tmp_path / "copy")
-    damage(shared.shared_folder, keep_file_times)
+    damage_copy(shared.shared_folder)
     return serial, lambda: scores(shared, 2)
+
+
+def damaged_cross_validation(random_state, keep_file_times, tmp_path):
+    """:func:`cross_validation_after` :func:`damage` of the copy's rewards."""
+    return cross_validation_after(
+        lambda folder: damage(folder, keep_file_times), random_state, tmp_path
+    )
 
 
 def test_a_damaged_shared_copy_is_rewritten_and_the_scores_are_the_serial_ones(
@@ -287,17 +294,24 @@ def test_a_damaged_shared_copy_is_rewritten_and_the_scores_are_the_serial_ones(
 
 def test_a_worker_that_reads_a_damaged_copy_fails_naming_the_folder(tmp_path):
     _, parallel = damaged_cross_validation(12, True, tmp_path)
-    # loky reports a task that fails to unpickle as a broken pool, caused by the
-    # worker's own traceback.
+    message = failure_chain(parallel)
+    assert DamagedCopyError.__name__ in message, message
+    assert f"The saved corpus in {tmp_path / 'copy'} does not match" in message
+
+
+def failure_chain(call):
+    """The exception ``call()`` raises and its causes, one ``Type: message`` a line.
+
+    loky reports a task that fails to unpickle as a broken pool, caused by the
+    worker's own traceback.
+    """
     with pytest.raises(Exception) as raised:
-        parallel()
+        call()
     causes, error = [], raised.value
     while error is not None:
         causes.append(f"{type(error).__name__}: {error}")
         error = error.__cause__
-    message = "\n".join(causes)
-    assert DamagedCopyError.__name__ in message, message
-    assert f"The saved corpus in {tmp_path / 'copy'} does not match" in message
+    return "\n".join(causes)
 
 
 def test_a_worker_that_cannot_read_the_folder_says_what_to_do(tmp_path):
@@ -457,24 +471,6 @@ def test_claim_slot_takes_the_first_free_slot(tmp_path):
 # ------------------------------------------- an unreadable file in a shared copy
 
 
-def cross_validation_after(damage_copy, random_state, tmp_path):
-    """Serial scores, and a loky cross-validation (n_jobs=2) after ``damage_copy``."""
-    corpus = make_personalllm(60, random_state=random_state)
-    weights = sample_users(30, alpha=0.05, random_state=0)
-    data = simulate_feedback(corpus, weights, n_history=8, n_query=1, random_state=0)
-    cv = ColdStartSplit(2, n_support=3, random_state=0)
-
-    def scores(corpus, n_jobs):
-        scorer = make_personal_scorer(PreferenceOracle(corpus, weights), "gap_closed")
-        return cross_validate(pipeline(corpus), data.X, data.y, cv=cv, scoring=scorer,
-                              n_jobs=n_jobs)["test_score"]
-
-    serial = scores(corpus, None)
-    shared = corpus.share(tmp_path / "copy")
-    damage_copy(shared.shared_folder)
-    return serial, lambda: scores(shared, 2)
-
-
 @pytest.mark.parametrize("file", ["rewards.npy", "texts.npz", "corpus.json"])
 def test_a_truncated_shared_copy_is_rewritten_and_the_scores_are_the_serial_ones(
     file, tmp_path
@@ -499,13 +495,7 @@ def test_a_worker_that_cannot_read_a_file_of_the_copy_fails_naming_it(tmp_path):
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     _, parallel = cross_validation_after(garble_in_place, 23, tmp_path)
-    with pytest.raises(Exception) as raised:
-        parallel()
-    causes, error = [], raised.value
-    while error is not None:
-        causes.append(f"{type(error).__name__}: {error}")
-        error = error.__cause__
-    message = "\n".join(causes)
+    message = failure_chain(parallel)
     assert DamagedCopyError.__name__ in message, message
     assert f"The saved corpus in {tmp_path / 'copy'} is damaged: its file corpus.json" in (
         message
