@@ -107,6 +107,20 @@ class CausalLMSource:
             fingerprint["tokenizer"] = tokenizer_digest(self.tokenizer)
         return fingerprint
 
+    def check_unchanged(self, fingerprint):
+        """Raise when local model files no longer give ``fingerprint`` (fit's).
+
+        Scores are cached under the identity of the files at fit time: scoring with
+        other files would store their scores under it. Hub names and loaded models
+        are not checked.
+        """
+        local = self.gguf is not None or self.source.kind == "path"
+        if local and self.fingerprint() != fingerprint:
+            raise RuntimeError(
+                f"The model files of {self.label} changed after the ranker was "
+                "fitted; fit it again to score with them."
+            )
+
     def load_tokenizer(self):
         """The tokenizer, loaded once per version of its files per process (a
         loaded one is returned as is)."""

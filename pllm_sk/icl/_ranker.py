@@ -415,13 +415,7 @@ class InContextRanker(BaseRanker):
         """The (context, candidate) pairs each row's score needs, and how to combine."""
         prompt_ids, response_ids = self.corpus.check_ids(ids[:, 1], ids[:, 2])
         source = CausalLMSource(self.model, self.tokenizer, verbose=self.verbose)
-        if isinstance(self.model, (str, os.PathLike)) and os.path.exists(self.model):
-            # Scores are cached under the identity of the files at fit time.
-            if source.fingerprint() != self.identity_["source"]:
-                raise RuntimeError(
-                    f"The model files at {self.model} changed after the ranker was "
-                    "fitted; fit it again to score with them."
-                )
+        source.check_unchanged(self.identity_["source"])
         builder = self._builder(source.load_tokenizer())
         queries, query_of = np.unique(ids[:, :2], axis=0, return_inverse=True)
         query_of = query_of.reshape(-1)
