@@ -224,17 +224,21 @@ def history_minimums(names, track=None, args=None):
     oracle, not built yet, are None); with ``args=None``, of its default ranker.
     """
     context = dict(
-        corpus=None,
-        oracle=None,
-        alpha=getattr(args, "alpha", None),
-        track=track,
-        seen_items=track == "ids" and query_split_of(track, args) == "train",
-    )
+        corpus=None, oracle=None, alpha=getattr(args, "alpha", None),
+        **track_context(track, args),
+    )  # fmt: skip
     minimums = []
     for name in names:
         params = METHODS[name][1](dict(context, method=name)).get_params()
         minimums += [(name, p, params[p]) for p in HISTORY_MINIMUMS if p in params]
     return minimums
+
+
+def track_context(track, args):
+    """The entries of a :data:`METHODS` factory's context that depend on the track."""
+    return dict(
+        track=track, seen_items=track == "ids" and query_split_of(track, args) == "train"
+    )
 
 
 def check_n_history(parser, args):
@@ -439,8 +443,7 @@ def plan(args, corpus, oracle, data, features=None):
     for track in args.tracks:
         query_split = query_split_of(track, args)
         X, y = data[query_split]
-        context["track"] = track
-        context["seen_items"] = track == "ids" and query_split == "train"
+        context.update(track_context(track, args))
         for name in methods_on(track, args):
             factory = METHODS[name][1]
             steps = feature_steps(
